@@ -1,0 +1,167 @@
+# Licensed under the Apache License, Version 2.0 (the "License").
+#
+# Apache Airflow PROD (production) image.
+#
+#   DOCKER_BUILDKIT=1 docker build .                     # defaults: Airflow 3.3.2, Python 3.11
+#   DOCKER_BUILDKIT=1 docker build . \
+#       --build-arg PYTHON_BASE_IMAGE=python:3.13-slim-trixie \
+#       --build-arg AIRFLOW_CONSTRAINTS_LOCATION=docker-context-files/constraints.txt \
+#       --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt   # TLS-inspecting proxy
+#   DOCKER_BUILDKIT=1 docker build . --target airflow-build-image     # the build stage only
+#
+# Needs BuildKit (RUN --mount). No `# syntax=` line on purpose: the engine's built-in
+# Dockerfile frontend is used, so nothing is pulled from Docker Hub but the base image.
+#
+# Stages:
+#   docker-context-files   the build context's docker-context-files/ (if any): wheels, sdists,
+#                          constraints; bind-mounted where needed, never copied into a layer
+#   airflow-build-image    base + compilers + headers; Airflow installed into a virtualenv
+#                          at /opt/airflow/venv (pushed as the "PROD build stage" image)
+#   main                   base + runtime libraries + the virtualenv; user airflow (50000:0)
+#
+# Build args: see the ARG lines below. Those that change on every build (REVISION, CREATED,
+# ...) are declared last and only feed LABELs, so a rebuild that changes just them reuses
+# every layer.
+#
+# An extra CA bundle (TLS-inspecting proxies) reaches apt and pip only as the BuildKit
+# secret `extra_ca`; it is never written into a layer (include/docker/scripts/with_extra_ca.sh).
+
+ARG PYTHON_BASE_IMAGE="python:3.11-slim-bookworm"
+
+##############################################################################################
+FROM scratch AS docker-context-files
+# The glob makes a missing docker-context-files/ directory legal; the README is always there.
+COPY include/docker/docker-context-files.README.md docker-context-file[s] /
+
+##############################################################################################
+FROM ${PYTHON_BASE_IMAGE} AS airflow-build-image
+ARG PYTHON_BASE_IMAGE
+SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
+
+ARG DEBIAN_FRONTEND=noninteractive
+ARG ADDITIONAL_DEV_APT_DEPS=""
+# Per-base cache ids: bookworm and trixie builds must not clobber each other's apt lists.
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-apt-cache-${PYTHON_BASE_IMAGE},target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,id=airflow-apt-lists-${PYTHON_BASE_IMAGE},target=/var/lib/apt/lists,sharing=locked \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_os_packages.sh,target=/opt/image-scripts/install_os_packages.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_os_packages.sh build
+
+ENV AIRFLOW_VENV=/opt/airflow/venv
+
+ARG AIRFLOW_PIP_VERSION="26.3"
+ARG AIRFLOW_VERSION="3.3.2"
+ARG AIRFLOW_EXTRAS="postgres,mysql"
+# A URL, or a path in the build context under docker-context-files/, or empty (no
+# constraints). Upstream's is
+# https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYTHON_MAJOR_MINOR}.txt
+ARG AIRFLOW_CONSTRAINTS_LOCATION=""
+ARG ADDITIONAL_PYTHON_DEPS=""
+ARG INSTALL_FROM_DOCKER_CONTEXT_FILES="false"
+# Anything but "false" ignores the constraints and upgrades eagerly (nightly builds).
+ARG UPGRADE_TO_NEWER_DEPENDENCIES="false"
+
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=bind,from=docker-context-files,target=/docker-context-files \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh airflow
+
+ENV PATH="/opt/airflow/venv/bin:${PATH}" \
+    VIRTUAL_ENV=/opt/airflow/venv
+
+# Labels last: they change on every build and must not invalidate the layers above.
+ARG SOURCE_URL="https://github.com/apache/airflow"
+ARG REVISION=""
+ARG CREATED=""
+ARG VERSION="${AIRFLOW_VERSION}"
+ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
+ARG BASE_IMAGE_DIGEST=""
+LABEL org.opencontainers.image.title="Apache Airflow PROD build stage" \
+      org.opencontainers.image.description="Build stage of the Apache Airflow production image" \
+      org.opencontainers.image.vendor="Apache Software Foundation" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.url="https://airflow.apache.org" \
+      org.opencontainers.image.documentation="https://airflow.apache.org/docs/docker-stack/index.html" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE_NAME}" \
+      org.opencontainers.image.base.digest="${BASE_IMAGE_DIGEST}" \
+      org.apache.airflow.image="airflow-build-image" \
+      org.apache.airflow.version="${AIRFLOW_VERSION}" \
+      org.apache.airflow.extras="${AIRFLOW_EXTRAS}"
+
+##############################################################################################
+FROM ${PYTHON_BASE_IMAGE} AS main
+ARG PYTHON_BASE_IMAGE
+SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
+
+ARG DEBIAN_FRONTEND=noninteractive
+ARG ADDITIONAL_RUNTIME_APT_DEPS=""
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-apt-cache-${PYTHON_BASE_IMAGE},target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,id=airflow-apt-lists-${PYTHON_BASE_IMAGE},target=/var/lib/apt/lists,sharing=locked \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_os_packages.sh,target=/opt/image-scripts/install_os_packages.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_os_packages.sh runtime
+
+ARG AIRFLOW_UID="50000"
+ARG AIRFLOW_USER_HOME_DIR=/home/airflow
+ENV AIRFLOW_HOME=/opt/airflow \
+    AIRFLOW_VENV=/opt/airflow/venv \
+    VIRTUAL_ENV=/opt/airflow/venv \
+    PATH="/opt/airflow/venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LANG=C.UTF-8 \
+    LC_ALL=C.UTF-8
+
+# Group 0 and group-writable directories: the image also runs under an arbitrary uid
+# (OpenShift, `--user 12345:0`).
+RUN useradd --uid "${AIRFLOW_UID}" --gid 0 --no-log-init --create-home \
+        --home-dir "${AIRFLOW_USER_HOME_DIR}" --shell /bin/bash airflow \
+    && mkdir -p "${AIRFLOW_HOME}/dags" "${AIRFLOW_HOME}/logs" "${AIRFLOW_HOME}/plugins" \
+        "${AIRFLOW_HOME}/config" \
+    && chown -R "${AIRFLOW_UID}:0" "${AIRFLOW_USER_HOME_DIR}" "${AIRFLOW_HOME}" \
+    && chmod -R g+rwX "${AIRFLOW_USER_HOME_DIR}" "${AIRFLOW_HOME}"
+
+COPY --from=airflow-build-image --chown=${AIRFLOW_UID}:0 /opt/airflow/venv /opt/airflow/venv
+COPY --chmod=0755 include/docker/entrypoint_prod.sh /entrypoint
+
+WORKDIR ${AIRFLOW_HOME}
+USER ${AIRFLOW_UID}
+EXPOSE 8080
+
+ENTRYPOINT ["/usr/bin/dumb-init", "--", "/entrypoint"]
+CMD ["--help"]
+
+# Labels last: they change on every build and must not invalidate the layers above.
+ARG AIRFLOW_VERSION="3.3.2"
+ARG AIRFLOW_EXTRAS="postgres,mysql"
+ARG SOURCE_URL="https://github.com/apache/airflow"
+ARG REVISION=""
+ARG CREATED=""
+ARG VERSION="${AIRFLOW_VERSION}"
+ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
+ARG BASE_IMAGE_DIGEST=""
+LABEL org.opencontainers.image.title="Apache Airflow" \
+      org.opencontainers.image.description="Apache Airflow production image" \
+      org.opencontainers.image.vendor="Apache Software Foundation" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.url="https://airflow.apache.org" \
+      org.opencontainers.image.documentation="https://airflow.apache.org/docs/docker-stack/index.html" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE_NAME}" \
+      org.opencontainers.image.base.digest="${BASE_IMAGE_DIGEST}" \
+      org.apache.airflow.image="airflow" \
+      org.apache.airflow.version="${AIRFLOW_VERSION}" \
+      org.apache.airflow.extras="${AIRFLOW_EXTRAS}" \
+      org.apache.airflow.uid="${AIRFLOW_UID}" \
+      org.apache.airflow.gid="0"

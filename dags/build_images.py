@@ -1,0 +1,34 @@
+"""Manual build of one branch: CI and PROD images per Python version, verified, pushed, promoted.
+
+Trigger with a conf (or the trigger form): branch, python_versions, registry, repository, source_repo,
+commit_sha, cache, push, upgrade_to_newer_dependencies, airflow_version, test_command, naming.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag
+
+from airflow_image_factory.settings import load_settings
+from airflow_image_factory.tasks import build_and_publish, build_params, resolve_sha, validate
+
+SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
+
+
+@dag(
+    dag_id="build_images",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    params=build_params(SETTINGS),
+    tags=["images", "build"],
+    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+)
+def build_images():
+    build_and_publish(SETTINGS, resolve_sha(validate()))
+
+
+build_images()

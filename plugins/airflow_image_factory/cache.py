@@ -1,0 +1,89 @@
+"""The one place that decides a build's cache: ``pulled`` / ``local`` / ``disabled`` and the fallbacks.
+
+Pure: what the registry holds is handed in (image ref → exists), so this is tested without Docker.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from airflow_image_factory.exceptions import CacheImageMissing
+from airflow_image_factory.naming import LATEST
+
+
+class CacheStrategy(str, enum.Enum):
+    PULLED = "pulled"  # the registry's images are the build cache
+    LOCAL = "local"  # only what the engine already has
+    DISABLED = "disabled"  # build everything from scratch
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    requested: CacheStrategy
+    effective: CacheStrategy
+    cache_from: tuple[str, ...] = ()
+    no_cache: bool = False
+    # Inline cache metadata makes every pushed image usable as a later build's --cache-from.
+    inline_cache: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return {
+            "requested": self.requested.value,
+            "effective": self.effective.value,
+            "cache_from": list(self.cache_from),
+            "no_cache": self.no_cache,
+            "inline_cache": self.inline_cache,
+            "notes": list(self.notes),
+        }
+
+
+def plan_cache(
+    strategy: CacheStrategy | str,
+    cache_images: Sequence[str],
+    present: Mapping[str, bool],
+    *,
+    tag: str = LATEST,
+) -> CachePlan:
+    """Decide the cache inputs of one build.
+
+    ``cache_images`` are the refs (``name:tag``) the build would reuse, most useful first;
+    ``present`` says which of them the registry holds. With ``pulled``:
+
+    * all present → use them;
+    * ``latest`` wanted and none present (first build of a new repository or branch) → fall back to
+      ``local`` and say so; some present → use those and name the missing ones;
+    * a specific tag wanted (a SHA) and missing → :class:`CacheImageMissing`: the run asked for an
+      exact image, and silently building something else would be wrong.
+    """
+    strategy = CacheStrategy(strategy)
+    if strategy is CacheStrategy.DISABLED:
+        return CachePlan(strategy, strategy, no_cache=True, notes=("cache disabled: building every layer",))
+    if strategy is CacheStrategy.LOCAL:
+        return CachePlan(strategy, strategy, notes=("using the engine's local cache only",))
+
+    missing = [ref for ref in cache_images if not present.get(ref, False)]
+    found = tuple(ref for ref in cache_images if present.get(ref, False))
+    if missing and tag != LATEST:
+        raise CacheImageMissing(
+            f"cache image(s) {', '.join(missing)} not found in the registry; a specific tag ({tag}) "
+            "was asked for, so the build will not fall back to another cache"
+        )
+    if not found:
+        return CachePlan(
+            strategy,
+            CacheStrategy.LOCAL,
+            notes=(
+                f"no {tag} cache image in the registry yet ({', '.join(missing) or 'none named'}): "
+                "switching to 'local' cache for this build",
+            ),
+        )
+    notes = [f"cache from registry: {', '.join(found)}"]
+    if missing:
+        notes.append(f"not in the registry, skipped as cache: {', '.join(missing)}")
+    return CachePlan(strategy, strategy, cache_from=found, notes=tuple(notes))

@@ -1,0 +1,76 @@
+"""Every error this package raises on purpose lives here, so callers catch by meaning."""
+
+from __future__ import annotations
+
+
+class ImageFactoryError(Exception):
+    """Base of all domain errors."""
+
+
+class InvalidBuildRequest(ImageFactoryError, ValueError):
+    """A build request (DAG params / conf) holds a bad value. Names the field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class InvalidBuildRequests(InvalidBuildRequest):
+    """Several fields are bad at once; all of them are reported together."""
+
+    def __init__(self, errors: list[InvalidBuildRequest]):
+        self.errors = errors
+        fields = ", ".join(e.field for e in errors)
+        detail = "; ".join(str(e) for e in errors)
+        ImageFactoryError.__init__(self, f"invalid build request ({fields}): {detail}")
+        self.field = errors[0].field
+        self.message = detail
+
+
+class SettingsError(ImageFactoryError):
+    """The defaults file, an Airflow Variable or an environment override is malformed."""
+
+
+class CacheImageMissing(ImageFactoryError):
+    """A specific (non-latest) cache image was asked for and the registry does not hold it."""
+
+
+class RegistryError(ImageFactoryError):
+    """The registry answered with an error that retrying will not fix."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        self.status = status
+        super().__init__(message)
+
+
+class RegistryAuthError(RegistryError):
+    """Credentials were refused, or no credentials were given where the registry needs them."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry kept failing (5xx, 429, dropped connections) until the retries ran out."""
+
+
+class ManifestNotFound(RegistryError):
+    """The asked-for manifest (image:tag or image@digest) does not exist."""
+
+
+class EngineError(ImageFactoryError):
+    """The container engine is missing, unreachable, or refused an operation."""
+
+
+class BuildFailed(EngineError):
+    """An image build exited non-zero."""
+
+
+class VerificationFailed(ImageFactoryError):
+    """A check run inside a built image failed."""
+
+
+class PromotionRefused(ImageFactoryError):
+    """`latest` must not move: a test failed, or the tested digest is not what would be promoted."""
+
+
+class SourceRepositoryError(ImageFactoryError):
+    """The source repository or branch could not be read, or a constraints push failed."""

@@ -1,0 +1,389 @@
+"""One step each, thin over the policy objects (naming, cache, promotion) and the hooks.
+
+Every operator takes the validated build request (a dict from the ``validate`` task) and, where it
+works on one Python version, that version; names come from :mod:`naming`, cache decisions from
+:mod:`cache`, what moves to ``latest`` from :mod:`promotion`. Clients are made in ``execute``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import requests
+from airflow.sdk import BaseOperator
+
+from airflow_image_factory.cache import plan_cache
+from airflow_image_factory.engine import BuildSpec, Engine
+from airflow_image_factory.exceptions import PromotionRefused, VerificationFailed
+from airflow_image_factory.hooks import EngineHook, RegistryHook
+from airflow_image_factory.naming import LATEST, ImageKind, ImageSet, images_for, split_repository
+from airflow_image_factory.promotion import VersionOutcome, plan_promotion
+from airflow_image_factory.request import BuildRequest
+from airflow_image_factory.settings import VARIABLE_NAME, Settings, include_dir, load_settings
+
+DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
+PROD_BUILD_TARGET = "airflow-build-image"
+EXTRA_CA_SECRET_ID = "extra_ca"
+API_SERVER_HEALTH_TIMEOUT = 240.0
+
+
+def run_settings() -> Settings:
+    """Settings as a task sees them: file < environment < the Airflow Variable (read now, not at parse)."""
+    from airflow.sdk import Variable
+
+    return load_settings(variable=Variable.get(VARIABLE_NAME, default=None))
+
+
+class ImageFactoryOperator(BaseOperator):
+    """Common ground: the request, the Python version, settings, and the names made from them."""
+
+    template_fields: Sequence[str] = ("build_request", "python")
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, build_request: dict[str, Any] | Any, python: str | Any = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.build_request = build_request
+        self.python = python
+
+    @property
+    def request(self) -> BuildRequest:
+        return BuildRequest.from_dict(self.build_request)
+
+    @property
+    def images(self) -> ImageSet:
+        return images_for(self.request, self.python)
+
+    @property
+    def sha(self) -> str:
+        sha = self.request.commit_sha
+        if not sha:
+            raise ValueError("the build request has no commit_sha; the resolve step must run first")
+        return sha
+
+    def registry_hook(self, settings: Settings, registry: str | None = None) -> RegistryHook:
+        return RegistryHook(registry or self.request.registry, settings=settings)
+
+    def stream(self, line: str) -> None:
+        self.log.info("%s", line)
+
+
+class PreparePythonBaseOperator(ImageFactoryOperator):
+    """Pin the upstream ``python:X.Y-slim-<debian>`` by digest and stage it as the branch's base image.
+
+    The digest is read with a manifest HEAD (no layer pulled to decide); the image is pulled once so the
+    promotion can publish it as ``REG/REPO/BRANCH/python:X.Y-slim-<debian>`` without rebuilding.
+    """
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = run_settings()
+        images = self.images
+        upstream = images.upstream_python_base
+        upstream_hook = self.registry_hook(settings, upstream.registry)
+        with upstream_hook.get_conn() as client:
+            digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
+        if digest is None:
+            raise VerificationFailed(f"upstream base image {upstream.ref()} does not exist")
+        pinned = upstream.ref(digest)
+        engine = EngineHook(settings=settings).get_conn()
+        self.log.info("Upstream base %s is %s", upstream.ref(), digest)
+        engine.pull(pinned, auth=upstream_hook.credentials)
+        engine.tag(pinned, images.python_base.ref())
+        return {
+            "python": self.python,
+            "upstream": upstream.ref(),
+            "digest": digest,
+            "pinned": pinned,
+            "local": images.python_base.ref(),
+        }
+
+
+class BuildImageOperator(ImageFactoryOperator):
+    """Build the CI image, the PROD build stage, or the PROD image with BuildKit and the registry cache.
+
+    ``kind`` is ``ci``, ``prod-build`` or ``prod``. The image is tagged locally as ``name:SHA``; pushing
+    is a later step. The returned summary is small: image, digest (image id), size, duration, cache.
+    """
+
+    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base")
+    _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
+    _CACHE_SOURCES = {
+        ImageKind.CI: (ImageKind.CI,),
+        ImageKind.PROD_BUILD: (ImageKind.PROD_BUILD,),
+        ImageKind.PROD: (ImageKind.PROD_BUILD, ImageKind.PROD),
+    }
+
+    def __init__(self, *, kind: str, python_base: dict[str, Any] | Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kind = ImageKind(kind)
+        if self.kind not in self._DOCKERFILES:
+            raise ValueError(f"kind must be one of {', '.join(k.value for k in self._DOCKERFILES)}")
+        self.python_base = python_base
+
+    def build_args(self, settings: Settings) -> dict[str, str]:
+        request = self.request
+        return {
+            "PYTHON_BASE_IMAGE": self.python_base["pinned"],
+            "AIRFLOW_VERSION": request.airflow_version,
+            "UPGRADE_TO_NEWER_DEPENDENCIES": str(request.upgrade_to_newer_dependencies).lower(),
+            "SOURCE_URL": request.source_repo,
+            "REVISION": self.sha,
+            "CREATED": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "BASE_IMAGE_NAME": self.python_base["upstream"],
+            "BASE_IMAGE_DIGEST": self.python_base["digest"],
+        }
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = run_settings()
+        request = self.request
+        images = self.images
+        image = images[self.kind]
+        cache_refs = [images[kind].ref(LATEST) for kind in self._CACHE_SOURCES[self.kind]]
+        registry_hook = self.registry_hook(settings)
+        present: dict[str, bool] = {}
+        if request.cache == "pulled":
+            with registry_hook.get_conn() as client:
+                present = {ref: client.manifest_digest(*_repo_and_tag(ref)) is not None for ref in cache_refs}
+        plan = plan_cache(request.cache, cache_refs, present)
+        for note in plan.notes:
+            self.log.info("cache: %s", note)
+        secrets = {}
+        if settings.extra_ca_bundle:
+            if not os.path.isfile(settings.extra_ca_bundle):
+                raise FileNotFoundError(f"extra_ca_bundle setting: {settings.extra_ca_bundle} is not a file")
+            secrets[EXTRA_CA_SECRET_ID] = settings.extra_ca_bundle
+        spec = BuildSpec(
+            context=include_dir().parent,
+            dockerfile=self._DOCKERFILES[self.kind],
+            target=PROD_BUILD_TARGET if self.kind is ImageKind.PROD_BUILD else None,
+            tags=(image.ref(self.sha),),
+            build_args=self.build_args(settings),
+            cache_from=plan.cache_from,
+            no_cache=plan.no_cache,
+            inline_cache=plan.inline_cache,
+            secrets=secrets,
+        )
+        engine = EngineHook(settings=settings).get_conn()
+        logins = {request.registry: registry_hook.credentials} if registry_hook.credentials else {}
+        with engine.logged_in(logins):
+            report = engine.build(spec, on_line=self.stream)
+        summary = {
+            "python": self.python,
+            "kind": self.kind.value,
+            "image": image.ref(self.sha),
+            **report.to_dict(),
+            "cache": plan.to_dict(),
+        }
+        if self.kind is ImageKind.CI:
+            summary["manifest_image"] = self._build_manifest_image(engine, images, report.image_id)
+        self.log.info(
+            "Built %s: %s, %.0f MB, %.0fs, %d/%d steps cached",
+            summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps, report.steps,
+        )
+        return summary
+
+    def _build_manifest_image(self, engine: Engine, images: ImageSet, ci_image_id: str) -> str:
+        """The CI manifest image: a tiny image holding the CI image's hash (seed 000's build-cache hash).
+
+        A developer compares it with a local CI image to decide pull vs rebuild without pulling the
+        large image.
+        """
+        with tempfile.TemporaryDirectory(prefix="ci-manifest-") as tmp:
+            Path(tmp, "build-cache-hash").write_text(ci_image_id + "\n")
+            Path(tmp, "Dockerfile").write_text(
+                "FROM scratch\nCOPY build-cache-hash /build-cache-hash\n"
+                f'LABEL org.opencontainers.image.revision="{self.sha}"\n'
+            )
+            tags = (images.local_ci_manifest.ref(self.sha), images.ci_manifest.ref(self.sha))
+            engine.build(BuildSpec(context=Path(tmp), dockerfile="Dockerfile", tags=tags), on_line=self.log.debug)
+        return images.ci_manifest.ref(self.sha)
+
+
+class VerifyImageOperator(ImageFactoryOperator):
+    """Run the checks inside a built image; any failure fails the task and so blocks ``latest``.
+
+    CI: the request's ``test_command`` (default: the verification suite baked into the CI image).
+    PROD: ``airflow version``, ``pip check``, not root, no node/npm, and the api-server's health
+    endpoint answering within a bound.
+    """
+
+    def __init__(self, *, kind: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kind = ImageKind(kind)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = run_settings()
+        engine = EngineHook(settings=settings).get_conn()
+        image = self.images[self.kind].ref(self.sha)
+        checks = self._ci_checks() if self.kind is ImageKind.CI else self._prod_checks()
+        results = []
+        for name, command, expect in checks:
+            self.log.info("check %s: %s", name, " ".join(command))
+            result = engine.run(image, entrypoint=[], command=command, on_line=self.stream, timeout=1800)
+            passed = result.ok and (expect is None or expect(result.output))
+            results.append({"check": name, "passed": passed, "exit_code": result.exit_code})
+            if not passed:
+                raise VerificationFailed(
+                    f"{image}: check {name!r} failed (exit {result.exit_code}); last output:\n"
+                    + "\n".join(result.output.splitlines()[-20:])
+                )
+        if self.kind is ImageKind.PROD:
+            seconds = self._check_api_server(engine, image)
+            results.append({"check": "api-server health", "passed": True, "seconds": round(seconds, 1)})
+        return {"python": self.python, "kind": self.kind.value, "image": image, "checks": results}
+
+    def _ci_checks(self):
+        command = self.request.test_command or DEFAULT_CI_TEST_COMMAND
+        return [("tests", ["bash", "-c", command], None)]
+
+    def _prod_checks(self):
+        entry = ["/entrypoint"]
+        return [
+            ("airflow version", [*entry, "airflow", "version"], lambda out: out.strip() != ""),
+            ("pip check", [*entry, "python", "-m", "pip", "check"], None),
+            ("non-root", ["id", "-u"], lambda out: out.strip().splitlines()[-1] != "0"),
+            (
+                "no node/npm",
+                ["sh", "-c", "if command -v node || command -v npm; then exit 1; fi; echo none"],
+                None,
+            ),
+        ]
+
+    def _check_api_server(self, engine: Engine, image: str) -> float:
+        container = engine.start(
+            image,
+            ["bash", "-c", "airflow db migrate >/dev/null && exec airflow api-server --port 8080"],
+            environment={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/airflow.db"},
+        )
+        started = time.monotonic()
+        try:
+            container.reload()
+            address = container.attrs["NetworkSettings"]["IPAddress"]
+            url = f"http://{address}:8080/api/v2/monitor/health"
+            last = "no answer yet"
+            while time.monotonic() - started < API_SERVER_HEALTH_TIMEOUT:
+                container.reload()
+                if container.status == "exited":
+                    logs = container.logs(tail=30).decode(errors="replace")
+                    raise VerificationFailed(f"{image}: api-server exited before answering:\n{logs}")
+                try:
+                    answer = requests.get(url, timeout=5)
+                    if answer.ok:
+                        self.log.info("api-server health answered in %.0fs: %s", time.monotonic() - started,
+                                      answer.text[:300])
+                        return time.monotonic() - started
+                    last = f"HTTP {answer.status_code}"
+                except requests.RequestException as exc:
+                    last = type(exc).__name__
+                time.sleep(3)
+            raise VerificationFailed(
+                f"{image}: api-server health endpoint did not answer within {API_SERVER_HEALTH_TIMEOUT:.0f}s ({last})"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+class PushImageOperator(ImageFactoryOperator):
+    """Push the tested ``name:SHA`` image; returns the registry's digest (``None`` when push is off)."""
+
+    def __init__(self, *, kind: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kind = ImageKind(kind)
+
+    def execute(self, context: Any) -> str | None:
+        if not self.request.push:
+            self.log.info("push is off for this run: %s stays local", self.images[self.kind].ref(self.sha))
+            return None
+        settings = run_settings()
+        hook = self.registry_hook(settings)
+        engine = EngineHook(settings=settings).get_conn()
+        ref = self.images[self.kind].ref(self.sha)
+        digest = engine.push(ref, auth=hook.credentials, retries=settings.push_retries, on_line=self.stream)
+        self.log.info("Pushed %s as %s", ref, digest)
+        return digest
+
+
+class PromoteImagesOperator(ImageFactoryOperator):
+    """The gate: only when every Python version passed, publish ``latest`` for all of them.
+
+    CI and PROD ``latest`` are re-tagged from the tested ``:SHA`` digests in the registry (manifest PUTs,
+    no blob moves); the Python base, PROD build stage and CI manifest are pushed here for the first
+    time, before any re-tag, so a failed upload leaves the published CI and PROD images untouched.
+    """
+
+    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "outcomes", "python_bases")
+
+    def __init__(self, *, outcomes: Sequence[Mapping[str, Any]] | Any, python_bases: Sequence[Mapping] | Any,
+                 **kwargs: Any):
+        super().__init__(**kwargs)
+        self.outcomes = outcomes
+        self.python_bases = python_bases
+
+    def execute(self, context: Any) -> list[dict[str, str]]:
+        request = self.request
+        outcomes = {o["python"]: VersionOutcome.from_dict(o) for o in (self.outcomes or []) if o}
+        images = {v: images_for(request, v) for v in request.python_versions}
+        bases = {b["python"]: b for b in (self.python_bases or []) if b}
+        local_images = {
+            v: {
+                ImageKind.PYTHON_BASE.value: bases[v]["local"] if v in bases else None,
+                ImageKind.PROD_BUILD.value: images[v].prod_build.ref(self.sha),
+                ImageKind.CI_MANIFEST.value: images[v].ci_manifest.ref(self.sha),
+            }
+            for v in request.python_versions
+        }
+        plan = plan_promotion(
+            push=request.push, python_versions=request.python_versions, outcomes=outcomes, images=images,
+            local_images=local_images,
+        )
+        if not plan.allowed:
+            if not request.push:
+                self.log.info("Nothing published: %s", plan.reason)
+                return []
+            raise PromotionRefused(plan.reason)
+
+        settings = run_settings()
+        hook = self.registry_hook(settings)
+        engine = EngineHook(settings=settings).get_conn()
+        published: list[dict[str, str]] = []
+        with hook.get_conn() as client:
+            # Pre-flight: every tested digest must still be in the registry before anything moves.
+            for step in plan.retags:
+                repository, _ = _repo_and_tag(step.target)
+                if client.manifest_digest(repository, step.source_digest) is None:
+                    raise PromotionRefused(f"tested digest {step.source_digest} of {step.target} is gone; nothing moved")
+            for step in plan.pushes:
+                if step.local_image != step.target:
+                    engine.tag(step.local_image, step.target)
+                digest = engine.push(step.target, auth=hook.credentials, retries=settings.push_retries,
+                                     on_line=self.log.debug)
+                published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
+                                  "digest": digest})
+                self.log.info("pushed %s = %s", step.target, digest)
+            for step in plan.retags:
+                repository, tag = _repo_and_tag(step.target)
+                digest = client.tag(repository, step.source_digest, tag)
+                if digest != step.source_digest:
+                    raise PromotionRefused(f"{step.target} now points at {digest}, not the tested {step.source_digest}")
+                published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
+                                  "digest": digest})
+                self.log.info("promoted %s = %s (tested digest, manifest only)", step.target, digest)
+        return published
+
+
+def _repo_and_tag(ref: str) -> tuple[str, str]:
+    """``host/path:tag`` or ``host/path@digest`` → (path, tag or digest) for registry API calls."""
+    if "@" in ref:
+        name, _, reference = ref.partition("@")
+    else:
+        name, _, reference = ref.rpartition(":")
+    _, path = split_repository(name)
+    return path, reference
+

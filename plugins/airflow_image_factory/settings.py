@@ -1,0 +1,197 @@
+"""Defaults from ``include/defaults.toml``, overridden by the environment and an Airflow Variable.
+
+Parse-time callers (DAG files) use :func:`load_settings` without Variables, so nothing is looked up
+in the metadata database while a DAG file is parsed. Tasks pass the Variable's value in at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from airflow_image_factory.exceptions import SettingsError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+ENV_PREFIX = "IMAGE_FACTORY_"
+VARIABLE_NAME = "image_factory_settings"
+
+
+def _find_defaults_file(env: Mapping[str, str] | None = None) -> Path:
+    """The settings file ships in ``include/`` of the repository, or inside the installed package."""
+    override = (os.environ if env is None else env).get(f"{ENV_PREFIX}DEFAULTS_FILE")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "include" / "defaults.toml", here.parent.parent / "include" / "defaults.toml"):
+        if candidate.is_file():
+            return candidate
+    raise SettingsError(
+        "include/defaults.toml not found next to the package; set IMAGE_FACTORY_DEFAULTS_FILE to its path"
+    )
+
+
+def include_dir() -> Path:
+    """The folder with the non-Python assets (Dockerfiles' scripts, defaults, kind config)."""
+    return _find_defaults_file().parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    branch: str
+    python_versions: tuple[str, ...]
+    registry: str
+    repository: str
+    source_repo: str
+    commit_sha: str
+    cache: str
+    push: bool
+    upgrade_to_newer_dependencies: bool
+    airflow_version: str
+    test_command: str
+    naming: str
+    supported_python_versions: tuple[str, ...]
+    default_python_version: str
+    default_debian: str
+    debian_for_python: Mapping[str, str]
+    python_base_upstream: str
+    python_base_mirror: str
+    docker_cli: str
+    buildx: bool
+    extra_ca_bundle: str
+    build_pool: str
+    build_pool_slots: int
+    push_retries: int
+    registry_connections: Mapping[str, str]
+    registry_default_conn_id: str
+    nightly_schedule: str
+    nightly_branches: tuple[str, ...]
+    canonical_repository: str
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    def debian_for(self, python_version: str) -> str:
+        return self.debian_for_python.get(python_version, self.default_debian)
+
+    @property
+    def python_base_source(self) -> str:
+        """The repository python:X.Y-slim-<debian> is read from: the mirror when one is set."""
+        return self.python_base_mirror or self.python_base_upstream
+
+    def request_defaults(self) -> dict[str, Any]:
+        """The build-request part, in the shape DAG params and confs use."""
+        from airflow_image_factory.request import PARAM_NAMES
+
+        return {name: _plain(getattr(self, name)) for name in PARAM_NAMES}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = _FIELD_TYPES[key]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise SettingsError(f"{origin}: {key} must be true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise SettingsError(f"{origin}: {key} must be a whole number, got {value!r}")
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise SettingsError(f"{origin}: {key} must be a whole number, got {value!r}") from exc
+    if kind.startswith("tuple"):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{origin}: {key} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if kind.startswith("Mapping"):
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise SettingsError(f"{origin}: {key} must be a table of strings, got {value!r}")
+        return dict(value)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SettingsError(f"{origin}: {key} must be text, got {value!r}")
+    return value
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key in _FIELD_TYPES:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is None:
+            continue
+        try:
+            overrides[key] = json.loads(raw)
+        except ValueError:
+            overrides[key] = raw  # plain text is fine for strings and comma lists
+        if isinstance(overrides[key], (int, float)) and _FIELD_TYPES[key] == "str":
+            overrides[key] = raw  # e.g. a SHA made only of digits stays text
+    return overrides
+
+
+@cache
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc}") from exc
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, variable: str | Mapping[str, Any] | None = None
+) -> Settings:
+    """Merge file < environment < Variable. ``variable`` is the raw Variable value (JSON text or dict)."""
+    env = os.environ if env is None else env
+    path = _find_defaults_file(env)
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (str(path), _file_values(path)),
+        ("environment", _env_overrides(env)),
+    ]
+    if variable:
+        if isinstance(variable, str):
+            try:
+                variable = json.loads(variable)
+            except ValueError as exc:
+                raise SettingsError(f"Variable {VARIABLE_NAME} is not valid JSON: {exc}") from exc
+        if not isinstance(variable, Mapping):
+            raise SettingsError(f"Variable {VARIABLE_NAME} must be a JSON object")
+        layers.append((f"Variable {VARIABLE_NAME}", variable))
+
+    merged: dict[str, Any] = {}
+    origins: list[str] = []
+    for origin, values in layers:
+        unknown = sorted(set(values) - set(_FIELD_TYPES))
+        if unknown:
+            raise SettingsError(f"{origin}: unknown setting(s) {', '.join(unknown)}")
+        for key, value in values.items():
+            merged[key] = _coerce(key, value, origin)
+        if values:
+            origins.append(origin)
+    missing = sorted(set(_FIELD_TYPES) - set(merged))
+    if missing:
+        raise SettingsError(f"{path}: missing setting(s) {', '.join(missing)}")
+    return Settings(**merged, sources=tuple(origins))

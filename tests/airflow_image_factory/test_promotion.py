@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from airflow_image_factory.naming import ImageKind, image_set
+from airflow_image_factory.promotion import VersionOutcome, plan_promotion
+
+VERSIONS = ("3.11", "3.13")
+D = {v: {"ci": f"sha256:{'1' * 63}{i}", "prod": f"sha256:{'2' * 63}{i}"} for i, v in enumerate(VERSIONS)}
+IMAGES = {
+    v: image_set(registry="localhost:5000", repository="apache/airflow", branch="main", python=v,
+                 debian="bookworm", naming="slash", python_base_source="localhost:5000/library/python")
+    for v in VERSIONS
+}
+LOCAL = {v: {"python": f"base-{v}", "prod-build": f"build-{v}", "ci-manifest": f"manifest-{v}"} for v in VERSIONS}
+
+
+def outcomes(**passed):
+    return {v: VersionOutcome(v, passed.get(v.replace(".", "_"), True), D[v]) for v in VERSIONS}
+
+
+def test_all_passed_promotes_every_image_of_every_version():
+    plan = plan_promotion(push=True, python_versions=VERSIONS, outcomes=outcomes(), images=IMAGES, local_images=LOCAL)
+    assert plan.allowed
+    targets = {s.target for s in plan.steps}
+    assert "localhost:5000/apache/airflow/main/ci/python3.11:latest" in targets
+    assert "localhost:5000/apache/airflow/main/prod-build/python3.13:latest" in targets
+    assert "localhost:5000/apache/airflow/main/python:3.13-slim-bookworm" in targets
+    assert len(plan.steps) == 10
+    # CI and PROD: exactly the tested digests are re-tagged; pushes happen before any re-tag
+    retag = {(s.python, s.kind): s.source_digest for s in plan.retags}
+    assert retag[("3.13", ImageKind.PROD)] == D["3.13"]["prod"]
+    assert {s.kind for s in plan.retags} == {ImageKind.CI, ImageKind.PROD}
+    last_push = max(i for i, s in enumerate(plan.steps) if s.source_digest is None)
+    first_retag = min(i for i, s in enumerate(plan.steps) if s.source_digest is not None)
+    assert last_push < first_retag
+
+
+def test_one_failure_moves_nothing_for_any_version():
+    plan = plan_promotion(
+        push=True, python_versions=VERSIONS, outcomes=outcomes(**{"3_13": False}), images=IMAGES, local_images=LOCAL
+    )
+    assert not plan.allowed and plan.steps == ()
+    assert "3.13" in plan.reason
+
+
+def test_missing_outcome_moves_nothing():
+    partial = {"3.11": outcomes()["3.11"]}
+    plan = plan_promotion(push=True, python_versions=VERSIONS, outcomes=partial, images=IMAGES, local_images=LOCAL)
+    assert not plan.allowed and "3.13" in plan.reason
+
+
+def test_push_off_publishes_nothing():
+    plan = plan_promotion(push=False, python_versions=VERSIONS, outcomes=outcomes(), images=IMAGES, local_images=LOCAL)
+    assert not plan.allowed and plan.steps == ()
+
+
+def test_missing_digest_or_local_image_refuses():
+    bad = {v: VersionOutcome(v, True, {"ci": D[v]["ci"]}) for v in VERSIONS}
+    assert not plan_promotion(push=True, python_versions=VERSIONS, outcomes=bad, images=IMAGES, local_images=LOCAL).allowed
+    assert not plan_promotion(push=True, python_versions=VERSIONS, outcomes=outcomes(), images=IMAGES).allowed
+
+
+def test_outcome_round_trips():
+    outcome = VersionOutcome("3.11", False, D["3.11"], ("pytest exited 1",))
+    assert VersionOutcome.from_dict(outcome.to_dict()) == outcome

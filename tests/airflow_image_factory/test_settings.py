@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow_image_factory.exceptions import SettingsError
+from airflow_image_factory.settings import load_settings
+
+
+def test_file_defaults():
+    settings = load_settings(env={})
+    assert settings.registry == "ghcr.io"
+    assert settings.python_base_source == "docker.io/library/python"
+    assert settings.debian_for("3.13") == "trixie"
+    assert settings.debian_for("3.11") == "bookworm"
+    assert settings.push is True
+
+
+def test_environment_overrides_file():
+    settings = load_settings(
+        env={
+            "IMAGE_FACTORY_REGISTRY": "localhost:5000",
+            "IMAGE_FACTORY_PYTHON_VERSIONS": '["3.11", "3.13"]',
+            "IMAGE_FACTORY_PUSH": "false",
+            "IMAGE_FACTORY_PYTHON_BASE_MIRROR": "localhost:5000/library/python",
+            "IMAGE_FACTORY_COMMIT_SHA": "1234567",
+            "IMAGE_FACTORY_BUILD_POOL_SLOTS": "3",
+        }
+    )
+    assert settings.registry == "localhost:5000"
+    assert settings.python_versions == ("3.11", "3.13")
+    assert settings.push is False
+    assert settings.commit_sha == "1234567"
+    assert settings.build_pool_slots == 3
+    assert settings.python_base_source == "localhost:5000/library/python"
+    assert settings.request_defaults()["python_versions"] == ["3.11", "3.13"]
+
+
+def test_comma_list_in_environment():
+    assert load_settings(env={"IMAGE_FACTORY_NIGHTLY_BRANCHES": "main, v3-1-test"}).nightly_branches == (
+        "main",
+        "v3-1-test",
+    )
+
+
+def test_variable_overrides_environment():
+    settings = load_settings(
+        env={"IMAGE_FACTORY_REGISTRY": "localhost:5000"}, variable=json.dumps({"registry": "registry.example.com"})
+    )
+    assert settings.registry == "registry.example.com"
+    assert settings.sources[-1] == "Variable image_factory_settings"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "message"),
+    [
+        ({"IMAGE_FACTORY_PUSH": "maybe"}, None, "push must be true or false"),
+        ({"IMAGE_FACTORY_BUILD_POOL_SLOTS": "two"}, None, "build_pool_slots"),
+        ({}, "{not json", "not valid JSON"),
+        ({}, '["a"]', "must be a JSON object"),
+        ({}, '{"regsitry": "x"}', "unknown setting"),
+        ({}, '{"python_versions": [3]}', "list of strings"),
+    ],
+)
+def test_bad_overrides_are_named(env, variable, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env=env, variable=variable)
+
+
+def test_defaults_file_can_be_moved(tmp_path):
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(env={"IMAGE_FACTORY_DEFAULTS_FILE": str(tmp_path / "missing.toml")})
