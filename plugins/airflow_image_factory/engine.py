@@ -103,7 +103,7 @@ def find_buildkit_cli(preferred: str = "") -> str:
             raise EngineError(f"docker_cli setting points at {preferred!r}, which is not an executable")
         return preferred
     candidates: list[str] = []
-    for directory in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
         path = os.path.join(directory, "docker")
         if os.access(path, os.X_OK) and os.path.realpath(path) not in map(os.path.realpath, candidates):
             candidates.append(path)

@@ -28,7 +28,7 @@ class RegistryHook(BaseHook):
         self.conn_id = settings.registry_connections.get(registry, settings.registry_default_conn_id)
         self.explicit = registry in settings.registry_connections
         self.retries = settings.push_retries if retries is None else retries
-        self._credentials: tuple[str, str] | None | bool = False
+        self._credentials: tuple[str, str] | bool | None = False
 
     @property
     def credentials(self) -> tuple[str, str] | None:

@@ -30,7 +30,7 @@ from airflow_image_factory.settings import VARIABLE_NAME, Settings, include_dir,
 
 DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
 PROD_BUILD_TARGET = "airflow-build-image"
-EXTRA_CA_SECRET_ID = "extra_ca"
+EXTRA_CA_SECRET_ID = "extra_ca"  # noqa: S105 - a BuildKit secret id, not a secret
 API_SERVER_HEALTH_TIMEOUT = 240.0
 
 
@@ -358,7 +358,9 @@ class PromoteImagesOperator(ImageFactoryOperator):
             for step in plan.retags:
                 repository, _ = _repo_and_tag(step.target)
                 if client.manifest_digest(repository, step.source_digest) is None:
-                    raise PromotionRefused(f"tested digest {step.source_digest} of {step.target} is gone; nothing moved")
+                    raise PromotionRefused(
+                        f"tested digest {step.source_digest} of {step.target} is gone; nothing moved"
+                    )
             for step in plan.pushes:
                 if step.local_image != step.target:
                     engine.tag(step.local_image, step.target)
@@ -371,7 +373,9 @@ class PromoteImagesOperator(ImageFactoryOperator):
                 repository, tag = _repo_and_tag(step.target)
                 digest = client.tag(repository, step.source_digest, tag)
                 if digest != step.source_digest:
-                    raise PromotionRefused(f"{step.target} now points at {digest}, not the tested {step.source_digest}")
+                    raise PromotionRefused(
+                        f"{step.target} now points at {digest}, not the tested {step.source_digest}"
+                    )
                 published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
                                   "digest": digest})
                 self.log.info("promoted %s = %s (tested digest, manifest only)", step.target, digest)

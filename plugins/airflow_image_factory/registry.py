@@ -26,14 +26,15 @@ from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
 from airflow_image_factory.exceptions import (
     ManifestNotFound,
     RegistryAuthError,
     RegistryError,
     RegistryUnavailable,
 )
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ __all__ = [
     "Manifest",
     "RegistryClient",
     "RegistryStats",
+    "is_digest",
     "parse_reference",
     "split_image_reference",
 ]
@@ -397,7 +399,14 @@ class _Token:
 
 
 class RegistryClient:
-    """Talks to one registry. Thread-safe enough to share across threads (requests sessions are)."""
+    """Talks to one registry (``host[:port]``; ``docker.io`` means ``registry-1.docker.io``).
+
+    ``scheme`` defaults to http for loopback hosts and https otherwise. ``retries`` bounds the
+    retries of each request (connection errors, 429, 500/502/503/504) with exponential ``backoff``
+    seconds, each wait - and any ``Retry-After`` - capped at ``max_backoff``. A given ``session``
+    is used for its TLS/proxy settings, but gets the client's retrying adapter mounted on it.
+    ``stats`` counts the traffic. Safe to share between threads.
+    """
 
     def __init__(
         self,
@@ -431,8 +440,10 @@ class RegistryClient:
         self.timeout = timeout
         self.stats = RegistryStats()
 
+        self._owns_session = session is None
         self.session = session or requests.Session()
-        self.session.headers.setdefault("User-Agent", user_agent)
+        if self._owns_session:
+            self.session.headers["User-Agent"] = user_agent
         retry = _RegistryRetry(
             total=retries,
             connect=retries,
@@ -464,7 +475,8 @@ class RegistryClient:
         return f"RegistryClient({self.registry!r}, scheme={self.scheme!r}{user})"
 
     def close(self) -> None:
-        self.session.close()
+        if self._owns_session:
+            self.session.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -883,15 +895,21 @@ class RegistryClient:
         raise RegistryError(message, status=resp.status_code)
 
     def _error_text(self, resp: requests.Response) -> str:
-        """The registry's ``errors[].code: message`` list, or a short slice of the body."""
-        text = ""
+        """The registry's ``errors[]`` as ``CODE: message (detail)``, or a short slice of the body."""
+        parts: list[str] = []
         try:
-            errors = resp.json().get("errors") or []
-            text = "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".strip() for e in errors)
+            for error in resp.json().get("errors") or []:
+                part = f"{error.get('code', '?')}: {error.get('message', '')}".strip()
+                detail = error.get("detail")
+                if detail:
+                    # e.g. the missing blob's digest; dicts are short in practice, cap them anyway.
+                    shown = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
+                    part += f" ({shown[:160]})"
+                if part not in parts:
+                    parts.append(part)
         except (ValueError, AttributeError):
             pass
-        if not text:
-            text = (resp.text or "").strip()[:200] or resp.reason or "(no body)"
+        text = "; ".join(parts) or (resp.text or "").strip()[:200] or resp.reason or "(no body)"
         return self._redact(text)
 
     def _redact(self, text: str) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from airflow_image_factory.cache import CacheStrategy, plan_cache
 from airflow_image_factory.exceptions import CacheImageMissing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from airflow_image_factory.naming import (
     CONVENTIONS,
     ImageKind,

@@ -55,8 +55,10 @@ def test_push_off_publishes_nothing():
 
 def test_missing_digest_or_local_image_refuses():
     bad = {v: VersionOutcome(v, True, {"ci": D[v]["ci"]}) for v in VERSIONS}
-    assert not plan_promotion(push=True, python_versions=VERSIONS, outcomes=bad, images=IMAGES, local_images=LOCAL).allowed
-    assert not plan_promotion(push=True, python_versions=VERSIONS, outcomes=outcomes(), images=IMAGES).allowed
+    no_digest = plan_promotion(push=True, python_versions=VERSIONS, outcomes=bad, images=IMAGES, local_images=LOCAL)
+    assert not no_digest.allowed
+    no_local = plan_promotion(push=True, python_versions=VERSIONS, outcomes=outcomes(), images=IMAGES)
+    assert not no_local.allowed
 
 
 def test_outcome_round_trips():

@@ -30,17 +30,16 @@ from airflow_image_factory.registry import (
 )
 from tests.support.fault_proxy import Fault, fault_proxy
 from tests.support.oci_images import push_image, push_index
-from tests.support.registry_servers import (  # noqa: F401 - the fixtures are used by name
+from tests.support.registry_servers import (
     TOKEN_READER,
-    TOKEN_USER,
     RegistryServer,
-    basic_registry,
     free_port,
-    plain_registry,
     running_registry,
-    token_registry,
     unique_repo,
 )
+
+# Brings the plain_registry / basic_registry / token_registry fixtures.
+pytest_plugins = ["tests.support.registry_fixtures"]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,7 +105,7 @@ def test_scheme_and_api_host(host: str, base_url: str) -> None:
 
 
 def test_repr_hides_password() -> None:
-    client = RegistryClient("ghcr.io", username="bot", password="hunter2-secret")
+    client = RegistryClient("ghcr.io", username="bot", password="hunter2-secret")  # noqa: S106
     assert "hunter2-secret" not in repr(client)
     assert "bot" in repr(client)
 
@@ -400,7 +399,7 @@ def test_copy_with_token_auth(token_registry: RegistryServer) -> None:
     assert client.copy(source, "multi", target, "copied") == index.digest
     # One token covers the whole copy: pull on the source, pull+push on the target.
     assert len(issued) - before == 1
-    assert issued[-1].scopes == [f"repository:{source}:pull", f"repository:{target}:pull,push"]
+    assert sorted(issued[-1].scopes) == sorted([f"repository:{source}:pull", f"repository:{target}:pull,push"])
     _no_blob_traffic(client)
 
 
@@ -454,14 +453,15 @@ def test_retry_after_is_capped(plain_registry: RegistryServer, pushed: tuple[str
 def test_always_503_gives_up(plain_registry: RegistryServer, pushed: tuple[str, str]) -> None:
     repo, _ = pushed
     with fault_proxy(plain_registry.host, Fault(503, times=None)) as proxy:
-        client = RegistryClient(proxy.host, retries=2, backoff=0.05)
+        host = proxy.host
+        client = RegistryClient(host, retries=2, backoff=0.05)
         started = time.monotonic()
         with pytest.raises(RegistryUnavailable) as err:
             client.get_manifest(repo, "v1")
         assert time.monotonic() - started < 5
         assert len(proxy.events) == 3
     message = str(err.value)
-    assert proxy.host in message
+    assert host in message
     assert f"GET /v2/{repo}/manifests/v1" in message
     assert "3 tries" in message
     assert "503" in message
@@ -487,10 +487,11 @@ def test_dropped_connection_is_retried(plain_registry: RegistryServer) -> None:
 def test_always_dropped_gives_up(plain_registry: RegistryServer, pushed: tuple[str, str]) -> None:
     repo, _ = pushed
     with fault_proxy(plain_registry.host, Fault(drop=True, times=None)) as proxy:
-        client = RegistryClient(proxy.host, retries=2, backoff=0.05)
+        host = proxy.host
+        client = RegistryClient(host, retries=2, backoff=0.05)
         with pytest.raises(RegistryUnavailable, match=r"3 tries; last error") as err:
             client.manifest_digest(repo, "v1")
-    assert proxy.host in str(err.value)
+    assert host in str(err.value)
 
 
 def test_connection_refused(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
 from airflow_image_factory.request import BuildRequest, validate_request
 from airflow_image_factory.settings import load_settings

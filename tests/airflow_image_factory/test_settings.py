@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from airflow_image_factory.exceptions import SettingsError
 from airflow_image_factory.settings import load_settings
 

@@ -77,7 +77,12 @@ class FaultProxy:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         server.daemon_threads = True
         self._server = server
-        threading.Thread(target=server.serve_forever, name="fault-proxy", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll
+            name="fault-proxy",
+            daemon=True,
+        ).start()
         return self
 
     def stop(self) -> None:

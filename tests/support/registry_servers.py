@@ -1,10 +1,9 @@
 """Real ``docker-registry`` (distribution 2.8) processes on free loopback ports, for tests.
 
 Three flavours: no auth, htpasswd Basic auth, and token auth backed by :class:`TokenServer`.
-Use the context manager :func:`running_registry` anywhere, or the session-scoped pytest fixtures
-``plain_registry``, ``basic_registry`` and ``token_registry`` (import them into a test module or a
-conftest). Each test should use its own repository names (see :func:`unique_repo`): the
-registries are shared by the whole session.
+Use the context managers :func:`running_registry` / :func:`running_token_registry` anywhere, or
+the session-scoped pytest fixtures in :mod:`tests.support.registry_fixtures`. Each test should use
+its own repository names (see :func:`unique_repo`): the fixtures' registries are shared.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import requests
-from airflow_image_factory.registry import RegistryClient
 
+from airflow_image_factory.registry import RegistryClient
 from tests.support.token_server import TokenServer
 
 REGISTRY_BINARY = shutil.which("docker-registry") or shutil.which("registry") or "/usr/bin/docker-registry"
@@ -183,34 +181,3 @@ def running_token_registry(
             yield server
     finally:
         tokens.stop()
-
-
-# --------------------------------------------------------------------------- pytest fixtures
-
-
-@pytest.fixture(scope="session")
-def plain_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """A registry without auth."""
-    with running_registry(tmp_path_factory.mktemp("plain-registry")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """A registry with htpasswd Basic auth; ``.username`` / ``.password`` are the good credentials."""
-    with running_registry(
-        tmp_path_factory.mktemp("basic-registry"),
-        auth="htpasswd",
-        username=BASIC_USER,
-        password="basic-" + secrets.token_hex(8),
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """A registry with token auth. ``.token_server`` is the :class:`TokenServer` (its ``requests``
-    log, ``anonymous_actions`` policy - change it with monkeypatch); ``.extra_users`` holds
-    TOKEN_USER (all actions) and TOKEN_READER (pull only) with their passwords."""
-    with running_token_registry(tmp_path_factory.mktemp("token-registry")) as server:
-        yield server

@@ -76,4 +76,7 @@ def test_sqlalchemy_dialects_load():
     if installed("apache-airflow-providers-mysql"):
         urls.append("mysql+mysqldb://u:p@localhost/db")
     for url in urls:
-        assert make_url(url).get_dialect().dbapi or make_url(url).get_dialect().import_dbapi()
+        dialect = make_url(url).get_dialect()
+        # SQLAlchemy 2: import_dbapi(); 1.4: dbapi(). Either imports the driver module.
+        import_dbapi = getattr(dialect, "import_dbapi", None) or dialect.dbapi
+        assert import_dbapi() is not None, url
