@@ -148,6 +148,9 @@ ARG CREATED=""
 ARG VERSION="${AIRFLOW_VERSION}"
 ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
 ARG BASE_IMAGE_DIGEST=""
+# What the verification suite (include/docker/verify) checks the image against, when run here.
+ENV IMAGE_AIRFLOW_VERSION=${AIRFLOW_VERSION} \
+    IMAGE_AIRFLOW_EXTRAS=${AIRFLOW_EXTRAS}
 LABEL org.opencontainers.image.title="Apache Airflow" \
       org.opencontainers.image.description="Apache Airflow production image" \
       org.opencontainers.image.vendor="Apache Software Foundation" \

@@ -75,6 +75,7 @@ mkdir -p "$LOGS" "$RUN" "$STACK_DIR/rootfs" "$STACK_DIR/registry/data"
 # down.sh --purge deletes only a directory carrying this marker, never an arbitrary STACK_DIR.
 echo "created by include/stack/up.sh" >"$STACK_DIR/.stack-dir"
 # Two up.sh at once would start two registries/dockerds or debootstrap into the same image.
+# (Daemons started below get `9>&-`: holding this fd, they would hold the lock forever.)
 exec 9>"$RUN/up.lock"
 if ! flock -n 9; then
     say "another up.sh is running for $STACK_DIR; waiting for it"
@@ -167,7 +168,7 @@ else
         # setsid: the engine must outlive this script and not get make's Ctrl-C.
         # shellcheck disable=SC2086  # DOCKERD_ARGS is a list of flags on purpose
         setsid dockerd "${host_args[@]}" --pidfile "$pidfile" $DOCKERD_ARGS \
-            >>"$LOGS/dockerd.log" 2>&1 </dev/null &
+            >>"$LOGS/dockerd.log" 2>&1 </dev/null 9>&- &
         dockerd_pid=$!
     fi
     for _ in $(seq 60); do
@@ -256,10 +257,11 @@ http:
     X-Content-Type-Options: [nosniff]
 EOF
     say "registry: starting docker-registry on $REGISTRY (log: $LOGS/registry.log)"
+    # 9>&-: the lock fd must not be inherited, or the registry would hold the stack lock forever.
     # The bash wrapper writes its own pid and then becomes the registry (exec), so the pidfile is
     # exactly the registry's pid; setsid keeps it alive after this script and make exit.
     setsid bash -c 'echo $$ >"$1"; exec docker-registry serve "$2"' _ \
-        "$RUN/registry.pid" "$STACK_DIR/registry/config.yml" >>"$LOGS/registry.log" 2>&1 </dev/null &
+        "$RUN/registry.pid" "$STACK_DIR/registry/config.yml" >>"$LOGS/registry.log" 2>&1 </dev/null 9>&- &
     registry_pid=$!
     for _ in $(seq 30); do
         [[ $(v2_status) == 200 ]] && break

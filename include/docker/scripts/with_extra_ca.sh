@@ -35,6 +35,9 @@ if [[ ! -d "${tmp_root}" || ! -w "${tmp_root}" ]]; then
     tmp_root="${TMPDIR:-/tmp}"
 fi
 work_dir="$(mktemp -d "${tmp_root}/extra-ca.XXXXXX")"
+# apt's https method runs as the unprivileged _apt user: it must be able to read the bundle
+# (CA certificates are public; the directory lives only in a tmpfs, for this RUN only).
+chmod 0755 "${work_dir}"
 cleanup() { rm -rf "${work_dir}"; }
 trap cleanup EXIT
 

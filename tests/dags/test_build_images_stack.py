@@ -1,0 +1,134 @@
+"""build_images on the local stack, for real: engine, registry, git remote, Airflow (`airflow dags test`).
+
+The first run (session fixture) builds main for every stack Python version; the other tests reuse
+its images and the registry it filled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_image_factory.registry import RegistryClient
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+REPO = "apache/airflow"
+
+
+def run_dag(dag_id: str, conf: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [AIRFLOW, "dags", "test", dag_id, "--conf", json.dumps(conf)],
+        capture_output=True, text=True, timeout=timeout, env=os.environ.copy(), cwd=REPO_ROOT, check=False,
+    )
+    log_dir = REPO_ROOT / "test-artifacts"
+    log_dir.mkdir(exist_ok=True)
+    index = len(list(log_dir.glob(f"{dag_id}-*.log")))
+    (log_dir / f"{dag_id}-{index}.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    return result
+
+
+def stack_versions() -> list[str]:
+    return json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))
+
+
+@pytest.fixture(scope="session")
+def registry(stack_env) -> RegistryClient:
+    return RegistryClient(os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000"))
+
+
+@pytest.fixture(scope="session")
+def branch_sha(stack_env) -> str:
+    source = os.environ["IMAGE_FACTORY_SOURCE_REPO"]
+    out = subprocess.run(["git", "ls-remote", source, "refs/heads/main"], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+@pytest.fixture(scope="session")
+def first_run(stack_env, registry):
+    result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result
+
+
+def digest(registry: RegistryClient, path: str, tag: str) -> str | None:
+    return registry.manifest_digest(path, tag)
+
+
+def test_registry_holds_exactly_the_spec_names(first_run, registry, branch_sha):
+    repos = {r for r in registry.catalog() if r.startswith(f"{REPO}/main/")}
+    expected = {f"{REPO}/main/python"}
+    for version in stack_versions():
+        expected |= {f"{REPO}/main/{kind}/python{version}" for kind in ("ci", "ci-manifest", "prod", "prod-build")}
+    assert repos == expected
+    for version in stack_versions():
+        for kind in ("ci", "prod"):
+            assert set(registry.list_tags(f"{REPO}/main/{kind}/python{version}")) >= {"latest", branch_sha}
+        for kind in ("ci-manifest", "prod-build"):
+            assert registry.list_tags(f"{REPO}/main/{kind}/python{version}") == ["latest"]
+    base_tags = set(registry.list_tags(f"{REPO}/main/python"))
+    assert {f"{v}-slim-{'trixie' if v == '3.13' else 'bookworm'}" for v in stack_versions()} <= base_tags
+
+
+def test_latest_is_the_tested_sha_digest(first_run, registry, branch_sha):
+    for version in stack_versions():
+        for kind in ("ci", "prod"):
+            path = f"{REPO}/main/{kind}/python{version}"
+            sha_digest = digest(registry, path, branch_sha)
+            assert sha_digest is not None
+            assert digest(registry, path, "latest") == sha_digest
+            # the digest the run reported after testing is the one published
+            assert sha_digest in first_run.stdout
+
+
+def test_prod_image_runs_airflow_as_non_root(first_run):
+    registry_host = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
+    image = f"{registry_host}/{REPO}/main/prod/python{stack_versions()[0]}:latest"
+    subprocess.run(["docker", "pull", "-q", image], check=True, capture_output=True)
+    out = subprocess.run(
+        ["docker", "run", "--rm", image, "bash", "-c", "id -u && airflow version"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert out[0] != "0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", out[1])
+
+
+def test_failing_tests_change_no_latest(first_run, registry):
+    before = {
+        (v, k): digest(registry, f"{REPO}/main/{k}/python{v}", "latest")
+        for v in stack_versions() for k in ("ci", "prod", "prod-build", "ci-manifest")
+    }
+    result = run_dag(
+        "build_images", {"branch": "main", "python_versions": stack_versions(), "test_command": "exit 3"}
+    )
+    assert result.returncode != 0
+    after = {key: digest(registry, f"{REPO}/main/{key[1]}/python{key[0]}", "latest") for key in before}
+    assert after == before
+    assert "exit 3" in result.stdout or "failed" in result.stdout
+
+
+def test_second_identical_run_reuses_the_cache(first_run):
+    result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
+    assert result.returncode == 0, result.stdout[-4000:]
+    reports = re.findall(r"Built (\S+): \S+, [\d.]+ MB, \d+s, (\d+)/(\d+) steps cached", result.stdout)
+    assert len(reports) == 3 * len(stack_versions()), reports
+    for image, cached, steps in reports:
+        # every step of the build either came from cache or was a no-op metadata step
+        assert int(steps) > 0 and int(cached) >= int(steps) - 1, (image, cached, steps)
+
+
+def test_rejected_conf_builds_nothing(stack_env, registry):
+    before = registry.catalog()
+    result = run_dag("build_images", {"branch": "Not Valid", "cache": "sometimes"}, timeout=300)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "branch" in output and "cache" in output
+    assert registry.catalog() == before
