@@ -75,7 +75,6 @@ mkdir -p "$LOGS" "$RUN" "$STACK_DIR/rootfs" "$STACK_DIR/registry/data"
 # down.sh --purge deletes only a directory carrying this marker, never an arbitrary STACK_DIR.
 echo "created by include/stack/up.sh" >"$STACK_DIR/.stack-dir"
 # Two up.sh at once would start two registries/dockerds or debootstrap into the same image.
-# (Daemons started below get `9>&-`: holding this fd, they would hold the lock forever.)
 exec 9>"$RUN/up.lock"
 if ! flock -n 9; then
     say "another up.sh is running for $STACK_DIR; waiting for it"
@@ -165,7 +164,8 @@ else
         fi
         rm -f "$pidfile"
         say "engine: starting dockerd (log: $LOGS/dockerd.log)"
-        # setsid: the engine must outlive this script and not get make's Ctrl-C.
+        # setsid: the engine must outlive this script and not get make's Ctrl-C. 9>&-: it must not
+        # inherit the stack lock fd, or it would hold the lock for as long as it runs.
         # shellcheck disable=SC2086  # DOCKERD_ARGS is a list of flags on purpose
         setsid dockerd "${host_args[@]}" --pidfile "$pidfile" $DOCKERD_ARGS \
             >>"$LOGS/dockerd.log" 2>&1 </dev/null 9>&- &
