@@ -75,10 +75,10 @@ mkdir -p "$LOGS" "$RUN" "$STACK_DIR/rootfs" "$STACK_DIR/registry/data"
 # down.sh --purge deletes only a directory carrying this marker, never an arbitrary STACK_DIR.
 echo "created by include/stack/up.sh" >"$STACK_DIR/.stack-dir"
 # Two up.sh at once would start two registries/dockerds or debootstrap into the same image.
-exec 9>"$RUN/up.lock"
+exec 9>"$RUN/stack.lock"
 if ! flock -n 9; then
-    say "another up.sh is running for $STACK_DIR; waiting for it"
-    flock 9
+    say "another up.sh is running for $STACK_DIR; waiting for it (up to 15 min)"
+    flock -w 900 9 || die "$RUN/stack.lock is still held after 15 min; see who holds it: fuser -v $RUN/stack.lock"
 fi
 
 # ================================================================================================

@@ -159,7 +159,31 @@ def build_and_publish(settings: Settings, build_request: Any) -> PromoteImagesOp
         python_bases=groups["base"],
     )
     report(build_request, groups["outcome"], promote.output)
+    fail_run_if_a_task_failed()
     return promote
+
+
+def fail_run_if_a_task_failed():
+    """Airflow judges a run by its leaf tasks, and ``report`` runs (and succeeds) whatever happened.
+
+    This watcher, downstream of every task, fails when any of them failed, so a failed build or check
+    makes the whole run fail (Airflow's own system tests use the same pattern).
+    """
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    dag = DagContext.get_current()
+    watcher = _watcher()
+    for other in dag.tasks:
+        if other is not watcher.operator:
+            other >> watcher
+    return watcher
+
+
+@task(task_id="fail_run_if_a_task_failed", trigger_rule="one_failed")
+def _watcher() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException("a task of this run failed (see the failed task's log); no latest was changed")
 
 
 @task(trigger_rule="all_done")
