@@ -9,13 +9,14 @@ export STACK_DIR
 export DAG CONF
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack run dag test unit lint stack-down clean
+.PHONY: help venv stack run dag test unit lint bench stack-down clean
 
 help:
 	@echo "make run          set up the local stack and build branch main (DAG build_images)"
 	@echo "make test         set up the local stack and run the whole test suite"
 	@echo "make unit         the fast tier: tests that need no engine or registry"
 	@echo "make dag DAG=<dag_id> CONF='<json>'   one DAG run through Airflow on the local stack"
+	@echo "make bench        the benchmarks (after make run); each ends with a RESULT line"
 	@echo "make stack-down   stop what the stack started (data stays in .stack/)"
 
 venv: $(VENV)/.installed
@@ -44,6 +45,9 @@ unit: venv
 
 lint: venv
 	$(VENV)/bin/ruff check plugins dags tests benchmarks
+
+bench: stack
+	source $(STACK_DIR)/env && for script in benchmarks/*.py; do $(VENV)/bin/python "$$script"; done
 
 stack-down:
 	bash include/stack/down.sh
