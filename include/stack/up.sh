@@ -68,7 +68,7 @@ die_with_log() {
 
 for py in $PYTHON_VERSIONS; do
     [[ -n ${DEBIAN_FOR_PYTHON[$py]:-} ]] ||
-        die "Python $py is not supported (known: ${!DEBIAN_FOR_PYTHON[*]}); fix PYTHON_VERSIONS"
+        die "Python $py is not supported (known: $(printf '%s\n' "${!DEBIAN_FOR_PYTHON[@]}" | sort -V | xargs)); fix PYTHON_VERSIONS"
 done
 
 mkdir -p "$LOGS" "$RUN" "$STACK_DIR/rootfs" "$STACK_DIR/registry/data"
@@ -147,7 +147,11 @@ if ((${#missing_pkgs[@]})); then
 fi
 
 if [[ $ENGINE_UP == true ]]; then
-    say "engine: using the running Docker engine${DOCKER_HOST:+ at $DOCKER_HOST}"
+    if [[ -f $RUN/dockerd.pid ]] && kill -0 "$(cat "$RUN/dockerd.pid")" 2>/dev/null; then
+        say "engine: reusing dockerd${DOCKER_HOST:+ at $DOCKER_HOST} (started by this stack, pid $(cat "$RUN/dockerd.pid"))"
+    else
+        say "engine: using the running Docker engine${DOCKER_HOST:+ at $DOCKER_HOST}"
+    fi
 else
     pidfile=$RUN/dockerd.pid
     if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -171,7 +175,8 @@ else
             >>"$LOGS/dockerd.log" 2>&1 </dev/null 9>&- &
         dockerd_pid=$!
     fi
-    for _ in $(seq 60); do
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
         engine_answers && break
         if [[ -n ${dockerd_pid:-} ]] && ! kill -0 "$dockerd_pid" 2>/dev/null; then
             die_with_log "$LOGS/dockerd.log" "dockerd exited right after starting"
@@ -407,7 +412,7 @@ for py in $PYTHON_VERSIONS; do
     else
         say "  $UPSTREAM:$tag cannot be pulled (see $LOGS/pull.log)"
         [[ ${PYTHON3_OF_DEBIAN[$debian]:-} == "$py" ]] ||
-            die "python:$tag cannot be built offline: Debian $debian ships Python ${PYTHON3_OF_DEBIAN[$debian]:-?}, not $py (offline builds exist for: $(for d in "${!PYTHON3_OF_DEBIAN[@]}"; do printf '%s ' "${PYTHON3_OF_DEBIAN[$d]}"; done)). Make $UPSTREAM reachable, or drop $py from PYTHON_VERSIONS."
+            die "python:$tag cannot be built offline: Debian $debian ships Python ${PYTHON3_OF_DEBIAN[$debian]:-?}, not $py (offline builds exist for: $(printf '%s\n' "${PYTHON3_OF_DEBIAN[@]}" | sort -V | xargs)). Make $UPSTREAM reachable, or drop $py from PYTHON_VERSIONS."
         build_base_offline "$py" "$debian" "$image"
     fi
     sanity_check "$image" || die "$image does not pass the sanity check (python --version, python -m venv)"
@@ -510,8 +515,11 @@ mv "$STACK_DIR/env.tmp" "$STACK_DIR/env"
 # --- summary -------------------------------------------------------------------------------------
 say "ready in $((SECONDS - STARTED)) s"
 say "  engine:    Docker $ENGINE_VERSION${DOCKER_HOST:+ at $DOCKER_HOST}; CLI $DOCKER_CLI (buildx=$BUILDX)"
-say "  registry:  $REGISTRY_URL  catalog: $(curl -s --max-time 5 "$REGISTRY_URL/v2/_catalog" | tr -d '\n')"
-say "  images:    ${IMAGES[*]}"
+repos=$(curl -s --max-time 5 "$REGISTRY_URL/v2/_catalog?n=1000" | grep -o '"[^"]*"' | sed 1d | wc -l)
+tags=$(curl -s --max-time 5 "$MIRROR_SCHEME://$MIRROR_HOST/v2/$MIRROR_PATH/tags/list" |
+    sed -n 's/.*"tags":\[\(.*\)\].*/\1/p' | tr -d '"' | tr ',' ' ')
+say "  registry:  $REGISTRY_URL ($repos repositories; list: curl -s $REGISTRY_URL/v2/_catalog)"
+say "  python:    $MIRROR: ${tags:-none} (wanted: ${IMAGES[*]##*:})"
 say "  sources:   $SOURCE_REPO"
 say "  airflow:   AIRFLOW_HOME=$AIRFLOW_HOME_DIR"
 say "  env file:  . $STACK_DIR/env"
