@@ -60,21 +60,25 @@ python_dev_packages() {
     fi
 }
 
+# Space separated lists from build args, split deliberately.
+python_dev=()
+if [[ "${mode}" != "runtime" ]]; then
+    read -r -a python_dev <<<"$(python_dev_packages)"
+fi
+read -r -a extra_dev <<<"${ADDITIONAL_DEV_APT_DEPS:-}"
+read -r -a extra_runtime <<<"${ADDITIONAL_RUNTIME_APT_DEPS:-}"
+
 packages=()
 case "${mode}" in
     build)
-        packages+=("${build_packages[@]}")
-        packages+=($(python_dev_packages))
-        packages+=(${ADDITIONAL_DEV_APT_DEPS:-})
+        packages+=("${build_packages[@]}" "${python_dev[@]}" "${extra_dev[@]}")
         ;;
     runtime)
-        packages+=("${runtime_packages[@]}")
-        packages+=(${ADDITIONAL_RUNTIME_APT_DEPS:-})
+        packages+=("${runtime_packages[@]}" "${extra_runtime[@]}")
         ;;
     ci)
-        packages+=("${build_packages[@]}" "${runtime_packages[@]}")
-        packages+=($(python_dev_packages))
-        packages+=(${ADDITIONAL_DEV_APT_DEPS:-} ${ADDITIONAL_RUNTIME_APT_DEPS:-})
+        packages+=("${build_packages[@]}" "${runtime_packages[@]}" "${python_dev[@]}")
+        packages+=("${extra_dev[@]}" "${extra_runtime[@]}")
         ;;
     *)
         echo "unknown mode ${mode}: expected build, runtime or ci" >&2
