@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag
 
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import build_and_publish, build_params, resolve_sha, validate
+from airflow_image_factory.tasks import build_and_publish, build_params, check_publishing, resolve_sha, validate
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -28,7 +28,7 @@ SETTINGS = load_settings()  # file + environment only: no Variable lookup at par
     doc_md=__doc__,
 )
 def build_images():
-    build_and_publish(SETTINGS, resolve_sha(validate()))
+    build_and_publish(SETTINGS, check_publishing(resolve_sha(validate())))
 
 
 build_images()

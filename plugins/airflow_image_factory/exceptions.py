@@ -19,11 +19,11 @@ class InvalidBuildRequest(ImageFactoryError, ValueError):
 class InvalidBuildRequests(InvalidBuildRequest):
     """Several fields are bad at once; all of them are reported together."""
 
-    def __init__(self, errors: list[InvalidBuildRequest]):
+    def __init__(self, errors: list[InvalidBuildRequest], what: str = "build request"):
         self.errors = errors
         fields = ", ".join(e.field for e in errors)
         detail = "; ".join(str(e) for e in errors)
-        ImageFactoryError.__init__(self, f"invalid build request ({fields}): {detail}")
+        ImageFactoryError.__init__(self, f"invalid {what} ({fields}): {detail}")
         self.field = errors[0].field
         self.message = detail
 
@@ -74,3 +74,46 @@ class PromotionRefused(ImageFactoryError):
 
 class SourceRepositoryError(ImageFactoryError):
     """The source repository or branch could not be read, or a constraints push failed."""
+
+
+class RetagRefused(ImageFactoryError):
+    """A retag cannot run as asked: a source image is missing, or a copy landed on another digest."""
+
+
+class ImageWaitTimeout(ImageFactoryError):
+    """No candidate registry held the awaited image before the sensor's timeout."""
+
+
+class ReleaseRefused(ImageFactoryError):
+    """A release cannot be published: bad version, or a tag would not point at the tested digest."""
+
+
+class DependencyResolutionFailed(ImageFactoryError):
+    """The resolver could not produce the newest allowed dependency set."""
+
+
+class PromotionLockTimeout(PromotionRefused):
+    """Another run held the promotion lock of the same registry/repository/branch past the timeout."""
+
+
+# --- smoke deploys (deploy/) ---
+
+
+class SmokeDeployError(ImageFactoryError):
+    """A smoke deploy of the helm chart failed."""
+
+
+class ChartInvalid(SmokeDeployError):
+    """The chart does not render, lint or validate against the Kubernetes schema (names the object)."""
+
+
+class DeployToolError(SmokeDeployError):
+    """kind, helm or kubectl is missing, or exited non-zero."""
+
+
+class HelmWaitTimeout(DeployToolError):
+    """Helm gave up with "timed out waiting for the condition": the one Helm error worth retrying."""
+
+
+class SmokeRunFailed(SmokeDeployError):
+    """A rendered container exited, failed its job, or failed a readiness/liveness probe or the health check."""

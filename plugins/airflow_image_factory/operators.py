@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -20,11 +21,14 @@ import requests
 from airflow.sdk import BaseOperator
 
 from airflow_image_factory.cache import plan_cache
+from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.engine import BuildSpec, Engine
 from airflow_image_factory.exceptions import PromotionRefused, VerificationFailed
 from airflow_image_factory.hooks import EngineHook, RegistryHook
-from airflow_image_factory.naming import LATEST, ImageKind, ImageSet, images_for, split_repository
-from airflow_image_factory.promotion import VersionOutcome, plan_promotion
+from airflow_image_factory.naming import LATEST, ImageKind, ImageSet, images_for
+from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL
+from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_path, plan_promotion
+from airflow_image_factory.registry import parse_reference
 from airflow_image_factory.request import BuildRequest
 from airflow_image_factory.settings import VARIABLE_NAME, Settings, include_dir, load_settings
 
@@ -77,8 +81,10 @@ class ImageFactoryOperator(BaseOperator):
 class PreparePythonBaseOperator(ImageFactoryOperator):
     """Pin the upstream ``python:X.Y-slim-<debian>`` by digest and stage it as the branch's base image.
 
-    The digest is read with a manifest HEAD (no layer pulled to decide); the image is pulled once so the
-    promotion can publish it as ``REG/REPO/BRANCH/python:X.Y-slim-<debian>`` without rebuilding.
+    The digest is read with a manifest HEAD (no layer pulled to decide). The staged image is upstream's,
+    layer for layer, plus the OCI ``base.name``/``base.digest`` labels naming what it was made from:
+    the nightly check compares that label with upstream's digest without pulling anything. The
+    promotion publishes it as ``REG/REPO/BRANCH/python:X.Y-slim-<debian>``.
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -93,8 +99,16 @@ class PreparePythonBaseOperator(ImageFactoryOperator):
         pinned = upstream.ref(digest)
         engine = EngineHook(settings=settings).get_conn()
         self.log.info("Upstream base %s is %s", upstream.ref(), digest)
-        engine.pull(pinned, auth=upstream_hook.credentials)
-        engine.tag(pinned, images.python_base.ref())
+        logins = {upstream.registry: upstream_hook.credentials} if upstream_hook.credentials else {}
+        with tempfile.TemporaryDirectory(prefix="python-base-") as tmp, engine.logged_in(logins):
+            Path(tmp, "Dockerfile").write_text(f"FROM {pinned}\n")
+            engine.build(
+                BuildSpec(
+                    context=Path(tmp), dockerfile="Dockerfile", tags=(images.python_base.ref(),),
+                    labels={BASE_NAME_LABEL: upstream.ref(), BASE_DIGEST_LABEL: digest}, inline_cache=False,
+                ),
+                on_line=self.log.debug,
+            )
         return {
             "python": self.python,
             "upstream": upstream.ref(),
@@ -111,7 +125,7 @@ class BuildImageOperator(ImageFactoryOperator):
     is a later step. The returned summary is small: image, digest (image id), size, duration, cache.
     """
 
-    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base")
+    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base", "constraints")
     _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
     _CACHE_SOURCES = {
         ImageKind.CI: (ImageKind.CI,),
@@ -119,18 +133,24 @@ class BuildImageOperator(ImageFactoryOperator):
         ImageKind.PROD: (ImageKind.PROD_BUILD, ImageKind.PROD),
     }
 
-    def __init__(self, *, kind: str, python_base: dict[str, Any] | Any, **kwargs: Any):
+    def __init__(
+        self, *, kind: str, python_base: dict[str, Any] | Any, constraints: Mapping[str, str] | Any = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.kind = ImageKind(kind)
         if self.kind not in self._DOCKERFILES:
             raise ValueError(f"kind must be one of {', '.join(k.value for k in self._DOCKERFILES)}")
         self.python_base = python_base
+        # Python version → constraints file text to install with (the nightly's upgraded set).
+        self.constraints = constraints
 
     def build_args(self, settings: Settings) -> dict[str, str]:
         request = self.request
         return {
             "PYTHON_BASE_IMAGE": self.python_base["pinned"],
             "AIRFLOW_VERSION": request.airflow_version,
+            "AIRFLOW_EXTRAS": settings.airflow_extras,
             "UPGRADE_TO_NEWER_DEPENDENCIES": str(request.upgrade_to_newer_dependencies).lower(),
             "SOURCE_URL": request.source_repo,
             "REVISION": self.sha,
@@ -158,20 +178,26 @@ class BuildImageOperator(ImageFactoryOperator):
             if not os.path.isfile(settings.extra_ca_bundle):
                 raise FileNotFoundError(f"extra_ca_bundle setting: {settings.extra_ca_bundle} is not a file")
             secrets[EXTRA_CA_SECRET_ID] = settings.extra_ca_bundle
-        spec = BuildSpec(
-            context=include_dir().parent,
-            dockerfile=self._DOCKERFILES[self.kind],
-            target=PROD_BUILD_TARGET if self.kind is ImageKind.PROD_BUILD else None,
-            tags=(image.ref(self.sha),),
-            build_args=self.build_args(settings),
-            cache_from=plan.cache_from,
-            no_cache=plan.no_cache,
-            inline_cache=plan.inline_cache,
-            secrets=secrets,
-        )
+        build_args = self.build_args(settings)
+        constraints = (self.constraints or {}).get(self.python)
         engine = EngineHook(settings=settings).get_conn()
         logins = {request.registry: registry_hook.credentials} if registry_hook.credentials else {}
-        with engine.logged_in(logins):
+        with build_context(constraints) as context, engine.logged_in(logins):
+            if constraints:
+                build_args |= {"AIRFLOW_CONSTRAINTS_LOCATION": CONSTRAINTS_IN_CONTEXT,
+                               "UPGRADE_TO_NEWER_DEPENDENCIES": "false"}
+                self.log.info("Installing with the given constraints (%d pins)", len(parse_pins(constraints)))
+            spec = BuildSpec(
+                context=context,
+                dockerfile=self._DOCKERFILES[self.kind],
+                target=PROD_BUILD_TARGET if self.kind is ImageKind.PROD_BUILD else None,
+                tags=(image.ref(self.sha),),
+                build_args=build_args,
+                cache_from=plan.cache_from,
+                no_cache=plan.no_cache,
+                inline_cache=plan.inline_cache,
+                secrets=secrets,
+            )
             report = engine.build(spec, on_line=self.stream)
         summary = {
             "python": self.python,
@@ -203,6 +229,35 @@ class BuildImageOperator(ImageFactoryOperator):
             tags = (images.local_ci_manifest.ref(self.sha), images.ci_manifest.ref(self.sha))
             engine.build(BuildSpec(context=Path(tmp), dockerfile="Dockerfile", tags=tags), on_line=self.log.debug)
         return images.ci_manifest.ref(self.sha)
+
+
+CONSTRAINTS_IN_CONTEXT = "docker-context-files/constraints.txt"
+# What the Dockerfiles read from the build context (everything else is left out of a built context).
+_CONTEXT_ENTRIES = ("Dockerfile", "Dockerfile.ci", ".dockerignore", "include/docker")
+
+
+@contextlib.contextmanager
+def build_context(constraints: str | None):
+    """The repository root; or, with constraints, a copy of what the Dockerfiles read plus the file.
+
+    A copy keeps concurrent builds from writing into one shared docker-context-files/; BuildKit
+    keys its cache on content, so the copy hits the same cache as the repository root.
+    """
+    root = include_dir().parent
+    if not constraints:
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="build-context-") as tmp:
+        for entry in _CONTEXT_ENTRIES:
+            source = root / entry
+            if source.is_dir():
+                shutil.copytree(source, Path(tmp, entry))
+            elif source.is_file():
+                shutil.copy2(source, Path(tmp, entry))
+        target = Path(tmp, CONSTRAINTS_IN_CONTEXT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(constraints)
+        yield Path(tmp)
 
 
 class VerifyImageOperator(ImageFactoryOperator):
@@ -353,7 +408,15 @@ class PromoteImagesOperator(ImageFactoryOperator):
         hook = self.registry_hook(settings)
         engine = EngineHook(settings=settings).get_conn()
         published: list[dict[str, str]] = []
-        with hook.get_conn() as client:
+        # Two runs of one branch must not interleave their re-tags (latest would mix both runs): the
+        # lock serialises promotions per registry/repository/branch; other branches never wait.
+        lock = PromotionLock(
+            lock_path(settings.promotion_lock_dir, request.registry, request.repository, request.branch),
+            owner=f"{(context or {}).get('run_id', 'a run')} of {request.branch} at {self.sha}",
+            timeout=settings.promotion_lock_timeout, on_wait=self.log.info,
+        )
+        with lock.hold(), hook.get_conn() as client:
+            self.log.info("promotion lock acquired: %s (waited %.1fs)", lock.path, lock.waited)
             # Pre-flight: every tested digest must still be in the registry before anything moves.
             for step in plan.retags:
                 repository, _ = _repo_and_tag(step.target)
@@ -379,15 +442,25 @@ class PromoteImagesOperator(ImageFactoryOperator):
                 published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
                                   "digest": digest})
                 self.log.info("promoted %s = %s (tested digest, manifest only)", step.target, digest)
+            self._check_consistent(client, published)
+            self.log.info("promotion lock released: %s", lock.path)
         return published
+
+    def _check_consistent(self, client: Any, published: list[dict[str, str]]) -> None:
+        """Still under the lock: every latest this run set must read back as this run's digest."""
+        wrong = []
+        for item in published:
+            repository, tag = _repo_and_tag(item["image"])
+            now = client.manifest_digest(repository, tag)
+            if now != item["digest"]:
+                wrong.append(f"{item['image']} is {now}, this run published {item['digest']}")
+        if wrong:
+            raise PromotionRefused("the published latest set is not consistent: " + "; ".join(wrong))
+        self.log.info("latest set verified: %d images, all from commit %s", len(published), self.sha)
 
 
 def _repo_and_tag(ref: str) -> tuple[str, str]:
     """``host/path:tag`` or ``host/path@digest`` → (path, tag or digest) for registry API calls."""
-    if "@" in ref:
-        name, _, reference = ref.partition("@")
-    else:
-        name, _, reference = ref.rpartition(":")
-    _, path = split_repository(name)
-    return path, reference
+    parsed = parse_reference(ref)
+    return parsed.repository, parsed.reference
 

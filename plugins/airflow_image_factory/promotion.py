@@ -1,13 +1,23 @@
 """Which images are pushed when, and the all-or-nothing gate in front of ``latest``.
 
 Pure: gets the run's outcomes as data and answers with a plan; the operators carry it out.
+The one exception is :class:`PromotionLock`, the lock that serialises promotions of one branch
+(a file lock; no Airflow, Docker or HTTP).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from airflow_image_factory.exceptions import PromotionLockTimeout
 from airflow_image_factory.naming import ImageKind, ImageSet
 
 # Pushed with their commit SHA on every build (seed 000: only final images are needed per commit).
@@ -134,3 +144,93 @@ def plan_promotion(
                     )
                 pushes.append(PromotionStep(kind, version, target, None, local))
     return PromotionPlan(True, "every Python version passed its tests", tuple(pushes + retags))
+
+
+# --------------------------------------------------------------------------- the promotion lock
+
+
+def default_lock_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), "airflow-image-factory-locks")
+
+
+def lock_path(lock_dir: str, registry: str, repository: str, branch: str) -> str:
+    """One lock file per (registry, repository, branch): readable name plus a hash against collisions."""
+    key = f"{registry}/{repository}/{branch}"
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:100]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return os.path.join(lock_dir or default_lock_dir(), f"{readable}-{digest}.lock")
+
+
+class PromotionLock:
+    """``flock(2)`` on a file, so two promotions of one branch never interleave their re-tags.
+
+    Works for every worker process on one machine (and on a shared filesystem whose flock is
+    coherent across machines). The kernel drops the lock when the holder dies, so a killed worker
+    never leaves it stuck. Waiting is polled so it can time out and tell who holds the lock.
+    """
+
+    def __init__(
+        self, path: str, *, owner: str, timeout: float = 1800, poll: float = 1.0,
+        on_wait: Callable[[str], None] | None = None,
+    ):
+        self.path = path
+        self.owner = owner
+        self.timeout = timeout
+        self.poll = poll
+        self.on_wait = on_wait
+        self.waited = 0.0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[PromotionLock]:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            started = time.monotonic()
+            told = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = self._holder(fd)
+                    if time.monotonic() - started > self.timeout:
+                        raise PromotionLockTimeout(
+                            f"promotion lock {self.path} is still held by {holder or 'another process'} after "
+                            f"{self.timeout:.0f}s; latest was not changed by this run"
+                        ) from None
+                    if not told and self.on_wait:
+                        self.on_wait(f"waiting for promotion lock {self.path}, held by {holder or 'another process'}")
+                        told = True
+                    time.sleep(self.poll)
+            self.waited = time.monotonic() - started
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{self.owner} (pid {os.getpid()})\n".encode(), 0)
+            try:
+                yield self
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        with contextlib.suppress(OSError):
+            return os.pread(fd, 300, 0).decode(errors="replace").strip()
+        return ""
+
+
+def _same_repository(a: str, b: str) -> bool:
+    def norm(url: str) -> str:
+        return url.strip().rstrip("/").removesuffix(".git").lower()
+
+    return norm(a) == norm(b)
+
+
+def fork_mode_reason(*, source_repo: str, canonical_source: str, can_write: bool, registry: str) -> str | None:
+    """Why this run must push and commit nothing (fork mode), or None when it may publish."""
+    if not _same_repository(source_repo, canonical_source):
+        return f"source repository {source_repo} is not the canonical {canonical_source}"
+    if not can_write:
+        return f"no write access to {registry} (no docker Connection with push rights)"
+    return None

@@ -511,6 +511,31 @@ class RegistryClient:
         """The manifest (or index) as stored; raises ManifestNotFound on 404."""
         return self._get_manifest(repository, reference, [_pull(repository)])
 
+    def image_config(self, repository: str, reference: str, *, platform: str = "linux/amd64") -> dict[str, Any]:
+        """The image's config document (labels, env, history): manifest and config blob only, no layers.
+
+        For an index, the child for ``platform`` (``os/arch``) is read.
+        """
+        manifest = self.get_manifest(repository, reference)
+        if manifest.is_index:
+            wanted_os, _, wanted_arch = platform.partition("/")
+            for child in manifest.children:
+                p = child.get("platform") or {}
+                if p.get("os") == wanted_os and p.get("architecture") == wanted_arch:
+                    manifest = self.get_manifest(repository, child["digest"])
+                    break
+            else:
+                raise ManifestNotFound(f"{self.registry}/{repository}:{reference} has no {platform} image", status=404)
+        config = manifest.document.get("config") or {}
+        digest = config.get("digest")
+        if not digest:
+            raise RegistryError(f"{self.registry}/{repository}:{reference} has no config blob (schema 1?)")
+        path = f"/v2/{_check_repository(repository)}/blobs/{_check_digest(digest)}"
+        resp = self.request("GET", path, scope=[_pull(repository)], expected=(200,))
+        if _sha256(resp.content) != digest:
+            raise RegistryError(f"{self.registry}/{repository}: config blob does not match its digest {digest}")
+        return json.loads(resp.content)
+
     def _get_manifest(self, repository: str, reference: str, scope: Sequence[str]) -> Manifest:
         path = self._manifest_path(repository, reference)
         resp = self.request("GET", path, scope=scope, headers={"Accept": _ACCEPT})
@@ -614,6 +639,25 @@ class RegistryClient:
             except RegistryError as exc:
                 log.debug("could not cancel upload %s: %s", location, exc)
         return False
+
+    def can_push(self, repository: str) -> bool:
+        """Whether these credentials may write ``repository``: open an upload, then cancel it.
+
+        Nothing is written. Anonymous access can be enough (a local registry), and a token can be
+        read-only, so asking the registry is the only reliable answer.
+        """
+        path = f"/v2/{_check_repository(repository)}/blobs/uploads/"
+        try:
+            resp = self.request("POST", path, scope=[_push(repository)], expected=(202, 201))
+        except RegistryAuthError:
+            return False
+        location = resp.headers.get("Location")
+        if location:
+            try:
+                self.request("DELETE", location, scope=[f"repository:{repository}:delete"])
+            except RegistryError as exc:  # an abandoned upload is purged by the registry eventually
+                log.debug("could not cancel upload %s: %s", location, exc)
+        return True
 
     def copy(self, source_repository: str, reference: str, target_repository: str, target_tag: str) -> str:
         """Copy an image (or index) to another repository of this registry without moving layers.

@@ -74,7 +74,25 @@ class Settings:
     registry_default_conn_id: str
     nightly_schedule: str
     nightly_branches: tuple[str, ...]
-    canonical_repository: str
+    canonical_source_repo: str
+    airflow_extras: str
+    constraints_author: str
+    promotion_lock_dir: str
+    promotion_lock_timeout: int
+    # smoke deploys (deploy/): defaults here too, so settings files from before them still load
+    smoke_mode: str = "auto"
+    smoke_kubernetes_versions: tuple[str, ...] = ()
+    smoke_kind_cluster_name: str = "airflow-smoke"
+    smoke_kind_config: str = "kubernetes/kind-config.yaml"
+    smoke_kind_node_image: str = ""
+    smoke_helm_release: str = "airflow"
+    smoke_helm_namespace: str = "airflow"
+    smoke_helm_timeout: str = "10m0s"
+    smoke_helm_retries: int = 3
+    smoke_health_tries: int = 12
+    smoke_health_interval: int = 10
+    smoke_postgres_image: str = "docker.io/library/postgres:15-bookworm"
+    smoke_timeout: int = 900
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:
@@ -84,6 +102,10 @@ class Settings:
     def python_base_source(self) -> str:
         """The repository python:X.Y-slim-<debian> is read from: the mirror when one is set."""
         return self.python_base_mirror or self.python_base_upstream
+
+    @property
+    def canonical_source(self) -> str:
+        return self.canonical_source_repo or self.source_repo
 
     def request_defaults(self) -> dict[str, Any]:
         """The build-request part, in the shape DAG params and confs use."""

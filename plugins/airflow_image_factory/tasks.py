@@ -6,14 +6,18 @@ Nothing here touches the network or the metadata database at import or parse tim
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 from typing import Any
 
 from airflow.sdk import Param, get_current_context, task, task_group
 
-from airflow_image_factory.exceptions import SourceRepositoryError
+from airflow_image_factory.exceptions import InvalidBuildRequest, SourceRepositoryError
+from airflow_image_factory.git import branch_head
 from airflow_image_factory.naming import CONVENTIONS
+from airflow_image_factory.nightly_operators import (
+    CheckForUpdatesOperator,
+    CommitConstraintsOperator,
+    GenerateConstraintsOperator,
+)
 from airflow_image_factory.operators import (
     BuildImageOperator,
     PreparePythonBaseOperator,
@@ -66,11 +70,24 @@ def build_params(settings: Settings) -> dict[str, Param]:
     }
 
 
-@task(multiple_outputs=False)
-def validate(extra_fields: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The run's conf over the settings (file < environment < Variable) → one validated request."""
+# A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
+# The nightly run decides these itself: each configured branch, its head, newest dependencies.
+NIGHTLY_FIXED_FIELDS = ("branch", "commit_sha", "upgrade_to_newer_dependencies")
+
+
+@task(multiple_outputs=False, retries=0)
+def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> dict[str, Any]:
+    """The run's conf over the settings (file < environment < Variable) → one validated request.
+
+    ``branch`` fixes the branch (the nightly run's per-branch groups); the conf may not name another.
+    """
     context = get_current_context()
     conf = dict(context["dag_run"].conf or {})
+    if branch is not None:
+        for fixed in NIGHTLY_FIXED_FIELDS:
+            if fixed in conf:
+                raise InvalidBuildRequest(fixed, "is not a field of the nightly run (set nightly_branches instead)")
+        conf |= {"branch": branch, "upgrade_to_newer_dependencies": True}
     request = validate_request(conf, run_settings(), allowed_extra=extra_fields)
     log.info("Build request: %s", request.to_dict())
     return request.to_dict()
@@ -78,21 +95,10 @@ def validate(extra_fields: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def resolve_branch_sha(source_repo: str, branch: str) -> str:
     """The commit ``branch`` points at in ``source_repo``, read with ``git ls-remote`` (no clone)."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    try:
-        result = subprocess.run(
-            ["git", "ls-remote", "--heads", source_repo, f"refs/heads/{branch}"],
-            capture_output=True, text=True, timeout=120, env=env, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SourceRepositoryError(f"git ls-remote {source_repo} failed: {exc}") from exc
-    if result.returncode != 0:
-        raise SourceRepositoryError(f"cannot read {source_repo}: {result.stderr.strip()}")
-    for line in result.stdout.splitlines():
-        sha, _, ref = line.partition("\t")
-        if ref == f"refs/heads/{branch}":
-            return sha
-    raise SourceRepositoryError(f"branch {branch!r} does not exist in {source_repo}")
+    sha = branch_head(source_repo, branch)
+    if sha is None:
+        raise SourceRepositoryError(f"branch {branch!r} does not exist in {source_repo}")
+    return sha
 
 
 @task
@@ -108,6 +114,37 @@ def resolve_sha(build_request: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
+def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
+    """Fork mode: a fork's sources, or no write access to the registry → build and test, publish nothing.
+
+    Said once, here, as a warning; every later step reads ``push`` from the request it returns.
+    """
+    from airflow_image_factory.hooks import RegistryHook
+    from airflow_image_factory.naming import images_for
+    from airflow_image_factory.promotion import fork_mode_reason
+
+    request = BuildRequest.from_dict(build_request)
+    if not request.push:
+        log.info("push is off for this run: everything is built and tested, nothing is published")
+        return request.to_dict()
+    settings = run_settings()
+    probe = images_for(request, request.python_versions[0]).ci
+    with RegistryHook(request.registry, settings=settings).get_conn() as client:
+        can_write = client.can_push(probe.path)
+    reason = fork_mode_reason(
+        source_repo=request.source_repo, canonical_source=settings.canonical_source, can_write=can_write,
+        registry=request.registry,
+    )
+    if reason is None:
+        log.info("Publishing to %s: write access confirmed, %s is the canonical source", request.registry,
+                 request.source_repo)
+        return request.to_dict()
+    log.warning("FORK MODE: %s. Everything is built and tested; nothing is pushed and no constraints are "
+                "committed.", reason)
+    return BuildRequest.from_dict({**request.to_dict(), "push": False}).to_dict()
+
+
+@task
 def python_versions(build_request: dict[str, Any]) -> list[str]:
     """The list the per-version groups are mapped over (Airflow maps over a task's whole return value)."""
     return list(build_request["python_versions"])
@@ -120,18 +157,24 @@ def version_outcome(python: str, ci_digest: str | None, prod_digest: str | None)
     return {"python": python, "passed": True, "digests": digests, "failures": []}
 
 
-def python_version_images(build_request: Any, pool: str):
-    """A task group, mapped over Python versions: base → CI and PROD builds → checks → :SHA pushes."""
+def python_version_images(
+    build_request: Any, pool: str, *, constraints: Any = None, generate_constraints: bool = False
+):
+    """A task group, mapped over Python versions: base → CI and PROD builds → checks → :SHA pushes.
+
+    ``constraints`` (Python version → file text) makes the builds install with those constraints;
+    ``generate_constraints`` adds the step writing ``constraints-X.Y.txt`` from the tested CI image.
+    """
 
     @task_group(group_id="python")
     def per_version(python: str):
         common = {"build_request": build_request, "python": python, "map_index_template": "{{ task.python }}"}
+        build = {"python_base": None, "constraints": constraints, "pool": pool, **common}
         base = PreparePythonBaseOperator(task_id="python_base", **common)
-        ci = BuildImageOperator(task_id="build_ci", kind="ci", python_base=base.output, pool=pool, **common)
-        prod_build = BuildImageOperator(
-            task_id="build_prod_build", kind="prod-build", python_base=base.output, pool=pool, **common
-        )
-        prod = BuildImageOperator(task_id="build_prod", kind="prod", python_base=base.output, pool=pool, **common)
+        build["python_base"] = base.output
+        ci = BuildImageOperator(task_id="build_ci", kind="ci", **build)
+        prod_build = BuildImageOperator(task_id="build_prod_build", kind="prod-build", **build)
+        prod = BuildImageOperator(task_id="build_prod", kind="prod", **build)
         verify_ci = VerifyImageOperator(task_id="verify_ci", kind="ci", **common)
         verify_prod = VerifyImageOperator(task_id="verify_prod", kind="prod", **common)
         push_ci = PushImageOperator(task_id="push_ci", kind="ci", **common)
@@ -143,15 +186,32 @@ def python_version_images(build_request: Any, pool: str):
         [verify_ci, verify_prod] >> push_ci
         [verify_ci, verify_prod] >> push_prod
         outcome = version_outcome(python, push_ci.output, push_prod.output)
-        return {"base": base.output, "outcome": outcome}
+        result = {"base": base.output, "outcome": outcome}
+        if generate_constraints:
+            generated = GenerateConstraintsOperator(task_id="constraints", **common)
+            verify_ci >> generated >> outcome  # no constraints, no latest
+            result["constraints"] = generated.output
+        return result
 
     return per_version
 
 
 def build_and_publish(settings: Settings, build_request: Any) -> PromoteImagesOperator:
     """Mapped per-version groups, then the all-or-nothing promotion and the run's table of images."""
-    per_version = python_version_images(build_request, settings.build_pool)
-    groups = per_version.expand(python=python_versions(build_request))
+    promote = publish_versions(settings, build_request, python_versions(build_request))
+    fail_run_if_a_task_failed()
+    return promote
+
+
+def publish_versions(
+    settings: Settings, build_request: Any, versions: Any, *, constraints: Any = None, commit_constraints: bool = False
+) -> PromoteImagesOperator:
+    """Build, verify and push each of ``versions``, promote them all or none, report; optionally commit
+    the constraints generated from the tested CI images (after the promotion succeeded)."""
+    per_version = python_version_images(
+        build_request, settings.build_pool, constraints=constraints, generate_constraints=commit_constraints
+    )
+    groups = per_version.expand(python=versions)
     promote = PromoteImagesOperator(
         task_id="promote_latest",
         build_request=build_request,
@@ -159,8 +219,45 @@ def build_and_publish(settings: Settings, build_request: Any) -> PromoteImagesOp
         python_bases=groups["base"],
     )
     report(build_request, groups["outcome"], promote.output)
-    fail_run_if_a_task_failed()
+    if commit_constraints:
+        commit = CommitConstraintsOperator(
+            task_id="commit_constraints", build_request=build_request, generated=groups["constraints"]
+        )
+        promote >> commit
     return promote
+
+
+@task.short_circuit
+def anything_to_rebuild(plan: dict[str, Any]) -> bool:
+    """False skips the rest of the branch's run: nothing is built, pushed or committed."""
+    return bool(plan["rebuild"])
+
+
+@task
+def rebuild_request(build_request: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The request narrowed to the versions that changed; they install the resolved newest set."""
+    return {**build_request, "python_versions": list(plan["rebuild"]), "upgrade_to_newer_dependencies": False}
+
+
+@task
+def versions_of(plan: dict[str, Any]) -> list[str]:
+    return list(plan["rebuild"])
+
+
+@task
+def upgraded_constraints(plan: dict[str, Any]) -> dict[str, str]:
+    return dict(plan["constraints"])
+
+
+def nightly_branch(settings: Settings, build_request: Any) -> None:
+    """One branch of the nightly run: check → (only what changed) build, verify, publish, commit constraints."""
+    plan = CheckForUpdatesOperator(task_id="check_for_updates", build_request=build_request).output
+    gate = anything_to_rebuild(plan)
+    request = rebuild_request(build_request, plan)
+    gate >> request
+    publish_versions(
+        settings, request, versions_of(plan), constraints=upgraded_constraints(plan), commit_constraints=True
+    )
 
 
 def fail_run_if_a_task_failed():
@@ -191,6 +288,9 @@ def report(build_request: dict[str, Any], outcomes: list | None, published: list
     """One table of every image and digest of the run, in the log and as the run's last XCom."""
     from airflow_image_factory.naming import images_for
 
+    if not build_request:  # validation (or resolving the commit) failed: nothing was built
+        log.info("Images of this run: none (the build request was rejected or its commit not found)")
+        return []
     request = BuildRequest.from_dict(build_request)
     rows: list[dict[str, str]] = []
     for outcome in outcomes or []:

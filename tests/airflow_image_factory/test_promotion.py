@@ -64,3 +64,15 @@ def test_missing_digest_or_local_image_refuses():
 def test_outcome_round_trips():
     outcome = VersionOutcome("3.11", False, D["3.11"], ("pytest exited 1",))
     assert VersionOutcome.from_dict(outcome.to_dict()) == outcome
+
+
+def test_fork_mode_reasons():
+    from airflow_image_factory.promotion import fork_mode_reason
+
+    canonical = "https://github.com/apache/airflow.git"
+    common = {"canonical_source": canonical, "registry": "ghcr.io"}
+    assert fork_mode_reason(source_repo="https://github.com/Apache/airflow/", can_write=True, **common) is None
+    fork = fork_mode_reason(source_repo="https://github.com/someone/airflow.git", can_write=True, **common)
+    assert fork == f"source repository https://github.com/someone/airflow.git is not the canonical {canonical}"
+    no_token = fork_mode_reason(source_repo=canonical, can_write=False, **common)
+    assert no_token and "no write access to ghcr.io" in no_token

@@ -514,3 +514,31 @@ def test_manifest_from_bytes() -> None:
     assert manifest.media_type == OCI_INDEX
     assert manifest.is_index
     assert manifest.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+# --------------------------------------------------------------------------- nightly helpers
+
+
+def test_can_push_asks_the_registry_and_writes_nothing(
+    plain_registry: RegistryServer, basic_registry: RegistryServer, token_registry: RegistryServer
+) -> None:
+    repo = unique_repo()
+    assert plain_registry.client().can_push(repo)  # anonymous, but the registry lets anyone write
+    assert basic_registry.client().can_push(repo)
+    assert not basic_registry.client(anonymous=True).can_push(repo)
+    assert not token_registry.client(anonymous=True).can_push(repo)  # anonymous may pull only
+    assert repo not in plain_registry.client().catalog()  # the cancelled upload left no repository
+
+
+def test_image_config_reads_labels_without_a_layer(plain_registry: RegistryServer) -> None:
+    repo = unique_repo()
+    client = plain_registry.client()
+    push_image(client, repo, "v1")
+    index = push_index(client, repo, "multi")
+    reader = plain_registry.client()
+    assert reader.image_config(repo, "v1")["config"]["Cmd"] == ["/hello"]
+    assert reader.image_config(repo, "multi", platform="linux/arm64")["architecture"] == "arm64"
+    assert reader.stats.blob_bytes_received < 1000  # two small configs, no layer
+    with pytest.raises(ManifestNotFound):
+        reader.image_config(repo, "multi", platform="linux/s390x")
+    assert index.children

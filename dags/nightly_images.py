@@ -1,0 +1,50 @@
+"""Nightly rebuilds: for each configured branch and Python version, rebuild only what changed.
+
+A version is rebuilt when upstream's Python base moved (manifest digest vs the label on our
+published base; nothing pulled), when dependencies have newer versions than the branch's
+constraints (resolved on the worker), or when its images are missing. Rebuilt versions install the
+newest set, are verified, pushed and promoted by digest as in build_images; then
+constraints-X.Y.txt from the tested CI images are committed to constraints-BRANCH (canonical
+source only, never forced). Nothing changed: nothing is built, pushed or committed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from airflow.sdk import TaskGroup, dag
+
+from airflow_image_factory.settings import load_settings
+from airflow_image_factory.tasks import (
+    NIGHTLY_FIXED_FIELDS,
+    build_params,
+    check_publishing,
+    fail_run_if_a_task_failed,
+    nightly_branch,
+    resolve_sha,
+    validate,
+)
+
+SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
+
+
+@dag(
+    dag_id="nightly_images",
+    schedule=SETTINGS.nightly_schedule or None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params={k: v for k, v in build_params(SETTINGS).items() if k not in NIGHTLY_FIXED_FIELDS},
+    tags=["images", "nightly"],
+    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+)
+def nightly_images():
+    for branch in SETTINGS.nightly_branches:
+        with TaskGroup(group_id=re.sub(r"[^A-Za-z0-9_-]", "_", branch)):
+            nightly_branch(SETTINGS, check_publishing(resolve_sha(validate(branch=branch))))
+    fail_run_if_a_task_failed()
+
+
+nightly_images()

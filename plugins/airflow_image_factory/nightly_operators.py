@@ -1,0 +1,176 @@
+"""The nightly run's own steps: find what changed, write constraints from the tested CI image, commit them.
+
+Building, verifying, pushing and promoting are the manual build's operators, reused as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_image_factory import constraints as cons
+from airflow_image_factory.exceptions import ManifestNotFound, VerificationFailed
+from airflow_image_factory.git import BranchFiles
+from airflow_image_factory.hooks import EngineHook
+from airflow_image_factory.naming import LATEST, ImageKind, ImageName
+from airflow_image_factory.nightly import (
+    BASE_DIGEST_LABEL,
+    BaseFindings,
+    DependencyFindings,
+    VersionDecision,
+    decide,
+)
+from airflow_image_factory.operators import ImageFactoryOperator, run_settings
+from airflow_image_factory.resolver import airflow_requirement, resolve_newest
+from airflow_image_factory.settings import Settings
+
+PYTHON_VERSION_COMMAND = ["python3", "-c", "import sys; print(sys.version)"]
+
+
+class CheckForUpdatesOperator(ImageFactoryOperator):
+    """Per Python version: must its images be rebuilt tonight? Reads manifests and labels, resolves on the worker.
+
+    Returns ``{"rebuild": [versions], "constraints": {version: file text}, "decisions": [...]}``; the
+    constraints are the newest allowed set, which the rebuild installs with.
+    """
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = run_settings()
+        request = self.request
+        with BranchFiles(request.source_repo, cons.constraints_branch(request.branch)) as branch_files:
+            existing = {
+                name.removeprefix("constraints-").removesuffix(".txt"): branch_files.read(name) or ""
+                for name in branch_files.names()
+                if name.startswith("constraints-") and name.endswith(".txt")
+            }
+        decisions: list[VersionDecision] = []
+        upgraded: dict[str, str] = {}
+        for python in request.python_versions:
+            images = self.images_of(python)
+            base = self._base_findings(settings, images.upstream_python_base, images.python_base)
+            missing = self._missing_images(settings, [images.ci, images.prod])
+            resolved = resolve_newest(
+                airflow_requirement(request.airflow_version, settings.airflow_extras), python=python,
+                extra_ca_bundle=settings.extra_ca_bundle,
+            )
+            start = cons.starting_point(existing, python)
+            current = cons.parse_pins(start[1]) if start else {}
+            deps = DependencyFindings(
+                resolved_count=len(resolved), upgrades=tuple(cons.upgrades(resolved, current)),
+                constraints_source=start[0] if start else None, own_file=python in existing,
+            )
+            decision = decide(python, base=base, dependencies=deps, missing_images=missing)
+            self.log.info("%s", decision.log_line())
+            decisions.append(decision)
+            if decision.rebuild:
+                upgraded[python] = cons.render(
+                    resolved, python=python, airflow_version=request.airflow_version, sha=self.sha,
+                    generated=_now(), source="the resolver's newest allowed versions",
+                )
+        rebuild = [d.python for d in decisions if d.rebuild]
+        if not rebuild:
+            self.log.info("Nothing changed for any Python version: nothing is built, pushed or committed.")
+        return {"rebuild": rebuild, "constraints": upgraded, "decisions": [d.to_dict() for d in decisions]}
+
+    def images_of(self, python: str):
+        from airflow_image_factory.naming import images_for
+
+        return images_for(self.request, python)
+
+    def _base_findings(self, settings: Settings, upstream: ImageName, published: ImageName) -> BaseFindings:
+        with self.registry_hook(settings, upstream.registry).get_conn() as client:
+            upstream_digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
+        if upstream_digest is None:
+            raise VerificationFailed(f"upstream base image {upstream.ref()} does not exist")
+        with self.registry_hook(settings, published.registry).get_conn() as client:
+            try:
+                config = client.image_config(published.path, published.fixed_tag)
+            except ManifestNotFound:
+                config = None
+        if config is None:
+            return BaseFindings(upstream.ref(), upstream_digest, published.ref(), False, None)
+        labels = (config.get("config") or {}).get("Labels") or {}
+        recorded = labels.get(BASE_DIGEST_LABEL)
+        findings = BaseFindings(upstream.ref(), upstream_digest, published.ref(), True, recorded)
+        if findings.needs_fallback:
+            self.log.info("%s has no %s label: comparing the Python inside (pulls both)", published.ref(),
+                          BASE_DIGEST_LABEL)
+            engine = EngineHook(settings=settings).get_conn()
+            versions = [
+                engine.run(ref, PYTHON_VERSION_COMMAND, on_line=self.log.debug, timeout=300).output.strip()
+                for ref in (upstream.ref(upstream_digest), published.ref())
+            ]
+            findings = BaseFindings(
+                upstream.ref(), upstream_digest, published.ref(), True, None,
+                upstream_python=versions[0], published_python=versions[1],
+            )
+        return findings
+
+    def _missing_images(self, settings: Settings, images: Sequence[ImageName]) -> list[str]:
+        with self.registry_hook(settings).get_conn() as client:
+            return [image.ref(LATEST) for image in images if client.manifest_digest(image.path, LATEST) is None]
+
+
+class GenerateConstraintsOperator(ImageFactoryOperator):
+    """``constraints-X.Y.txt`` from the tested CI image: a header, then ``pip freeze`` run inside it."""
+
+    def execute(self, context: Any) -> dict[str, str]:
+        settings = run_settings()
+        engine = EngineHook(settings=settings).get_conn()
+        image = self.images[ImageKind.CI].ref(self.sha)
+        result = engine.run(image, ["python", "-m", "pip", "freeze"], on_line=self.log.debug, timeout=300)
+        if not result.ok:
+            raise VerificationFailed(f"pip freeze in {image} failed (exit {result.exit_code}): {result.output[-800:]}")
+        pins = cons.freeze_to_pins(result.output)
+        text = cons.render(
+            pins, python=self.python, airflow_version=self.request.airflow_version, sha=self.sha,
+            generated=_now(), source=f"pip freeze in the tested {image}",
+        )
+        self.log.info("constraints-%s.txt: %d pins from %s", self.python, len(pins), image)
+        return {"python": self.python, "file": cons.constraints_file_name(self.python), "text": text}
+
+
+class CommitConstraintsOperator(ImageFactoryOperator):
+    """Commit the changed constraints files to ``constraints-BRANCH`` of the source repository.
+
+    Runs only after every test and the promotion succeeded (trigger rule ``all_success``), only for the
+    canonical repository, and only when a file's pins changed; never forced.
+    """
+
+    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "generated")
+
+    def __init__(self, *, generated: Sequence[Mapping[str, str]] | Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.generated = generated
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = run_settings()
+        request = self.request
+        files = {g["file"]: g["text"] for g in (self.generated or []) if g}
+        if not files:
+            self.log.info("No constraints were generated: nothing to commit.")
+            return {"committed": None, "files": []}
+        if not request.push:
+            # Fork mode or push off: said once already, by the publishing check.
+            self.log.info("push is off for this run: constraints are not committed.")
+            return {"committed": None, "files": [], "skipped": "push is off"}
+        branch = cons.constraints_branch(request.branch)
+        with BranchFiles(request.source_repo, branch) as checkout:
+            changed = {name: text for name, text in files.items() if cons.files_differ(checkout.read(name), text)}
+            for name in sorted(set(files) - set(changed)):
+                self.log.info("%s unchanged on %s (comments aside): not committed", name, branch)
+            if not changed:
+                return {"committed": None, "files": []}
+            message = (
+                f"Update constraints for Python {', '.join(sorted(n[12:-4] for n in changed))}\n\n"
+                f"Generated from the tested CI images of {request.branch} at {self.sha}."
+            )
+            sha = checkout.commit_and_push(changed, message=message, author=settings.constraints_author)
+        self.log.info("Committed %s to %s of %s as %s", ", ".join(sorted(changed)), branch, request.source_repo, sha)
+        return {"committed": sha, "files": sorted(changed)}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+

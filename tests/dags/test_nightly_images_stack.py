@@ -1,0 +1,181 @@
+"""nightly_images on the local stack, for real: three runs through `airflow dags test`.
+
+Isolated from the manual build's images: its own image repository, its own mirror of the Python bases
+(so a "new upstream base" can be pushed without touching the stack's mirror) and its own clone of
+the source repository (so its constraints commits stay its own).
+
+1. builds, publishes and commits constraints for every stack Python version;
+2. finds nothing changed: no push, no commit, a log line per version saying why;
+3. after a new upstream base for the first version is pushed to the mirror: rebuilds and
+   republishes that version only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from airflow_image_factory.constraints import parse_pins
+from airflow_image_factory.git import BranchFiles, branch_head
+from airflow_image_factory.nightly import BASE_DIGEST_LABEL
+from airflow_image_factory.registry import RegistryClient
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+REPOSITORY = "nightlytest/airflow"
+MIRROR_PATH = "nightlytest/python-mirror"
+
+
+def stack_versions() -> list[str]:
+    return json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))
+
+
+def debian(version: str) -> str:
+    return "trixie" if version == "3.13" else "bookworm"
+
+
+class Nightly:
+    def __init__(self, registry: RegistryClient, source: str):
+        self.registry = registry
+        self.host = registry.registry
+        self.source = source
+        self.runs = 0
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "IMAGE_FACTORY_REPOSITORY": REPOSITORY,
+            "IMAGE_FACTORY_PYTHON_BASE_MIRROR": f"{self.host}/{MIRROR_PATH}",
+            "IMAGE_FACTORY_SOURCE_REPO": self.source,
+            "IMAGE_FACTORY_NIGHTLY_BRANCHES": '["main"]',
+        }
+
+    def run(self) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [AIRFLOW, "dags", "test", "nightly_images"], capture_output=True, text=True, timeout=3600,
+            env=self.env(), cwd=REPO_ROOT, check=False,
+        )
+        self.runs += 1
+        log_dir = REPO_ROOT / "test-artifacts"
+        log_dir.mkdir(exist_ok=True)
+        (log_dir / f"nightly_images-{self.runs}.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+        return result
+
+    def published(self) -> dict[str, str]:
+        """Every tag of the test's repositories → digest, read over the registry API."""
+        out = {}
+        for repo in self.registry.catalog():
+            if repo.startswith(REPOSITORY + "/"):
+                for tag in self.registry.list_tags(repo):
+                    out[f"{repo}:{tag}"] = self.registry.manifest_digest(repo, tag)
+        return out
+
+    def constraints(self) -> dict[str, str]:
+        with BranchFiles(self.source, "constraints-main") as files:
+            return {name: files.read(name) or "" for name in files.names()}
+
+
+@pytest.fixture(scope="module")
+def nightly(stack_env) -> Nightly:
+    registry = RegistryClient(os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000"))
+    stack_mirror = os.environ["IMAGE_FACTORY_PYTHON_BASE_MIRROR"].split("/", 1)[1]
+    for version in stack_versions():
+        tag = f"{version}-slim-{debian(version)}"
+        registry.copy(stack_mirror, tag, MIRROR_PATH, tag)
+    source = Path(tempfile.mkdtemp(prefix="nightly-source-")) / "source.git"
+    subprocess.run(["git", "clone", "-q", "--bare", os.environ["IMAGE_FACTORY_SOURCE_REPO"], str(source)],
+                   check=True)
+    return Nightly(registry, str(source))
+
+
+@pytest.fixture(scope="module")
+def first(nightly):
+    result = nightly.run()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return {"result": result, "published": nightly.published(), "constraints": nightly.constraints(),
+            "constraints_head": branch_head(nightly.source, "constraints-main")}
+
+
+def test_first_run_builds_publishes_and_commits_constraints(first, nightly):
+    published = first["published"]
+    sha = branch_head(nightly.source, "main")
+    for version in stack_versions():
+        for kind in ("ci", "prod"):
+            repo = f"{REPOSITORY}/main/{kind}/python{version}"
+            assert published[f"{repo}:latest"] == published[f"{repo}:{sha}"]
+        for kind in ("ci-manifest", "prod-build"):
+            assert f"{REPOSITORY}/main/{kind}/python{version}:latest" in published
+        # The published base records the upstream digest it was made from: tomorrow's check reads it.
+        tag = f"{version}-slim-{debian(version)}"
+        config = nightly.registry.image_config(f"{REPOSITORY}/main/python", tag)
+        assert config["config"]["Labels"][BASE_DIGEST_LABEL] == nightly.registry.manifest_digest(MIRROR_PATH, tag)
+        text = first["constraints"][f"constraints-{version}.txt"]
+        assert text.startswith("#\n# Constraints for Apache Airflow")
+        assert f"# Commit {sha}" in text
+        pins = parse_pins(text)
+        assert pins["apache-airflow"] == os.environ.get("IMAGE_FACTORY_AIRFLOW_VERSION", "3.3.2")
+        assert "pytest" in pins  # frozen from the tested CI image, test tooling included
+    # The PROD image runs with exactly the committed versions.
+    version = stack_versions()[0]
+    prod = f"{nightly.host}/{REPOSITORY}/main/prod/python{version}:latest"
+    freeze = subprocess.run(["docker", "run", "--rm", prod, "python", "-m", "pip", "freeze"],
+                            capture_output=True, text=True, check=True).stdout
+    committed = parse_pins(first["constraints"][f"constraints-{version}.txt"])
+    for name, pinned in parse_pins(freeze).items():
+        assert committed.get(name) == pinned, f"{name} {pinned} in PROD, {committed.get(name)} committed"
+
+
+@pytest.fixture(scope="module")
+def second(first, nightly):
+    result = nightly.run()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result
+
+
+def test_second_run_changes_nothing_and_says_why(second, first, nightly):
+    assert nightly.published() == first["published"]
+    assert branch_head(nightly.source, "constraints-main") == first["constraints_head"]
+    log = second.stdout + second.stderr
+    for version in stack_versions():
+        assert f"Python {version}: up to date, nothing to do" in log
+    assert "Nothing changed for any Python version" in log
+    assert "BuildImageOperator" not in log and "PushImageOperator" not in log
+
+
+@pytest.fixture(scope="module")
+def third(second, first, nightly):
+    version = stack_versions()[0]
+    tag = f"{version}-slim-{debian(version)}"
+    mirror = f"{nightly.host}/{MIRROR_PATH}:{tag}"
+    with tempfile.TemporaryDirectory() as ctx:
+        # A "security fix" upstream: same Python, one more layer, a new digest.
+        Path(ctx, "Dockerfile").write_text(f"FROM {mirror}\nRUN echo nightly-test-fix > /etc/upstream-fix\n")
+        subprocess.run(["/usr/bin/docker", "build", "-q", "-t", mirror, ctx], check=True, capture_output=True,
+                       env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    subprocess.run(["docker", "push", mirror], check=True, capture_output=True)
+    before = nightly.published()
+    result = nightly.run()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return {"result": result, "before": before, "after": nightly.published(), "version": version, "tag": tag}
+
+
+def test_a_new_upstream_base_rebuilds_that_version_only(third, nightly):
+    version, before, after = third["version"], third["before"], third["after"]
+    for key, digest in before.items():
+        rebuilt = f"/python{version}:" in key or key.endswith(f"/main/python:{third['tag']}")
+        if rebuilt and (key.endswith(":latest") or key.endswith(third["tag"])):
+            assert after[key] != digest, f"{key} was not republished"
+        elif not rebuilt:
+            assert after[key] == digest, f"{key} changed although its version did not"
+    config = nightly.registry.image_config(f"{REPOSITORY}/main/python", third["tag"])
+    assert config["config"]["Labels"][BASE_DIGEST_LABEL] == nightly.registry.manifest_digest(MIRROR_PATH, third["tag"])
+    log = third["result"].stdout + third["result"].stderr
+    assert f"Python {version}: rebuild" in log and "our base was built on" in log
