@@ -49,7 +49,9 @@ def resolve_newest(
     if extra_ca_bundle:
         env["SSL_CERT_FILE"] = extra_ca_bundle
     else:
+        # The platform's certificate store, as pip uses it (uv renamed the switch; both are set).
         env.setdefault("UV_SYSTEM_CERTS", "1")
+        env.setdefault("UV_NATIVE_TLS", "1")
     if cache_dir:
         env["UV_CACHE_DIR"] = cache_dir
     with tempfile.TemporaryDirectory(prefix="image-factory-resolve-") as tmp:

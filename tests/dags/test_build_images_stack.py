@@ -141,3 +141,26 @@ def test_rejected_conf_builds_nothing(stack_env, registry, conf, field):
     assert field in result.stdout + result.stderr
     assert "Built " not in result.stdout + result.stderr
     assert registry.catalog() == before
+
+
+def _published(registry: RegistryClient, prefix: str) -> dict[str, str | None]:
+    return {
+        f"{repo}:{tag}": registry.manifest_digest(repo, tag)
+        for repo in registry.catalog() if repo.startswith(prefix)
+        for tag in registry.list_tags(repo)
+    }
+
+
+def test_fork_mode_builds_and_tests_but_pushes_nothing(first_run, registry, tmp_path):
+    """A fork's sources (not the canonical source_repo): everything is built and verified, nothing published."""
+    fork = tmp_path / "fork.git"
+    subprocess.run(["git", "clone", "-q", "--bare", os.environ["IMAGE_FACTORY_SOURCE_REPO"], str(fork)], check=True)
+    before = _published(registry, f"{REPO}/")
+    version = stack_versions()[0]
+    result = run_dag("build_images", {"branch": "main", "python_versions": [version], "source_repo": str(fork)})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert log.count("FORK MODE: source repository") == 1
+    assert "is not the canonical" in log
+    assert "check tests" in log and "api-server health answered" in log  # verified all the same
+    assert _published(registry, f"{REPO}/") == before
