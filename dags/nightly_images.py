@@ -6,6 +6,9 @@ constraints (resolved on the worker), or when its images are missing. Rebuilt ve
 newest set, are verified, pushed and promoted by digest as in build_images; then
 constraints-X.Y.txt from the tested CI images are committed to constraints-BRANCH (canonical
 source only, never forced). Nothing changed: nothing is built, pushed or committed.
+
+Released images (X.Y.Z-pythonA.B) whose Python base got a new digest are rebuilt by a
+release_images run each, republishing the same tags.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from airflow_image_factory.tasks import (
     check_publishing,
     fail_run_if_a_task_failed,
     nightly_branch,
+    rebuild_released_images,
     resolve_sha,
     validate,
 )
@@ -44,6 +48,7 @@ def nightly_images():
     for branch in SETTINGS.nightly_branches:
         with TaskGroup(group_id=re.sub(r"[^A-Za-z0-9_-]", "_", branch)):
             nightly_branch(SETTINGS, check_publishing(resolve_sha(validate(branch=branch))))
+    rebuild_released_images()
     fail_run_if_a_task_failed()
 
 

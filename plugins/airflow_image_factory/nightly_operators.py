@@ -21,7 +21,7 @@ from airflow_image_factory.nightly import (
     VersionDecision,
     decide,
 )
-from airflow_image_factory.operators import ImageFactoryOperator, run_settings
+from airflow_image_factory.operators import ImageFactoryOperator, mapped_values, run_settings
 from airflow_image_factory.resolver import airflow_requirement, resolve_newest
 from airflow_image_factory.settings import Settings
 
@@ -147,7 +147,7 @@ class CommitConstraintsOperator(ImageFactoryOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         settings = run_settings()
         request = self.request
-        files = {g["file"]: g["text"] for g in (self.generated or []) if g}
+        files = {g["file"]: g["text"] for g in mapped_values(self.generated) if g}
         if not files:
             self.log.info("No constraints were generated: nothing to commit.")
             return {"committed": None, "files": []}

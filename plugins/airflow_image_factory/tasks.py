@@ -24,6 +24,7 @@ from airflow_image_factory.operators import (
     PromoteImagesOperator,
     PushImageOperator,
     VerifyImageOperator,
+    mapped_values,
     run_settings,
 )
 from airflow_image_factory.request import CACHE_MODES, BuildRequest, validate_request
@@ -288,12 +289,12 @@ def report(build_request: dict[str, Any], outcomes: list | None, published: list
     """One table of every image and digest of the run, in the log and as the run's last XCom."""
     from airflow_image_factory.naming import images_for
 
-    if not build_request:  # validation (or resolving the commit) failed: nothing was built
-        log.info("Images of this run: none (the build request was rejected or its commit not found)")
+    if not build_request:  # a step before the builds failed (validation, the commit, the registry check)
+        log.info("Images of this run: none (the run stopped before building; see the failed task)")
         return []
     request = BuildRequest.from_dict(build_request)
     rows: list[dict[str, str]] = []
-    for outcome in outcomes or []:
+    for outcome in mapped_values(outcomes):
         if not outcome:
             continue
         images = images_for(request, outcome["python"])
@@ -310,3 +311,54 @@ def _kind(value: str):
     from airflow_image_factory.naming import ImageKind
 
     return ImageKind(value)
+
+
+@task
+def released_images_to_rebuild() -> list[dict[str, Any]]:
+    """Released ``X.Y.Z-pythonA.B`` images whose Python base has a new digest upstream (AIP-26).
+
+    Reads tags, manifests and config labels only. Returns one ``release_images`` conf per release to
+    rebuild (newest patch of each X.Y line), which republishes the same tags after its checks.
+    """
+    from airflow_image_factory.hooks import RegistryHook
+    from airflow_image_factory.naming import images_for, release_image
+    from airflow_image_factory.release import plan_rebuilds, read_released_images
+
+    conf = dict(get_current_context()["dag_run"].conf or {})
+    settings = run_settings()
+    request = validate_request({k: v for k, v in conf.items() if k not in NIGHTLY_FIXED_FIELDS}, settings)
+    released_repo = release_image(request.registry, request.repository)
+    with RegistryHook(request.registry, settings=settings).get_conn() as client:
+        released = read_released_images(client, released_repo.path)
+    if not released:
+        log.info("No released images in %s: nothing to rebuild", released_repo)
+        return []
+    current: dict[str, str] = {}
+    for python in sorted({image.python for image in released}):
+        upstream = images_for(request, python).upstream_python_base
+        with RegistryHook(upstream.registry, settings=settings).get_conn() as client:
+            digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
+        if digest:
+            current[python] = digest
+    rebuilds = plan_rebuilds(released, current, newest_patch_only=True)
+    by_version: dict[str, list[str]] = {}
+    for rebuild in rebuilds:
+        log.info("Released %s:%s is on base %s; upstream is now %s: rebuilding", released_repo, rebuild.tag,
+                 rebuild.old_base_digest, rebuild.new_base_digest)
+        by_version.setdefault(rebuild.version, []).append(rebuild.python)
+    if not by_version:
+        log.info("All %d released images are on their Python base's current digest", len(released))
+    return [
+        {"version": version, "python_versions": pythons, "registry": request.registry,
+         "repository": request.repository}
+        for version, pythons in sorted(by_version.items())
+    ]
+
+
+def rebuild_released_images():
+    """Each release to rebuild is a ``release_images`` run: the same build, checks and forward-only tag rules."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    return TriggerDagRunOperator.partial(
+        task_id="rebuild_released_images", trigger_dag_id="release_images", wait_for_completion=False,
+    ).expand(conf=released_images_to_rebuild())

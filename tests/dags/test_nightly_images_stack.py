@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -179,3 +180,23 @@ def test_a_new_upstream_base_rebuilds_that_version_only(third, nightly):
     assert config["config"]["Labels"][BASE_DIGEST_LABEL] == nightly.registry.manifest_digest(MIRROR_PATH, third["tag"])
     log = third["result"].stdout + third["result"].stderr
     assert f"Python {version}: rebuild" in log and "our base was built on" in log
+
+
+def test_released_images_on_an_old_base_are_rebuilt_by_release_runs(third, nightly):
+    """A released X.Y.Z-pythonA.B image whose base label is older than upstream → a release_images run."""
+    version = third["version"]
+    old_prod = third["before"][f"{REPOSITORY}/main/prod/python{version}:latest"]  # built on the old base
+    nightly.registry.copy(f"{REPOSITORY}/main/prod/python{version}", old_prod, REPOSITORY, f"3.3.2-python{version}")
+    result = nightly.run()
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    assert f"Released {nightly.host}/{REPOSITORY}:3.3.2-python{version} is on base" in log
+    runs = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").execute(
+        "SELECT conf FROM dag_run WHERE dag_id = 'release_images' ORDER BY id DESC LIMIT 1"
+    ).fetchall()
+    assert runs, "no release_images run was triggered"
+    conf = runs[0][0]
+    conf = json.loads(conf) if isinstance(conf, (str, bytes)) else conf
+    assert conf["version"] == "3.3.2" and conf["python_versions"] == [version]
+    assert conf["repository"] == REPOSITORY
+    assert f"Python {version}: up to date, nothing to do" in log  # the branch images were rebuilt by run 3
