@@ -25,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	# The build leaves plugins/*.egg-info behind; plugins/ is on Airflow's sys.path, so its copy of the
+	# airflow.plugins entry point would register the plugin twice. The installed dist-info is enough.
+	rm -rf plugins/*.egg-info
 	touch $@
 
 stack: venv

@@ -104,6 +104,9 @@ have git || missing_pkgs+=(git)
 have htpasswd || missing_pkgs+=(apache2-utils)
 have curl || missing_pkgs+=(curl)
 have flock || missing_pkgs+=(util-linux)
+# The UI tests (tests/reliability/test_ui_stack.py) drive Debian's headless Chromium with Selenium.
+have chromium || missing_pkgs+=(chromium)
+have chromedriver || missing_pkgs+=(chromium-driver)
 if [[ $ENGINE_UP == false ]] && ! have dockerd; then
     missing_pkgs+=(docker.io)
 elif ! buildx_works && [[ ! -x /usr/bin/docker ]]; then
@@ -496,6 +499,7 @@ fi
 quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 py_json=$(printf '"%s",' $PYTHON_VERSIONS)
 py_json="[${py_json%,}]"
+# release_images here: the first stack Python is the default one, and no constraints (GitHub is unreachable).
 {
     echo "# Written by include/stack/up.sh; source it: . $STACK_DIR/env"
     for kv in STACK_DIR="$STACK_DIR" "${airflow_env[@]}" \
@@ -506,11 +510,14 @@ py_json="[${py_json%,}]"
         IMAGE_FACTORY_PYTHON_BASE_MIRROR="$MIRROR" \
         IMAGE_FACTORY_SOURCE_REPO="$SOURCE_REPO" \
         IMAGE_FACTORY_EXTRA_CA_BUNDLE="$EXTRA_CA_BUNDLE" \
-        IMAGE_FACTORY_PYTHON_VERSIONS="$py_json"; do
+        IMAGE_FACTORY_PYTHON_VERSIONS="$py_json" \
+        IMAGE_FACTORY_RELEASE_DEFAULT_PYTHON="${PYTHON_VERSIONS%% *}" \
+        IMAGE_FACTORY_RELEASE_CONSTRAINTS_URL=""; do
         echo "export ${kv%%=*}=$(quote "${kv#*=}")"
     done
 } >"$STACK_DIR/env.tmp"
 mv "$STACK_DIR/env.tmp" "$STACK_DIR/env"
+STACK_DIR=$STACK_DIR REGISTRY_PORT=$REGISTRY_PORT DOCKER_CLI=$DOCKER_CLI EXTRA_CA_BUNDLE=$EXTRA_CA_BUNDLE bash "$REPO_ROOT/include/stack/postgres-image.sh" # postgres for smoke deploys; adds its setting to env
 
 # --- summary -------------------------------------------------------------------------------------
 say "ready in $((SECONDS - STARTED)) s"

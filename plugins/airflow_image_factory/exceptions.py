@@ -80,10 +80,6 @@ class RetagRefused(ImageFactoryError):
     """A retag cannot run as asked: a source image is missing, or a copy landed on another digest."""
 
 
-class ImageWaitTimeout(ImageFactoryError):
-    """No candidate registry held the awaited image before the sensor's timeout."""
-
-
 class ReleaseRefused(ImageFactoryError):
     """A release cannot be published: bad version, or a tag would not point at the tested digest."""
 

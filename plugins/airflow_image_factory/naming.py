@@ -213,6 +213,27 @@ def images_for(request: BuildRequest, python: str) -> ImageSet:
     )
 
 
+# ---- released images (AIP-26) -----------------------------------------------------------------
+
+
+def release_image(registry: str, repository: str) -> ImageName:
+    """Released images live in ``REG/REPO`` itself, told apart by tag: ``REG/REPO:3.3.2-python3.11``."""
+    return ImageName(registry, repository)
+
+
+def release_staging_image(registry: str, repository: str) -> ImageName:
+    """Where a release's tested images wait until every Python version passed: ``REG/REPO/release-staging``.
+
+    Promotion copies them into :func:`release_image` by digest, so users never see a half release.
+    """
+    return ImageName(registry, f"{repository}/release-staging")
+
+
+def release_tag(version: str, python: str | None = None) -> str:
+    """``X.Y.Z-pythonA.B`` (or ``X.Y-pythonA.B``), or the bare version when no Python is named."""
+    return f"{version}-python{python}" if python else version
+
+
 # ---- registry web pages ---------------------------------------------------------------------
 
 

@@ -20,11 +20,13 @@ from typing import Any
 import requests
 from airflow.sdk import BaseOperator
 
+from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.cache import plan_cache
 from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.engine import BuildSpec, Engine
 from airflow_image_factory.exceptions import PromotionRefused, VerificationFailed
 from airflow_image_factory.hooks import EngineHook, RegistryHook
+from airflow_image_factory.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.naming import LATEST, ImageKind, ImageSet, images_for
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL
 from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_path, plan_promotion
@@ -348,6 +350,8 @@ class VerifyImageOperator(ImageFactoryOperator):
 class PushImageOperator(ImageFactoryOperator):
     """Push the tested ``name:SHA`` image; returns the registry's digest (``None`` when push is off)."""
 
+    operator_extra_links = (RegistryImageLink(),)
+
     def __init__(self, *, kind: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.kind = ImageKind(kind)
@@ -360,8 +364,13 @@ class PushImageOperator(ImageFactoryOperator):
         hook = self.registry_hook(settings)
         engine = EngineHook(settings=settings).get_conn()
         ref = self.images[self.kind].ref(self.sha)
+        with hook.get_conn() as client:
+            # A registry that is down fails here within seconds (the client's bounded retries), not
+            # after every engine try has spent ~50 s in the daemon's own per-layer retries.
+            client.ping()
         digest = engine.push(ref, auth=hook.credentials, retries=settings.push_retries, on_line=self.stream)
         self.log.info("Pushed %s as %s", ref, digest)
+        record_image_ref(context, ref)
         return digest
 
 
@@ -374,18 +383,21 @@ class PromoteImagesOperator(ImageFactoryOperator):
     """
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "outcomes", "python_bases")
+    operator_extra_links = (RegistryImageLink(),)
 
     def __init__(self, *, outcomes: Sequence[Mapping[str, Any]] | Any, python_bases: Sequence[Mapping] | Any,
                  **kwargs: Any):
+        # Which latest images a run publishes is known only at run time: events go through the alias.
+        kwargs.setdefault("outlets", [PUBLISHED_IMAGES_ALIAS])
         super().__init__(**kwargs)
         self.outcomes = outcomes
         self.python_bases = python_bases
 
     def execute(self, context: Any) -> list[dict[str, str]]:
         request = self.request
-        outcomes = {o["python"]: VersionOutcome.from_dict(o) for o in (self.outcomes or []) if o}
+        outcomes = {o["python"]: VersionOutcome.from_dict(o) for o in mapped_values(self.outcomes) if o}
         images = {v: images_for(request, v) for v in request.python_versions}
-        bases = {b["python"]: b for b in (self.python_bases or []) if b}
+        bases = {b["python"]: b for b in mapped_values(self.python_bases) if b}
         local_images = {
             v: {
                 ImageKind.PYTHON_BASE.value: bases[v]["local"] if v in bases else None,
@@ -444,7 +456,18 @@ class PromoteImagesOperator(ImageFactoryOperator):
                 self.log.info("promoted %s = %s (tested digest, manifest only)", step.target, digest)
             self._check_consistent(client, published)
             self.log.info("promotion lock released: %s", lock.path)
+        self._announce(context, published)
         return published
+
+    def _announce(self, context: Any, published: list[dict[str, str]]) -> None:
+        """An asset event per published latest (DAGs such as smoke_deploy are scheduled on them), and
+        the registry link of the first PROD image."""
+        events = context["outlet_events"][PUBLISHED_IMAGES_ALIAS]
+        for item in published:
+            events.add(image_asset(item["image"]), extra={"digest": item["digest"]})
+        prod = [item["image"] for item in published if item["kind"] == ImageKind.PROD.value]
+        if prod:
+            record_image_ref(context, prod[0])
 
     def _check_consistent(self, client: Any, published: list[dict[str, str]]) -> None:
         """Still under the lock: every latest this run set must read back as this run's digest."""
@@ -457,6 +480,16 @@ class PromoteImagesOperator(ImageFactoryOperator):
         if wrong:
             raise PromotionRefused("the published latest set is not consistent: " + "; ".join(wrong))
         self.log.info("latest set verified: %d images, all from commit %s", len(published), self.sha)
+
+
+def mapped_values(value: Any) -> list[Any]:
+    """The values of a mapped task's XCom: a sequence - or, when the map had a single entry (one
+    Python version), Airflow hands over that one value itself."""
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        return [value]
+    return list(value)
 
 
 def _repo_and_tag(ref: str) -> tuple[str, str]:

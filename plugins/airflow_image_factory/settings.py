@@ -93,6 +93,11 @@ class Settings:
     smoke_health_interval: int = 10
     smoke_postgres_image: str = "docker.io/library/postgres:15-bookworm"
     smoke_timeout: int = 900
+    # registries / releases (release_images): defaults here too, like the smoke settings
+    release_default_python: str = ""
+    release_constraints_url: str = (
+        "https://raw.githubusercontent.com/apache/airflow/constraints-{version}/constraints-{python}.txt"
+    )
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:

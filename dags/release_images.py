@@ -1,0 +1,67 @@
+"""Release images (AIP-26) of a released Airflow version X.Y.Z, for each of its Python versions.
+
+Builds the PROD image from the released distributions on PyPI with the release's constraints, runs the
+PROD checks, stages every tested image, and only when all Python versions passed publishes
+``X.Y.Z-pythonA.B`` and ``X.Y-pythonA.B``, plus ``X.Y.Z`` and ``latest`` for the default Python —
+``X.Y`` and ``latest`` move only forward (decided from the registry's existing tags).
+
+Conf: version, python_versions, default_python, registry, repository, cache_branch, constraints_url.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from airflow_image_factory.release import PublishReleaseOperator, release_defaults, release_python_images
+from airflow_image_factory.settings import load_settings
+from airflow_image_factory.tasks import python_versions
+
+SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
+DEFAULTS = release_defaults(SETTINGS)
+
+
+@task(multiple_outputs=True, retries=0)  # a rejected request fails the same way every time
+def validate_release() -> dict:
+    """The run's conf over the settings → the release request, and the build request its steps reuse."""
+    from airflow_image_factory.operators import run_settings
+    from airflow_image_factory.release import validate_release_request
+
+    release = validate_release_request(get_current_context()["dag_run"].conf or {}, run_settings())
+    return {"release": release.to_dict(), "build": dict(release.build), "constraints_url": release.constraints_url}
+
+
+@dag(
+    dag_id="release_images",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["images", "release"],
+    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+    params={
+        "version": Param(DEFAULTS["version"], type="string", title="Airflow version",
+                         description="The released version, X.Y.Z (or X.Y.ZrcN)."),
+        "python_versions": Param(DEFAULTS["python_versions"], type="array", title="Python versions",
+                                 items={"type": "string", "enum": list(SETTINGS.supported_python_versions)}),
+        "default_python": Param(DEFAULTS["default_python"], type="string", title="Default Python",
+                                description="Its image is also tagged X.Y.Z and (when newest) latest."),
+        "registry": Param(DEFAULTS["registry"], type="string", title="Registry"),
+        "repository": Param(DEFAULTS["repository"], type="string", title="Repository",
+                            description="Release images are REGISTRY/REPOSITORY:TAG."),
+        "cache_branch": Param(DEFAULTS["cache_branch"], type="string", title="Cache branch",
+                              description="The branch whose latest images are the build cache."),
+        "constraints_url": Param(DEFAULTS["constraints_url"], type=["null", "string"], title="Constraints",
+                                 description="URL template with {version} and {python}; empty: none."),
+    },
+)
+def release_images():
+    request = validate_release()
+    per_version = release_python_images(request["build"], request["constraints_url"], SETTINGS.build_pool)
+    groups = per_version.expand(python=python_versions(request["build"]))
+    PublishReleaseOperator(task_id="publish", release_request=request["release"], staged=groups["staged"])
+
+
+release_images()

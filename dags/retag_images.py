@@ -1,0 +1,57 @@
+"""Copy a branch's ``latest`` images (CI, CI manifest, PROD, PROD build stage, Python base) to another
+branch's names inside the registry — no pull, no rebuild, identical digests. Used when a release branch
+is cut. ``dry_run`` lists what would change and changes nothing.
+
+Conf: source_branch, target_branch, python_versions, registry, repository, naming, dry_run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from airflow_image_factory.naming import CONVENTIONS
+from airflow_image_factory.retag import RetagImagesOperator, retag_defaults
+from airflow_image_factory.settings import load_settings
+
+SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
+DEFAULTS = retag_defaults(SETTINGS)
+
+
+@task(retries=0)  # a rejected request fails the same way every time
+def validate_retag() -> dict:
+    """The run's conf over the settings → one validated retag request (errors name the field)."""
+    from airflow_image_factory.operators import run_settings
+    from airflow_image_factory.retag import validate_retag_request
+
+    conf = get_current_context()["dag_run"].conf or {}
+    return validate_retag_request(conf, run_settings()).to_dict()
+
+
+@dag(
+    dag_id="retag_images",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["images", "retag"],
+    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+    params={
+        "source_branch": Param(DEFAULTS["source_branch"], type="string", title="Source branch"),
+        "target_branch": Param(DEFAULTS["target_branch"], type="string", title="Target branch",
+                               description="The branch whose image names receive the source's latest images."),
+        "python_versions": Param(DEFAULTS["python_versions"], type="array", title="Python versions",
+                                 items={"type": "string", "enum": list(SETTINGS.supported_python_versions)}),
+        "registry": Param(DEFAULTS["registry"], type="string", title="Registry"),
+        "repository": Param(DEFAULTS["repository"], type="string", title="Repository"),
+        "naming": Param(DEFAULTS["naming"], type="string", enum=list(CONVENTIONS), title="Naming convention"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="List what would change only."),
+    },
+)
+def retag_images():
+    RetagImagesOperator(task_id="retag", retag_request=validate_retag())
+
+
+retag_images()

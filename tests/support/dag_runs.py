@@ -1,0 +1,112 @@
+"""Run DAGs for real with ``airflow dags test`` (one process per run) and read what they left behind.
+
+Every run's stdout+stderr is kept under ``test-artifacts/`` so a failure can be read after the fact.
+``env`` adds or overrides environment variables for that run only (settings, connections).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@dataclass
+class DagRun:
+    name: str
+    returncode: int
+    output: str  # stdout + stderr
+    seconds: float
+    log_path: Path
+
+    @property
+    def run_id(self) -> str | None:
+        match = re.search(r"(manual__\d{4}-\d\d-\d\dT[\d:.]+\+00:00)", self.output)
+        return match.group(1) if match else None
+
+    def started_tasks(self) -> list[str]:
+        """task ids that `dags test` started, in order (``python.build_ci`` etc.)."""
+        return re.findall(r"\[DAG TEST\] starting task_id=(\S+)", self.output)
+
+
+def _command(dag_id: str, conf: Mapping) -> list[str]:
+    return [AIRFLOW, "dags", "test", dag_id, "--conf", json.dumps(conf)]
+
+
+def _env(env: Mapping[str, str] | None) -> dict[str, str]:
+    return {**os.environ, **(env or {})}
+
+
+def _log_path(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / f"{name}.log"
+
+
+def run_dag(
+    dag_id: str, conf: Mapping, *, name: str, env: Mapping[str, str] | None = None, timeout: float = 3600
+) -> DagRun:
+    started = time.monotonic()
+    result = subprocess.run(
+        _command(dag_id, conf), capture_output=True, text=True, timeout=timeout, env=_env(env), cwd=REPO_ROOT,
+        check=False,
+    )
+    output = result.stdout + "\n--- stderr ---\n" + result.stderr
+    path = _log_path(name)
+    path.write_text(output)
+    return DagRun(name, result.returncode, output, time.monotonic() - started, path)
+
+
+def run_dags_at_once(
+    runs: Mapping[str, tuple[str, Mapping, Mapping[str, str] | None]], *, timeout: float = 3600
+) -> dict[str, DagRun]:
+    """Start every ``name -> (dag_id, conf, env)`` at the same moment and wait for all of them."""
+    procs = {}
+    started = time.monotonic()
+    for name, (dag_id, conf, env) in runs.items():
+        out = _log_path(name).open("w")
+        procs[name] = (
+            subprocess.Popen(
+                _command(dag_id, conf), stdout=out, stderr=subprocess.STDOUT, text=True, env=_env(env), cwd=REPO_ROOT
+            ),
+            out,
+        )
+    results = {}
+    for name, (proc, out) in procs.items():
+        try:
+            proc.wait(timeout=max(1, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+        path = _log_path(name)
+        results[name] = DagRun(name, proc.returncode, path.read_text(), time.monotonic() - started, path)
+    return results
+
+
+def airflow_db() -> Path:
+    return Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
+
+
+def xcom_values(dag_id: str, run_id: str) -> list[tuple[str, str]]:
+    """(task_id, value as text) of every XCom a run stored in the SQLite metadata database."""
+    with sqlite3.connect(f"file:{airflow_db()}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+        return [(task_id, value if isinstance(value, str) else bytes(value or b"").decode(errors="replace"))
+                for task_id, value in rows]
+
+
+def task_log_files(dag_id: str, run_id: str) -> list[Path]:
+    """The run's task log files under $AIRFLOW_HOME/logs (if the logging config writes any)."""
+    root = Path(os.environ["AIRFLOW_HOME"]) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
