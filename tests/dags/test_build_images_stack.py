@@ -106,8 +106,9 @@ def test_failing_tests_change_no_latest(first_run, registry):
         (v, k): digest(registry, f"{REPO}/main/{k}/python{v}", "latest")
         for v in stack_versions() for k in ("ci", "prod", "prod-build", "ci-manifest")
     }
+    # One version is enough to show the gate (and keeps the suite fast): its CI tests fail.
     result = run_dag(
-        "build_images", {"branch": "main", "python_versions": stack_versions(), "test_command": "exit 3"}
+        "build_images", {"branch": "main", "python_versions": stack_versions()[:1], "test_command": "exit 3"}
     )
     assert result.returncode != 0
     after = {key: digest(registry, f"{REPO}/main/{key[1]}/python{key[0]}", "latest") for key in before}
@@ -116,12 +117,13 @@ def test_failing_tests_change_no_latest(first_run, registry):
 
 
 def test_second_identical_run_reuses_the_cache(first_run):
-    result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
+    versions = stack_versions()[:1]  # the same cache logic for every version; one keeps the suite fast
+    result = run_dag("build_images", {"branch": "main", "python_versions": versions})
     assert result.returncode == 0, result.stdout[-4000:]
     reports = re.findall(
         r"Built (\S+): \S+, [\d.]+ MB, \d+s, (\d+)/(\d+) steps cached", result.stdout + result.stderr
     )
-    assert len(reports) == 3 * len(stack_versions()), reports
+    assert len(reports) == 3 * len(versions), reports
     for image, cached, steps in reports:
         # every step of the build either came from cache or was a no-op metadata step
         assert int(steps) > 0 and int(cached) >= int(steps) - 1, (image, cached, steps)
