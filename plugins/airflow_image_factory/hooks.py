@@ -7,11 +7,28 @@ connection means anonymous access, which is how forks build and test without a w
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk import BaseHook
 
 from airflow_image_factory.engine import Engine
 from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.settings import Settings
+
+
+def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bool) -> tuple[str, str] | None:
+    """(login, password) of an Airflow ``docker`` Connection for ``registry``, or None (anonymous).
+
+    A default (not explicitly mapped) connection counts only where its host is this registry; no
+    login or password means anonymous. The triggerer, which has no settings, uses this rule too.
+    """
+    if conn is None:
+        return None
+    if not explicit and conn.host and conn.host.rstrip("/") != registry:
+        return None
+    if not conn.login or not conn.password:
+        return None
+    return conn.login, conn.password
 
 
 class RegistryHook(BaseHook):
@@ -47,13 +64,10 @@ class RegistryHook(BaseHook):
                 raise
             self.log.info("No connection %r: using %s anonymously", self.conn_id, self.registry)
             return None
-        # The default connection may be for another registry; only use it where its host matches.
-        if not self.explicit and conn.host and conn.host.rstrip("/") != self.registry:
+        credentials = credentials_from_connection(conn, self.registry, explicit=self.explicit)
+        if credentials is None and conn.host and conn.host.rstrip("/") != self.registry:
             self.log.info("Connection %r is for %s, not %s: anonymous access", self.conn_id, conn.host, self.registry)
-            return None
-        if not conn.login or not conn.password:
-            return None
-        return conn.login, conn.password
+        return credentials
 
     @property
     def can_write(self) -> bool:

@@ -20,6 +20,7 @@ import requests
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_image_factory.exceptions import RegistryAuthError, RegistryError, RegistryUnavailable
+from airflow_image_factory.hooks import credentials_from_connection
 from airflow_image_factory.registry import RegistryClient
 
 FOUND, TIMEOUT, ERROR = "found", "timeout", "error"
@@ -63,18 +64,6 @@ class ProbeRound:
     @property
     def all_failed_for_good(self) -> bool:
         return self.found is None and bool(self.permanent) and not self.transient
-
-
-def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bool) -> tuple[str, str] | None:
-    """(login, password) from an Airflow ``docker`` Connection, with :class:`RegistryHook`'s rule:
-    a default connection is used only where its host is this registry; no login means anonymous."""
-    if conn is None:
-        return None
-    if not explicit and conn.host and conn.host.rstrip("/") != registry:
-        return None
-    if not conn.login or not conn.password:
-        return None
-    return conn.login, conn.password
 
 
 def probe_candidates(
