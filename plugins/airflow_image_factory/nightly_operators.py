@@ -13,7 +13,7 @@ from airflow_image_factory import constraints as cons
 from airflow_image_factory.exceptions import ManifestNotFound, VerificationFailed
 from airflow_image_factory.git import BranchFiles
 from airflow_image_factory.hooks import EngineHook
-from airflow_image_factory.naming import LATEST, ImageKind, ImageName
+from airflow_image_factory.naming import LATEST, ImageKind, ImageName, images_for
 from airflow_image_factory.nightly import (
     BASE_DIGEST_LABEL,
     BaseFindings,
@@ -47,7 +47,7 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
         decisions: list[VersionDecision] = []
         upgraded: dict[str, str] = {}
         for python in request.python_versions:
-            images = self.images_of(python)
+            images = images_for(request, python)
             base = self._base_findings(settings, images.upstream_python_base, images.python_base)
             missing = self._missing_images(settings, [images.ci, images.prod])
             resolved = resolve_newest(
@@ -72,11 +72,6 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
         if not rebuild:
             self.log.info("Nothing changed for any Python version: nothing is built, pushed or committed.")
         return {"rebuild": rebuild, "constraints": upgraded, "decisions": [d.to_dict() for d in decisions]}
-
-    def images_of(self, python: str):
-        from airflow_image_factory.naming import images_for
-
-        return images_for(self.request, python)
 
     def _base_findings(self, settings: Settings, upstream: ImageName, published: ImageName) -> BaseFindings:
         with self.registry_hook(settings, upstream.registry).get_conn() as client:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -31,7 +31,7 @@ from airflow_image_factory.naming import (
     release_tag,
 )
 from airflow_image_factory.operators import BuildImageOperator, PushImageOperator, VerifyImageOperator
-from airflow_image_factory.request import validate_request
+from airflow_image_factory.request import RequestRecord, validate_request
 from airflow_image_factory.settings import Settings
 
 RELEASE_PARAM_NAMES = (
@@ -54,7 +54,7 @@ _CONSTRAINTS_FIELDS = re.compile(r"\{(\w*)\}")
 
 
 @dataclass(frozen=True)
-class ReleaseRequest:
+class ReleaseRequest(RequestRecord):
     version: str
     python_versions: tuple[str, ...]
     default_python: str
@@ -63,16 +63,6 @@ class ReleaseRequest:
     cache_branch: str
     constraints_url: str  # template with {version} and {python}; "" means no constraints
     build: Mapping[str, Any] = field(default_factory=dict)  # the BuildRequest the build steps reuse
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["python_versions"] = list(self.python_versions)
-        data["build"] = dict(self.build)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ReleaseRequest:
-        return cls(**{**data, "python_versions": tuple(data["python_versions"])})
 
     def constraints_for(self, python: str) -> str:
         return constraints_location(self.constraints_url, self.version, python)

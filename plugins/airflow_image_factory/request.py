@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
-from airflow_image_factory.settings import Settings
+from airflow_image_factory.settings import Settings, plain
 
 PARAM_NAMES = (
     "branch",
@@ -69,8 +69,24 @@ def _branch_error(value: str) -> str | None:
     return None
 
 
+_Record = TypeVar("_Record", bound="RequestRecord")
+
+
+class RequestRecord:
+    """A frozen request as it travels between tasks: a plain dict (lists, dicts) out, tuples back in."""
+
+    python_versions: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls: type[_Record], data: Mapping[str, Any]) -> _Record:
+        return cls(**{**data, "python_versions": tuple(data["python_versions"])})
+
+
 @dataclass(frozen=True)
-class BuildRequest:
+class BuildRequest(RequestRecord):
     """Everything a run needs to know, validated once; travels between tasks as a plain dict."""
 
     branch: str
@@ -88,18 +104,6 @@ class BuildRequest:
     # Derived from settings at validation time, so later tasks never re-read settings.
     debian: Mapping[str, str] = field(default_factory=dict)
     python_base_source: str = "docker.io/library/python"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["python_versions"] = list(self.python_versions)
-        data["debian"] = dict(self.debian)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BuildRequest:
-        values = dict(data)
-        values["python_versions"] = tuple(values["python_versions"])
-        return cls(**values)
 
     def with_sha(self, sha: str) -> BuildRequest:
         return BuildRequest.from_dict({**self.to_dict(), "commit_sha": sha})

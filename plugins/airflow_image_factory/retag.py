@@ -11,7 +11,7 @@ pure; :class:`RetagImagesOperator` does the registry I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests, RetagRefused
 from airflow_image_factory.naming import ImageKind, ImageName, image_set
-from airflow_image_factory.request import _branch_error, validate_request
+from airflow_image_factory.request import RequestRecord, _branch_error, validate_request
 from airflow_image_factory.settings import Settings
 
 RETAG_PARAM_NAMES = (
@@ -43,7 +43,7 @@ RETAGGED_KINDS = (
 
 
 @dataclass(frozen=True)
-class RetagRequest:
+class RetagRequest(RequestRecord):
     source_branch: str
     target_branch: str
     python_versions: tuple[str, ...]
@@ -53,15 +53,6 @@ class RetagRequest:
     dry_run: bool
     debian: Mapping[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["python_versions"] = list(self.python_versions)
-        data["debian"] = dict(self.debian)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RetagRequest:
-        return cls(**{**data, "python_versions": tuple(data["python_versions"])})
 
 
 def retag_defaults(settings: Settings) -> dict[str, Any]:

@@ -116,10 +116,11 @@ class Settings:
         """The build-request part, in the shape DAG params and confs use."""
         from airflow_image_factory.request import PARAM_NAMES
 
-        return {name: _plain(getattr(self, name)) for name in PARAM_NAMES}
+        return {name: plain(getattr(self, name)) for name in PARAM_NAMES}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Tuples and mappings as the list and dict that JSON (params, confs, XCom) carries."""
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, Mapping):

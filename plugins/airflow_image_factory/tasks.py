@@ -71,11 +71,11 @@ def build_params(settings: Settings) -> dict[str, Param]:
     }
 
 
-# A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
 # The nightly run decides these itself: each configured branch, its head, newest dependencies.
 NIGHTLY_FIXED_FIELDS = ("branch", "commit_sha", "upgrade_to_newer_dependencies")
 
 
+# A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
 @task(multiple_outputs=False, retries=0)
 def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> dict[str, Any]:
     """The run's conf over the settings (file < environment < Variable) → one validated request.

@@ -38,16 +38,8 @@ def latest_digests(client: RegistryClient, repository: str, branch: str, python:
     return found
 
 
-def image_config(client: RegistryClient, repository: str, reference: str) -> dict:
-    """The image config JSON of ``repository:reference`` (labels live there)."""
-    manifest = client.get_manifest(repository, reference)
-    config = manifest.document["config"]["digest"]
-    path = f"/v2/{repository}/blobs/{config}"
-    return client.request("GET", path, scope=[f"repository:{repository}:pull"], expected=(200,)).json()
-
-
 def revision_of(client: RegistryClient, repository: str, reference: str) -> str | None:
-    labels = (image_config(client, repository, reference).get("config") or {}).get("Labels") or {}
+    labels = (client.image_config(repository, reference).get("config") or {}).get("Labels") or {}
     return labels.get("org.opencontainers.image.revision")
 
 
