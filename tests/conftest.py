@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import disk
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = Path(os.environ.get("STACK_DIR", REPO_ROOT / ".stack"))
 
@@ -48,3 +50,61 @@ def stack_env() -> dict[str, str]:
     except requests.RequestException as exc:
         pytest.fail(f"the stack's registry at {registry} does not answer ({exc}); run `make stack`")
     return {k: v for k, v in os.environ.items() if k.startswith(("IMAGE_FACTORY_", "AIRFLOW", "STACK_DIR"))}
+
+
+@pytest.fixture(scope="session")
+def main_build(stack_env):
+    """build_images for branch main and every stack Python version, published: run once per session by
+    whichever test needs main's images first (the build tests, the smoke runs, retag)."""
+    from tests.support.dag_runs import run_dag, stack_versions
+
+    result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
+    assert result.returncode == 0, result.output[-8000:]
+    return result
+
+
+# ------------------------------------------------------------------------------------------ disk use
+# Modules marked `fresh_content` build images nothing else reuses (new constraints, releases): they
+# run after every module that shares main's build cache, and give their disk back when they end
+# (their DISPOSABLE_REPOSITORIES go from the registry and the engine, the build cache is emptied).
+DISK_LOG: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("fresh_content") is not None)  # stable sort
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _disk_per_module(request):
+    before = disk.used_mib()
+    yield
+    notes = []
+    prefixes = tuple(getattr(request.module, "DISPOSABLE_REPOSITORIES", ()))
+    if prefixes and STACK_ENV_LOADED:
+        from airflow_image_factory.registry import RegistryClient
+
+        registry = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
+        client = RegistryClient(registry)
+        deleted = sum(disk.delete_repositories(client, prefix) for prefix in prefixes)
+        notes.append(f"{deleted} manifests deleted")
+        notes.append(f"{disk.remove_local_images(tuple(f'{registry}/{p}' for p in prefixes))} local images removed")
+        notes.append(disk.collect_registry_garbage(STACK_DIR))
+        notes.append(disk.empty_build_cache(os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"))
+    if request.node.get_closest_marker("stack") is None:
+        return  # the unit tier writes next to nothing
+    after = disk.used_mib()
+    DISK_LOG.append(
+        f"{request.module.__name__:<60} {before:>8} -> {after:>8} MiB used ({after - before:+} MiB), "
+        f"{disk.free_mib()} MiB free{'; ' + '; '.join(notes) if notes else ''}"
+    )
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not DISK_LOG:
+        return
+    terminalreporter.section("disk used per module")
+    for line in DISK_LOG:
+        terminalreporter.write_line(line)
+    artifacts = REPO_ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "disk-usage.txt").write_text("\n".join(DISK_LOG) + "\n")

@@ -292,6 +292,38 @@ class Engine:
         with contextlib.suppress(docker.errors.ImageNotFound):
             self.client.images.remove(ref, force=True, noprune=False)
 
+    def repo_digests(self, ref: str) -> list[str] | None:
+        """``RepoDigests`` of the image ``ref`` names (``name@digest`` per push or pull); ``None`` if absent."""
+        import docker.errors
+
+        try:
+            return list(self.client.images.get(ref).attrs.get("RepoDigests") or [])
+        except docker.errors.ImageNotFound:
+            return None
+
+    def untag(self, ref: str) -> str | None:
+        """Remove the tag ``ref`` (the image goes with its last tag); ``None`` when done, else why not.
+
+        Never forced: an image a container still uses stays, and so do the layers other images share.
+        """
+        import docker.errors
+
+        try:
+            self.client.images.remove(ref, force=False, noprune=False)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            return str(exc.explanation or exc)
+        return None
+
+    def prune_build_cache(self, keep_bytes: int) -> int:
+        """Trim BuildKit's cache to ``keep_bytes`` (least recently used first); returns bytes reclaimed.
+
+        Records an active build uses are never pruned, so this is safe while other builds run.
+        """
+        result = self.client.api.prune_builds(keep_storage=keep_bytes, all=True)
+        return int((result or {}).get("SpaceReclaimed") or 0)
+
     # ---- run -----------------------------------------------------------------------------------
 
     def run(

@@ -24,8 +24,9 @@ from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.cache import plan_cache
 from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.engine import BuildSpec, Engine
-from airflow_image_factory.exceptions import PromotionRefused, VerificationFailed
+from airflow_image_factory.exceptions import PromotionRefused, RegistryError, VerificationFailed
 from airflow_image_factory.hooks import EngineHook, RegistryHook
+from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.naming import LATEST, ImageKind, ImageSet, images_for
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL
@@ -480,6 +481,67 @@ class PromoteImagesOperator(ImageFactoryOperator):
         if wrong:
             raise PromotionRefused("the published latest set is not consistent: " + "; ".join(wrong))
         self.log.info("latest set verified: %d images, all from commit %s", len(published), self.sha)
+
+
+class TidyEngineOperator(ImageFactoryOperator):
+    """When the run ends, however it ended: drop from the engine every image of the run that the
+    registry holds byte for byte, then trim BuildKit's cache to the ``build_cache_keep_gb`` setting.
+
+    "Holds byte for byte" means a manifest digest the engine itself recorded when it pushed that image
+    (its ``RepoDigests``) is in the registry now. Images never pushed (``push`` off, a failed check, a
+    promotion that did not happen) stay, for the user to run or debug. Later builds take their cache
+    from the registry, so this costs a layer download, not a rebuild.
+    """
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        settings = run_settings()
+        if not self.build_request:  # the run stopped before building anything
+            return TidyReport(removed=[], kept={}).to_dict()
+        request = self.request
+        engine = EngineHook(settings=settings).get_conn()
+        report = TidyReport(removed=[], kept={})
+        if not settings.remove_pushed_images:
+            self.log.info("remove_pushed_images is off: the run's images stay on the engine")
+        elif not request.push:
+            self.log.info("push is off for this run: its images stay on the engine")
+        else:
+            refs = [ref for python in request.python_versions for ref in droppable_refs(images_for(request, python),
+                                                                                         self.sha)]
+            with self.registry_hook(settings).get_conn() as client:
+                try:
+                    for ref in refs:
+                        self._drop_if_pushed(engine, client, ref, report)
+                except RegistryError as exc:
+                    # Housekeeping never fails a run: what could not be checked stays on the engine.
+                    self.log.warning("registry unreachable, the rest of the run's images stay: %s", exc)
+                    report.kept.update({ref: "registry unreachable" for ref in refs
+                                        if ref not in report.removed and ref not in report.kept})
+        keep = keep_bytes(settings.build_cache_keep_gb)
+        if keep is not None:
+            report.build_cache_reclaimed = engine.prune_build_cache(keep)
+            self.log.info("build cache trimmed to %d GiB: %.0f MB reclaimed", settings.build_cache_keep_gb,
+                          report.build_cache_reclaimed / 1e6)
+        return report.to_dict()
+
+    def _drop_if_pushed(self, engine: Engine, client: Any, ref: str, report: TidyReport) -> None:
+        digests = engine.repo_digests(ref)
+        if digests is None:
+            return  # never built here, or already gone
+        repository, _ = _repo_and_tag(ref)
+        if not any(client.manifest_digest(repository, d) for d in pushed_digests(ref, digests)):
+            report.kept[ref] = "not in the registry"
+            self.log.info("kept %s: the registry does not hold it", ref)
+            return
+        if why := engine.untag(ref):
+            report.kept[ref] = why
+            self.log.info("kept %s: %s", ref, why)
+            return
+        report.removed.append(ref)
+        self.log.info("removed %s from the engine (the registry holds it)", ref)
 
 
 def mapped_values(value: Any) -> list[Any]:

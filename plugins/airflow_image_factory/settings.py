@@ -79,6 +79,9 @@ class Settings:
     constraints_author: str
     promotion_lock_dir: str
     promotion_lock_timeout: int
+    # engine housekeeping (housekeeping.py): defaults here too, so settings files from before still load
+    remove_pushed_images: bool = True
+    build_cache_keep_gb: int = -1
     # smoke deploys (deploy/): defaults here too, so settings files from before them still load
     smoke_mode: str = "auto"
     smoke_kubernetes_versions: tuple[str, ...] = ()
@@ -222,4 +225,9 @@ def load_settings(
     missing = sorted(set(_FIELD_TYPES) - set(merged))
     if missing:
         raise SettingsError(f"{path}: missing setting(s) {', '.join(missing)}")
+    if merged["build_cache_keep_gb"] < -1:
+        raise SettingsError(
+            f"build_cache_keep_gb must be -1 (leave the build cache alone) or a size in GiB, "
+            f"got {merged['build_cache_keep_gb']}"
+        )
     return Settings(**merged, sources=tuple(origins))

@@ -23,6 +23,7 @@ from airflow_image_factory.operators import (
     PreparePythonBaseOperator,
     PromoteImagesOperator,
     PushImageOperator,
+    TidyEngineOperator,
     VerifyImageOperator,
     mapped_values,
     run_settings,
@@ -209,6 +210,10 @@ def publish_versions(
 ) -> PromoteImagesOperator:
     """Build, verify and push each of ``versions``, promote them all or none, report; optionally commit
     the constraints generated from the tested CI images (after the promotion succeeded)."""
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    dag = DagContext.get_current()
+    before = set(dag.task_dict)
     per_version = python_version_images(
         build_request, settings.build_pool, constraints=constraints, generate_constraints=commit_constraints
     )
@@ -225,6 +230,11 @@ def publish_versions(
             task_id="commit_constraints", build_request=build_request, generated=groups["constraints"]
         )
         promote >> commit
+    # Last, after every task above has finished however it ended: a failed version must not tidy
+    # the engine while another version still builds or pushes.
+    tidy = TidyEngineOperator(task_id="tidy_engine", build_request=build_request)
+    for task_id in set(dag.task_dict) - before - {tidy.task_id}:
+        dag.task_dict[task_id] >> tidy
     return promote
 
 

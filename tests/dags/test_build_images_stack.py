@@ -6,7 +6,6 @@ its images and the registry it filled.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -16,28 +15,13 @@ from pathlib import Path
 import pytest
 
 from airflow_image_factory.registry import RegistryClient
+from tests.support.dag_runs import run_dag, stack_versions
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 REPO = "apache/airflow"
-
-
-def run_dag(dag_id: str, conf: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [AIRFLOW, "dags", "test", dag_id, "--conf", json.dumps(conf)],
-        capture_output=True, text=True, timeout=timeout, env=os.environ.copy(), cwd=REPO_ROOT, check=False,
-    )
-    log_dir = REPO_ROOT / "test-artifacts"
-    log_dir.mkdir(exist_ok=True)
-    index = len(list(log_dir.glob(f"{dag_id}-*.log")))
-    (log_dir / f"{dag_id}-{index}.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-    return result
-
-
-def stack_versions() -> list[str]:
-    return json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +37,8 @@ def branch_sha(stack_env) -> str:
 
 
 @pytest.fixture(scope="session")
-def first_run(stack_env, registry):
-    result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    return result
+def first_run(main_build):
+    return main_build
 
 
 def digest(registry: RegistryClient, path: str, tag: str) -> str | None:
@@ -86,7 +68,20 @@ def test_latest_is_the_tested_sha_digest(first_run, registry, branch_sha):
             assert sha_digest is not None
             assert digest(registry, path, "latest") == sha_digest
             # the digest the run reported after testing is the one published
-            assert sha_digest in first_run.stdout + first_run.stderr
+            assert sha_digest in first_run.output
+
+
+def test_pushed_images_left_the_engine(first_run, branch_sha):
+    """tidy_engine: the registry holds every image of the run, so the worker's engine keeps none."""
+    log = first_run.output
+    host = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
+    for version in stack_versions():
+        for kind in ("ci", "ci-manifest", "prod", "prod-build"):
+            ref = f"{host}/{REPO}/main/{kind}/python{version}:{branch_sha}"
+            assert f"removed {ref} from the engine (the registry holds it)" in log
+            gone = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, check=False)
+            assert gone.returncode != 0, f"{ref} is still on the engine"
+    assert "build cache trimmed to" in log
 
 
 def test_prod_image_runs_airflow_as_non_root(first_run):
@@ -113,15 +108,15 @@ def test_failing_tests_change_no_latest(first_run, registry):
     assert result.returncode != 0
     after = {key: digest(registry, f"{REPO}/main/{key[1]}/python{key[0]}", "latest") for key in before}
     assert after == before
-    assert "VerificationFailed" in result.stdout + result.stderr
+    assert "VerificationFailed" in result.output
 
 
 def test_second_identical_run_reuses_the_cache(first_run):
     versions = stack_versions()[:1]  # the same cache logic for every version; one keeps the suite fast
     result = run_dag("build_images", {"branch": "main", "python_versions": versions})
-    assert result.returncode == 0, result.stdout[-4000:]
+    assert result.returncode == 0, result.output[-4000:]
     reports = re.findall(
-        r"Built (\S+): \S+, [\d.]+ MB, \d+s, (\d+)/(\d+) steps cached", result.stdout + result.stderr
+        r"Built (\S+): \S+, [\d.]+ MB, \d+s, (\d+)/(\d+) steps cached", result.output
     )
     assert len(reports) == 3 * len(versions), reports
     for image, cached, steps in reports:
@@ -140,8 +135,8 @@ def test_rejected_conf_builds_nothing(stack_env, registry, conf, field):
     before = registry.catalog()
     result = run_dag("build_images", conf, timeout=300)
     assert result.returncode != 0
-    assert field in result.stdout + result.stderr
-    assert "Built " not in result.stdout + result.stderr
+    assert field in result.output
+    assert "Built " not in result.output
     assert registry.catalog() == before
 
 
@@ -153,16 +148,21 @@ def _published(registry: RegistryClient, prefix: str) -> dict[str, str | None]:
     }
 
 
-def test_fork_mode_builds_and_tests_but_pushes_nothing(first_run, registry, tmp_path):
+def test_fork_mode_builds_and_tests_but_pushes_nothing(first_run, registry, branch_sha, tmp_path):
     """A fork's sources (not the canonical source_repo): everything is built and verified, nothing published."""
     fork = tmp_path / "fork.git"
     subprocess.run(["git", "clone", "-q", "--bare", os.environ["IMAGE_FACTORY_SOURCE_REPO"], str(fork)], check=True)
     before = _published(registry, f"{REPO}/")
     version = stack_versions()[0]
     result = run_dag("build_images", {"branch": "main", "python_versions": [version], "source_repo": str(fork)})
-    log = result.stdout + result.stderr
+    log = result.output
     assert result.returncode == 0, log[-4000:]
     assert log.count("FORK MODE: source repository") == 1
     assert "is not the canonical" in log
     assert "check tests" in log and "api-server health answered" in log  # verified all the same
     assert _published(registry, f"{REPO}/") == before
+    # nothing was pushed, so tidy_engine keeps the fork's images on the engine for the user
+    assert "push is off for this run: its images stay on the engine" in log
+    host = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
+    prod = f"{host}/{REPO}/main/prod/python{version}:{branch_sha}"  # the fork is a clone: same commit
+    assert subprocess.run(["docker", "image", "inspect", prod], capture_output=True, check=False).returncode == 0

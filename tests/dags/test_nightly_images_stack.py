@@ -16,7 +16,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,17 +25,14 @@ from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.git import BranchFiles, branch_head
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL
 from airflow_image_factory.registry import RegistryClient
+from tests.support.dag_runs import DagRun, run_dag, stack_versions
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.fresh_content]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 REPOSITORY = "nightlytest/airflow"
 MIRROR_PATH = "nightlytest/python-mirror"
-
-
-def stack_versions() -> list[str]:
-    return json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))
+DISPOSABLE_REPOSITORIES = ("nightlytest/",)  # deleted when the module ends (tests/conftest.py)
 
 
 def debian(version: str) -> str:
@@ -52,23 +48,17 @@ class Nightly:
 
     def env(self) -> dict[str, str]:
         return {
-            **os.environ,
             "IMAGE_FACTORY_REPOSITORY": REPOSITORY,
             "IMAGE_FACTORY_PYTHON_BASE_MIRROR": f"{self.host}/{MIRROR_PATH}",
             "IMAGE_FACTORY_SOURCE_REPO": self.source,
             "IMAGE_FACTORY_NIGHTLY_BRANCHES": '["main"]',
+            # Nothing after this module reuses its builds: each run's tidy_engine empties the build cache.
+            "IMAGE_FACTORY_BUILD_CACHE_KEEP_GB": "0",
         }
 
-    def run(self) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [AIRFLOW, "dags", "test", "nightly_images"], capture_output=True, text=True, timeout=3600,
-            env=self.env(), cwd=REPO_ROOT, check=False,
-        )
+    def run(self) -> DagRun:
         self.runs += 1
-        log_dir = REPO_ROOT / "test-artifacts"
-        log_dir.mkdir(exist_ok=True)
-        (log_dir / f"nightly_images-{self.runs}.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
-        return result
+        return run_dag("nightly_images", {}, name=f"nightly_images-{self.runs}", env=self.env())
 
     def published(self) -> dict[str, str]:
         """Every tag of the test's repositories → digest, read over the registry API."""
@@ -100,7 +90,7 @@ def nightly(stack_env) -> Nightly:
 @pytest.fixture(scope="module")
 def first(nightly):
     result = nightly.run()
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-6000:]
     return {"result": result, "published": nightly.published(), "constraints": nightly.constraints(),
             "constraints_head": branch_head(nightly.source, "constraints-main")}
 
@@ -137,14 +127,14 @@ def test_first_run_builds_publishes_and_commits_constraints(first, nightly):
 @pytest.fixture(scope="module")
 def second(first, nightly):
     result = nightly.run()
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-6000:]
     return result
 
 
 def test_second_run_changes_nothing_and_says_why(second, first, nightly):
     assert nightly.published() == first["published"]
     assert branch_head(nightly.source, "constraints-main") == first["constraints_head"]
-    log = second.stdout + second.stderr
+    log = second.output
     for version in stack_versions():
         assert f"Python {version}: up to date, nothing to do" in log
     assert "Nothing changed for any Python version" in log
@@ -164,7 +154,7 @@ def third(second, first, nightly):
     subprocess.run(["docker", "push", mirror], check=True, capture_output=True)
     before = nightly.published()
     result = nightly.run()
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-6000:]
     return {"result": result, "before": before, "after": nightly.published(), "version": version, "tag": tag}
 
 
@@ -178,7 +168,7 @@ def test_a_new_upstream_base_rebuilds_that_version_only(third, nightly):
             assert after[key] == digest, f"{key} changed although its version did not"
     config = nightly.registry.image_config(f"{REPOSITORY}/main/python", third["tag"])
     assert config["config"]["Labels"][BASE_DIGEST_LABEL] == nightly.registry.manifest_digest(MIRROR_PATH, third["tag"])
-    log = third["result"].stdout + third["result"].stderr
+    log = third["result"].output
     assert f"Python {version}: rebuild" in log and "our base was built on" in log
 
 
@@ -188,7 +178,7 @@ def test_released_images_on_an_old_base_are_rebuilt_by_release_runs(third, night
     old_prod = third["before"][f"{REPOSITORY}/main/prod/python{version}:latest"]  # built on the old base
     nightly.registry.copy(f"{REPOSITORY}/main/prod/python{version}", old_prod, REPOSITORY, f"3.3.2-python{version}")
     result = nightly.run()
-    log = result.stdout + result.stderr
+    log = result.output
     assert result.returncode == 0, log[-6000:]
     assert f"Released {nightly.host}/{REPOSITORY}:3.3.2-python{version} is on base" in log
     runs = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").execute(

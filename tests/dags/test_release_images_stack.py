@@ -18,10 +18,11 @@ import pytest
 
 from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.release import plan_rebuilds, read_released_images
-from tests.dags.test_build_images_stack import run_dag, stack_versions
+from tests.support.dag_runs import run_dag, stack_versions
 from tests.support.oci_images import push_image
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.fresh_content]
+DISPOSABLE_REPOSITORIES = ("releasetest/",)  # deleted when the module ends (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_a_first_release_publishes_the_four_tags_by_tested_digest(registry):
     pythons = stack_versions()
     default = pythons[0]
     result = release(repository, pythons, default)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-6000:]
 
     tags = set(registry.list_tags(repository))
     expected = {"3.3.2", "latest"} | {f"3.3.2-python{p}" for p in pythons} | {f"3.3-python{p}" for p in pythons}
@@ -65,7 +66,7 @@ def test_a_first_release_publishes_the_four_tags_by_tested_digest(registry):
         assert digest[f"3.3.2-python{python}"] == digest[f"3.3-python{python}"] == staged[python] is not None
     assert digest["3.3.2"] == digest["latest"] == staged[default]
     assert len(set(staged.values())) == len(pythons)  # one image per Python version
-    assert staged[default] in result.stdout + result.stderr  # the run reported what it published
+    assert staged[default] in result.output  # the run reported what it published
 
     # The published image is the released Airflow, not the branch's sources.
     host = registry.registry
@@ -98,14 +99,14 @@ def test_an_older_release_does_not_move_latest(registry):
     newer = push_image(registry, repository, "3.4.0")
     registry.put_manifest(repository, "latest", newer.manifest)
     result = release(repository, [python], python)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-6000:]
 
     tags = set(registry.list_tags(repository))
     assert tags == {"3.4.0", "latest", "3.3.2", f"3.3.2-python{python}", f"3.3-python{python}"}
     assert registry.manifest_digest(repository, "latest") == newer.digest  # latest stays with 3.4.0
     tested = registry.manifest_digest(repository, f"3.3.2-python{python}")
     assert registry.manifest_digest(repository, "3.3.2") == tested
-    assert "Not moved (a newer release owns them): latest" in result.stdout + result.stderr
+    assert "Not moved (a newer release owns them): latest" in result.output
 
 
 def test_a_bad_release_request_fails_before_any_build(registry):
@@ -113,7 +114,7 @@ def test_a_bad_release_request_fails_before_any_build(registry):
     result = run_dag("release_images", {"version": "3.3", "repository": repository,
                                         "python_versions": stack_versions(), "default_python": "3.12"})
     assert result.returncode != 0
-    output = result.stdout + result.stderr
+    output = result.output
     assert "invalid release request (version, default_python)" in output
     assert "starting task_id=python.build_prod" not in output
     assert registry.list_tags(repository) == []

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from airflow_image_factory.registry import RegistryClient
-from tests.dags.test_build_images_stack import run_dag, stack_versions
+from tests.support.dag_runs import run_dag, stack_versions
 from tests.support.fault_proxy import fault_proxy
 
 pytestmark = [pytest.mark.stack]
@@ -42,10 +42,10 @@ def registry(stack_env) -> RegistryClient:
 
 
 @pytest.fixture(scope="module")
-def main_digests(registry) -> dict[tuple[str, str], str | None]:
+def main_digests(registry, main_build) -> dict[tuple[str, str], str | None]:
     digests = {ref: registry.manifest_digest(*ref) for ref in branch_refs("main")}
     missing = [f"{path}:{tag}" for (path, tag), d in digests.items() if d is None]
-    assert not missing, f"`make run` has not published main's latest images: {missing}"
+    assert not missing, f"main's build did not publish its latest images: {missing}"
     return digests
 
 
@@ -73,7 +73,7 @@ def test_retag_copies_main_to_a_new_branch_with_identical_digests_and_no_blob_do
 ):
     target = new_branch()
     result = run_dag("retag_images", conf(proxy, target))
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.output[-5000:]
 
     for (path, tag), digest in main_digests.items():
         copied = registry.manifest_digest(path.replace(f"{REPO}/main/", f"{REPO}/{target}/", 1), tag)
@@ -91,16 +91,16 @@ def test_retag_copies_main_to_a_new_branch_with_identical_digests_and_no_blob_do
     # Idempotent: a second run finds every target at the source digest and writes nothing.
     proxy.events.clear()
     again = run_dag("retag_images", conf(proxy, target))
-    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.returncode == 0, again.output[-3000:]
     assert writes(proxy) == []
-    assert "unchanged" in again.stdout + again.stderr
+    assert "unchanged" in again.output
 
 
 def test_dry_run_lists_changes_and_changes_nothing(registry, main_digests, proxy):
     target = new_branch()
     result = run_dag("retag_images", conf(proxy, target, dry_run=True))
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-    output = result.stdout + result.stderr
+    assert result.returncode == 0, result.output[-5000:]
+    output = result.output
     assert "DRY RUN" in output
     for path, tag in branch_refs(target):
         assert f"{proxy.host}/{path}:{tag}" in output  # every name that would change is listed
@@ -123,7 +123,7 @@ def test_bad_conf_fails_naming_the_field_before_any_registry_request(proxy, bad,
     result = run_dag("retag_images", {**conf(proxy, new_branch()), **bad})
     assert result.returncode != 0
     # Our own message ("field: ...") or the trigger form's ("param field: ..."), naming the field.
-    assert re.search(rf"(invalid retag request \(|param ){field}\b", result.stdout + result.stderr)
+    assert re.search(rf"(invalid retag request \(|param ){field}\b", result.output)
     assert proxy.events == []
 
 
@@ -131,6 +131,6 @@ def test_missing_source_copies_nothing(registry, proxy):
     target = new_branch()
     result = run_dag("retag_images", {**conf(proxy, target), "source_branch": "no-such-branch-" + uuid.uuid4().hex[:6]})
     assert result.returncode != 0
-    assert "RetagRefused" in result.stdout + result.stderr
+    assert "RetagRefused" in result.output
     assert writes(proxy) == []
     assert json.dumps(registry.list_tags(f"{REPO}/{target}/ci/python{stack_versions()[0]}")) == "[]"

@@ -9,14 +9,14 @@ import docker
 import pytest
 
 from airflow_image_factory.deploy.docker_smoke import RUN_LABEL
-from tests.dags.test_build_images_stack import run_dag
+from tests.support.dag_runs import run_dag
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
-def test_smoke_deploy_of_main_python_3_11(stack_env):
+def test_smoke_deploy_of_main_python_3_11(main_build):
     result = run_dag("smoke_deploy", {"branch": "main", "python_versions": ["3.11"]}, timeout=900)
-    out = result.stdout + result.stderr
+    out = result.output
     assert result.returncode == 0, out[-6000:]
     assert "state=success" in out
     registry = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
@@ -32,7 +32,7 @@ def test_smoke_deploy_of_main_python_3_11(stack_env):
 
 def test_a_rejected_conf_fails_before_anything_is_built(stack_env):
     result = run_dag("smoke_deploy", {"branch": "main", "python_versions": ["2.7"]}, timeout=300)
-    out = result.stdout + result.stderr
+    out = result.output
     assert result.returncode != 0
     assert "python_versions" in out
     assert "Building " not in out

@@ -138,6 +138,8 @@ def concurrent_auth_runs(stack_env, tmp_path_factory) -> AuthRuns:
             "IMAGE_FACTORY_REGISTRY_CONNECTIONS": json.dumps({server.host: CONN_ID}),
             "IMAGE_FACTORY_EXTRA_CA_BUNDLE": str(root / "ca-bundle.crt"),
             "IMAGE_FACTORY_PROMOTION_LOCK_DIR": str(lock_dir),
+            # the secrets tests scan these runs' images on the engine (history, every layer)
+            "IMAGE_FACTORY_REMOVE_PUSHED_IMAGES": "false",
         }
         shas = {"reliability-conc-a": first, "reliability-conc-b": second}
         runs = run_dags_at_once(

@@ -53,9 +53,21 @@ def _log_path(name: str) -> Path:
     return ARTIFACTS / f"{name}.log"
 
 
+def stack_versions() -> list[str]:
+    """The Python versions the local stack has bases for (``make stack`` writes them to its env file)."""
+    return json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))
+
+
+def _next_name(dag_id: str) -> str:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return f"{dag_id}-{len(list(ARTIFACTS.glob(f'{dag_id}-*.log')))}"
+
+
 def run_dag(
-    dag_id: str, conf: Mapping, *, name: str, env: Mapping[str, str] | None = None, timeout: float = 3600
+    dag_id: str, conf: Mapping, *, name: str = "", env: Mapping[str, str] | None = None, timeout: float = 3600
 ) -> DagRun:
+    """One ``airflow dags test`` run; its output is kept as ``test-artifacts/<name>.log``."""
+    name = name or _next_name(dag_id)
     started = time.monotonic()
     result = subprocess.run(
         _command(dag_id, conf), capture_output=True, text=True, timeout=timeout, env=_env(env), cwd=REPO_ROOT,

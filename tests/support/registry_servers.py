@@ -157,11 +157,13 @@ def start_registry(
 
 @contextlib.contextmanager
 def running_registry(root: Path, **kwargs: object) -> Iterator[RegistryServer]:
+    """A throw-away registry: its data goes with it (pushed test images are gigabytes)."""
     server = start_registry(root, **kwargs)  # type: ignore[arg-type]
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -37,10 +37,10 @@ def engine(settings) -> Engine:
 
 
 @pytest.fixture(scope="module")
-def prod_image(settings, engine) -> str:
+def prod_image(settings, engine, main_build) -> str:
     image = f"{settings.registry}/apache/airflow/main/prod/python{PYTHON}:latest"
     if not engine.has_image(image):
-        engine.pull(image)  # read-only: published by build_images (make run)
+        engine.pull(image)  # read-only: published by main's build
     return image
 
 
