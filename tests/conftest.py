@@ -64,7 +64,7 @@ def main_build(stack_env):
 
 
 # ------------------------------------------------------------------------------------------ disk use
-# Modules marked `fresh_content` build images nothing else reuses (new constraints, releases): they
+# Modules marked `fresh_content` build images nothing else reuses (the nightly's new constraints): they
 # run after every module that shares main's build cache, and give their disk back when they end
 # (their DISPOSABLE_REPOSITORIES go from the registry and the engine, the build cache is emptied).
 DISK_LOG: list[str] = []

@@ -21,8 +21,7 @@ from airflow_image_factory.release import plan_rebuilds, read_released_images
 from tests.support.dag_runs import run_dag, stack_versions
 from tests.support.oci_images import push_image
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.fresh_content]
-DISPOSABLE_REPOSITORIES = ("releasetest/",)  # deleted when the module ends (tests/conftest.py)
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

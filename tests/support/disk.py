@@ -2,8 +2,8 @@
 
 Every distinct set of dependencies is gigabytes (engine layers plus the registry's compressed copy),
 and a CI machine's disk may be small. Modules whose builds nothing else reuses (the nightly's
-upgraded constraints, the release builds) run last and, when they end, delete their repositories
-from the stack registry, collect the registry's garbage and empty the engine's build cache.
+upgraded constraints) run last and, when they end, delete their repositories from the stack
+registry, collect the registry's garbage and empty the engine's build cache.
 """
 
 from __future__ import annotations
