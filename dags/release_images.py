@@ -14,9 +14,14 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from airflow_image_factory.release import PublishReleaseOperator, release_defaults, release_python_images
+from airflow_image_factory.release import (
+    PublishReleaseOperator,
+    ReleaseTidyOperator,
+    release_defaults,
+    release_python_images,
+)
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import python_versions
+from airflow_image_factory.tasks import python_versions, run_last, task_ids_so_far
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 DEFAULTS = release_defaults(SETTINGS)
@@ -59,9 +64,11 @@ def validate_release() -> dict:
 )
 def release_images():
     request = validate_release()
+    before = task_ids_so_far()
     per_version = release_python_images(request["build"], request["constraints_url"], SETTINGS.build_pool)
     groups = per_version.expand(python=python_versions(request["build"]))
     PublishReleaseOperator(task_id="publish", release_request=request["release"], staged=groups["staged"])
+    run_last(ReleaseTidyOperator(task_id="tidy_engine", build_request=request["build"]), after_all_since=before)
 
 
 release_images()

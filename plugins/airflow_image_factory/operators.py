@@ -509,8 +509,7 @@ class TidyEngineOperator(ImageFactoryOperator):
         elif not request.push:
             self.log.info("push is off for this run: its images stay on the engine")
         else:
-            refs = [ref for python in request.python_versions for ref in droppable_refs(images_for(request, python),
-                                                                                         self.sha)]
+            refs = self.droppable(request)
             with self.registry_hook(settings).get_conn() as client:
                 try:
                     for ref in refs:
@@ -526,6 +525,11 @@ class TidyEngineOperator(ImageFactoryOperator):
             self.log.info("build cache trimmed to %d GiB: %.0f MB reclaimed", settings.build_cache_keep_gb,
                           report.build_cache_reclaimed / 1e6)
         return report.to_dict()
+
+    def droppable(self, request: BuildRequest) -> list[str]:
+        """The local references the run made that may leave the engine once the registry holds them."""
+        return [ref for python in request.python_versions
+                for ref in droppable_refs(images_for(request, python), self.sha)]
 
     def _drop_if_pushed(self, engine: Engine, client: Any, ref: str, report: TidyReport) -> None:
         digests = engine.repo_digests(ref)

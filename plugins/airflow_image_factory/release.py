@@ -30,8 +30,13 @@ from airflow_image_factory.naming import (
     release_staging_image,
     release_tag,
 )
-from airflow_image_factory.operators import BuildImageOperator, PushImageOperator, VerifyImageOperator
-from airflow_image_factory.request import RequestRecord, validate_request
+from airflow_image_factory.operators import (
+    BuildImageOperator,
+    PushImageOperator,
+    TidyEngineOperator,
+    VerifyImageOperator,
+)
+from airflow_image_factory.request import BuildRequest, RequestRecord, validate_request
 from airflow_image_factory.settings import Settings
 
 RELEASE_PARAM_NAMES = (
@@ -354,6 +359,14 @@ class ReleaseStageOperator(ReleaseImagesMixin, PushImageOperator):
 
     def __init__(self, **kwargs: Any):
         super().__init__(kind="prod", **kwargs)
+
+
+class ReleaseTidyOperator(TidyEngineOperator):
+    """tidy_engine for a release run: its one local image per Python version is the staged candidate."""
+
+    def droppable(self, request: BuildRequest) -> list[str]:
+        staging = release_staging_image(request.registry, request.repository)
+        return [staging.ref(release_tag(request.airflow_version, python)) for python in request.python_versions]
 
 
 class PublishReleaseOperator(BaseOperator):

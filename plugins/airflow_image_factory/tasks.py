@@ -210,10 +210,7 @@ def publish_versions(
 ) -> PromoteImagesOperator:
     """Build, verify and push each of ``versions``, promote them all or none, report; optionally commit
     the constraints generated from the tested CI images (after the promotion succeeded)."""
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    dag = DagContext.get_current()
-    before = set(dag.task_dict)
+    before = task_ids_so_far()
     per_version = python_version_images(
         build_request, settings.build_pool, constraints=constraints, generate_constraints=commit_constraints
     )
@@ -230,12 +227,27 @@ def publish_versions(
             task_id="commit_constraints", build_request=build_request, generated=groups["constraints"]
         )
         promote >> commit
-    # Last, after every task above has finished however it ended: a failed version must not tidy
-    # the engine while another version still builds or pushes.
-    tidy = TidyEngineOperator(task_id="tidy_engine", build_request=build_request)
-    for task_id in set(dag.task_dict) - before - {tidy.task_id}:
-        dag.task_dict[task_id] >> tidy
+    run_last(TidyEngineOperator(task_id="tidy_engine", build_request=build_request), after_all_since=before)
     return promote
+
+
+def task_ids_so_far() -> set[str]:
+    """The ids of the tasks the DAG being defined has now (for :func:`run_last`)."""
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    return set(DagContext.get_current().task_dict)
+
+
+def run_last(last: Any, *, after_all_since: set[str]) -> Any:
+    """Make ``last`` wait for every task added to the DAG since ``after_all_since`` (a set of task ids),
+    however they ended: with only the promotion upstream, a failed version would let it start while
+    another version still builds or pushes."""
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    dag = DagContext.get_current()
+    for task_id in set(dag.task_dict) - after_all_since - {last.task_id}:
+        dag.task_dict[task_id] >> last
+    return last
 
 
 @task.short_circuit

@@ -101,6 +101,13 @@ def test_build_images_shape(dagbag):
     assert {"promote_latest", "report", "python.push_ci", "python.push_prod", "python.build_ci"} <= upstream
 
 
+def test_release_tidies_after_publishing(dagbag):
+    dag = dagbag.dags["release_images"]
+    tidy = dag.task_dict["tidy_engine"]
+    assert tidy.trigger_rule == "all_done"
+    assert {"publish", "python.build_prod", "python.stage_prod"} <= tidy.upstream_task_ids
+
+
 def test_nightly_tidies_each_branch_after_its_constraints_commit(dagbag):
     dag = dagbag.dags["nightly_images"]
     tidies = [t for t in dag.tasks if t.task_id.endswith(".tidy_engine")]

@@ -66,6 +66,9 @@ def test_a_first_release_publishes_the_four_tags_by_tested_digest(registry):
     assert digest["3.3.2"] == digest["latest"] == staged[default]
     assert len(set(staged.values())) == len(pythons)  # one image per Python version
     assert staged[default] in result.output  # the run reported what it published
+    for python in pythons:  # tidy_engine: the registry holds each staged candidate, the engine need not
+        assert f"removed {registry.registry}/{repository}/release-staging:3.3.2-python{python} from the engine" \
+            in result.output
 
     # The published image is the released Airflow, not the branch's sources.
     host = registry.registry
