@@ -21,7 +21,7 @@ from airflow_image_factory.release import (
     release_python_images,
 )
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import python_versions, run_last, task_ids_so_far
+from airflow_image_factory.tasks import fail_run_if_a_task_failed, python_versions, run_last, task_ids_so_far
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 DEFAULTS = release_defaults(SETTINGS)
@@ -69,6 +69,7 @@ def release_images():
     groups = per_version.expand(python=python_versions(request["build"]))
     PublishReleaseOperator(task_id="publish", release_request=request["release"], staged=groups["staged"])
     run_last(ReleaseTidyOperator(task_id="tidy_engine", build_request=request["build"]), after_all_since=before)
+    fail_run_if_a_task_failed()
 
 
 release_images()

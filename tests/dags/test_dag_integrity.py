@@ -81,6 +81,21 @@ def test_every_dag_is_well_formed(dagbag):
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
 
 
+def test_a_failed_task_fails_the_run_even_when_a_task_runs_regardless(dagbag):
+    """Airflow judges a run by its leaves: a leaf that runs whatever happened (report, tidy_engine)
+    and succeeds would mark a run whose validation failed as a success. Such DAGs need the watcher
+    downstream of every task; teardowns are exempt (Airflow leaves them out of the run's state)."""
+    for dag_id, dag in dagbag.dags.items():
+        runs_regardless = [t.task_id for t in dag.tasks
+                           if t.trigger_rule in ("all_done", "none_failed", "one_success", "always")
+                           and not t.is_teardown]
+        if not runs_regardless:
+            continue
+        watcher = dag.task_dict.get("fail_run_if_a_task_failed")
+        assert watcher is not None, f"{dag_id}: {runs_regardless} run regardless, and nothing fails the run"
+        assert set(dag.task_dict) - {watcher.task_id} == watcher.upstream_task_ids, dag_id
+
+
 def test_build_images_shape(dagbag):
     dag = dagbag.dags["build_images"]
     assert dag.schedule is None or dag.timetable.summary in ("None", None)
