@@ -9,7 +9,7 @@ the engine and registry calls belong to the operator that applies them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from airflow_image_factory.naming import ImageKind, ImageSet
 from airflow_image_factory.registry import ImageReference, parse_reference
@@ -50,8 +50,8 @@ def keep_bytes(build_cache_keep_gb: int) -> int | None:
 
 @dataclass
 class TidyReport:
-    removed: list[str]
-    kept: dict[str, str]  # ref → why it stays
+    removed: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # ref → why it stays
     build_cache_reclaimed: int = 0
 
     def to_dict(self) -> dict:

@@ -498,12 +498,12 @@ class TidyEngineOperator(ImageFactoryOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        settings = run_settings()
+        report = TidyReport()
         if not self.build_request:  # the run stopped before building anything
-            return TidyReport(removed=[], kept={}).to_dict()
+            return report.to_dict()
+        settings = run_settings()
         request = self.request
         engine = EngineHook(settings=settings).get_conn()
-        report = TidyReport(removed=[], kept={})
         if not settings.remove_pushed_images:
             self.log.info("remove_pushed_images is off: the run's images stay on the engine")
         elif not request.push:

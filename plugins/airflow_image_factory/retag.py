@@ -54,7 +54,6 @@ class RetagRequest(RequestRecord):
     debian: Mapping[str, str] = field(default_factory=dict)
 
 
-
 def retag_defaults(settings: Settings) -> dict[str, Any]:
     d = settings.request_defaults()
     return {

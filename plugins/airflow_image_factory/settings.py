@@ -81,7 +81,7 @@ class Settings:
     promotion_lock_timeout: int
     # engine housekeeping (housekeeping.py): defaults here too, so settings files from before still load
     remove_pushed_images: bool = True
-    build_cache_keep_gb: int = -1
+    build_cache_keep_gb: int = 20
     # smoke deploys (deploy/): defaults here too, so settings files from before them still load
     smoke_mode: str = "auto"
     smoke_kubernetes_versions: tuple[str, ...] = ()

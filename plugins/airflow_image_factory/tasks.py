@@ -289,13 +289,8 @@ def fail_run_if_a_task_failed():
     This watcher, downstream of every task, fails when any of them failed, so a failed build or check
     makes the whole run fail (Airflow's own system tests use the same pattern).
     """
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    dag = DagContext.get_current()
     watcher = _watcher()
-    for other in dag.tasks:
-        if other is not watcher.operator:
-            other >> watcher
+    run_last(watcher.operator, after_all_since=set())
     return watcher
 
 

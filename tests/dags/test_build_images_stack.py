@@ -1,7 +1,7 @@
 """build_images on the local stack, for real: engine, registry, git remote, Airflow (`airflow dags test`).
 
-The first run (session fixture) builds main for every stack Python version; the other tests reuse
-its images and the registry it filled.
+Main's build (the ``main_build`` session fixture in tests/conftest.py) builds every stack Python
+version; the other tests reuse its images and the registry it filled.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +17,6 @@ from tests.support.dag_runs import run_dag, stack_versions
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 REPO = "apache/airflow"
 
 
@@ -36,16 +32,11 @@ def branch_sha(stack_env) -> str:
     return out.stdout.split()[0]
 
 
-@pytest.fixture(scope="session")
-def first_run(main_build):
-    return main_build
-
-
 def digest(registry: RegistryClient, path: str, tag: str) -> str | None:
     return registry.manifest_digest(path, tag)
 
 
-def test_registry_holds_exactly_the_spec_names(first_run, registry, branch_sha):
+def test_registry_holds_exactly_the_spec_names(main_build, registry, branch_sha):
     repos = {r for r in registry.catalog() if r.startswith(f"{REPO}/main/")}
     expected = {f"{REPO}/main/python"}
     for version in stack_versions():
@@ -60,7 +51,7 @@ def test_registry_holds_exactly_the_spec_names(first_run, registry, branch_sha):
     assert {f"{v}-slim-{'trixie' if v == '3.13' else 'bookworm'}" for v in stack_versions()} <= base_tags
 
 
-def test_latest_is_the_tested_sha_digest(first_run, registry, branch_sha):
+def test_latest_is_the_tested_sha_digest(main_build, registry, branch_sha):
     for version in stack_versions():
         for kind in ("ci", "prod"):
             path = f"{REPO}/main/{kind}/python{version}"
@@ -68,12 +59,12 @@ def test_latest_is_the_tested_sha_digest(first_run, registry, branch_sha):
             assert sha_digest is not None
             assert digest(registry, path, "latest") == sha_digest
             # the digest the run reported after testing is the one published
-            assert sha_digest in first_run.output
+            assert sha_digest in main_build.output
 
 
-def test_pushed_images_left_the_engine(first_run, branch_sha):
+def test_pushed_images_left_the_engine(main_build, branch_sha):
     """tidy_engine: the registry holds every image of the run, so the worker's engine keeps none."""
-    log = first_run.output
+    log = main_build.output
     host = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
     for version in stack_versions():
         for kind in ("ci", "ci-manifest", "prod", "prod-build"):
@@ -84,7 +75,7 @@ def test_pushed_images_left_the_engine(first_run, branch_sha):
     assert "build cache trimmed to" in log
 
 
-def test_prod_image_runs_airflow_as_non_root(first_run):
+def test_prod_image_runs_airflow_as_non_root(main_build):
     registry_host = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
     image = f"{registry_host}/{REPO}/main/prod/python{stack_versions()[0]}:latest"
     subprocess.run(["docker", "pull", "-q", image], check=True, capture_output=True)
@@ -96,7 +87,7 @@ def test_prod_image_runs_airflow_as_non_root(first_run):
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", out[1])
 
 
-def test_failing_tests_change_no_latest(first_run, registry):
+def test_failing_tests_change_no_latest(main_build, registry):
     before = {
         (v, k): digest(registry, f"{REPO}/main/{k}/python{v}", "latest")
         for v in stack_versions() for k in ("ci", "prod", "prod-build", "ci-manifest")
@@ -111,7 +102,7 @@ def test_failing_tests_change_no_latest(first_run, registry):
     assert "VerificationFailed" in result.output
 
 
-def test_second_identical_run_reuses_the_cache(first_run):
+def test_second_identical_run_reuses_the_cache(main_build):
     versions = stack_versions()[:1]  # the same cache logic for every version; one keeps the suite fast
     result = run_dag("build_images", {"branch": "main", "python_versions": versions})
     assert result.returncode == 0, result.output[-4000:]
@@ -148,7 +139,7 @@ def _published(registry: RegistryClient, prefix: str) -> dict[str, str | None]:
     }
 
 
-def test_fork_mode_builds_and_tests_but_pushes_nothing(first_run, registry, branch_sha, tmp_path):
+def test_fork_mode_builds_and_tests_but_pushes_nothing(main_build, registry, branch_sha, tmp_path):
     """A fork's sources (not the canonical source_repo): everything is built and verified, nothing published."""
     fork = tmp_path / "fork.git"
     subprocess.run(["git", "clone", "-q", "--bare", os.environ["IMAGE_FACTORY_SOURCE_REPO"], str(fork)], check=True)

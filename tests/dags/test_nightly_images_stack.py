@@ -29,7 +29,6 @@ from tests.support.dag_runs import DagRun, run_dag, stack_versions
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.fresh_content]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = "nightlytest/airflow"
 MIRROR_PATH = "nightlytest/python-mirror"
 DISPOSABLE_REPOSITORIES = ("nightlytest/",)  # deleted when the module ends (tests/conftest.py)
