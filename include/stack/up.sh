@@ -427,39 +427,20 @@ done
 # ================================================================================================
 # 5. Stand-in for the apache/airflow source repository
 # ================================================================================================
-if git --git-dir="$SOURCE_REPO" rev-parse --verify -q refs/heads/main >/dev/null 2>&1; then
-    say "source repo: $SOURCE_REPO present"
-else
-    [[ ! -e $SOURCE_REPO ]] || die "$SOURCE_REPO exists but has no main branch; remove it and rerun"
-    tmp_repo=$SOURCE_REPO.tmp.$$
-    rm -rf "$tmp_repo"
-    git init -q --bare "$tmp_repo"
-    g() { git --git-dir="$tmp_repo" "$@"; }
-    readme=$(g hash-object -w --stdin <<'EOF'
-# Stand-in for apache/airflow
-
-This bare repository was created by `include/stack/up.sh` of airflow-image-factory. It stands in
-for the Apache Airflow sources in local runs, so DAGs can clone, check out and push (constraints
-branches) without reaching GitHub. It is not Apache Airflow.
-EOF
-    )
-    pypi_readme=$(g hash-object -w --stdin <<'EOF'
-# Apache Airflow (stand-in)
-
-Placeholder for the generated PyPI README of the local stack's source repository.
-EOF
-    )
-    generated=$(printf '100644 blob %s\tPYPI_README.md\n' "$pypi_readme" | g mktree)
-    root=$(printf '100644 blob %s\tREADME.md\n040000 tree %s\tgenerated\n' "$readme" "$generated" | g mktree)
-    # Fixed author and dates: the same tree gives the same commit SHA on every machine.
-    commit=$(GIT_AUTHOR_DATE='2021-07-01T00:00:00Z' GIT_COMMITTER_DATE='2021-07-01T00:00:00Z' \
-        g -c user.name='Image Factory Stack' -c user.email='stack@image-factory.invalid' \
-        commit-tree "$root" -m 'Stand-in for the apache/airflow sources')
-    g update-ref refs/heads/main "$commit"
-    g symbolic-ref HEAD refs/heads/main
-    mv "$tmp_repo" "$SOURCE_REPO"
-    say "source repo: created $SOURCE_REPO (main at ${commit:0:12})"
-fi
+# A faithful Airflow source tree made from the PyPI sdists of a pinned release (seed_sources.py says
+# how): v3-3-test holds the release, main starts the next minor's development. A repository that
+# already has them is kept; the old README-only stand-in is moved aside (its constraints branches stay
+# there). The sdists are downloaded once, into $STACK_DIR/cache/sdists.
+seed_python=$REPO_ROOT/.venv/bin/python
+[[ -x $seed_python ]] || seed_python=python3
+seed_log=$LOGS/seed-sources.log
+"$seed_python" "$REPO_ROOT/include/stack/seed_sources.py" --repo "$SOURCE_REPO" \
+    --cache "$STACK_DIR/cache/sdists" >"$seed_log" 2>&1 ||
+    die_with_log "$seed_log" "could not seed the source repository $SOURCE_REPO (log: $seed_log)"
+# What it did: "present: ...", or "moved aside: ..." (the old stand-in) and "created: ... (main at ...)".
+while IFS= read -r line; do
+    case $line in present:* | "moved aside:"* | created:*) say "source repo: $line" ;; esac
+done <"$seed_log"
 
 # ================================================================================================
 # 6. Airflow home (SQLite)

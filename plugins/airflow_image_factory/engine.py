@@ -23,7 +23,7 @@ from airflow_image_factory.exceptions import BuildFailed, EngineError
 log = logging.getLogger(__name__)
 
 _CACHED_STEP = re.compile(r"^#(\d+) CACHED\s*$")
-_STEP = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?\s*\d+/\d+\] (.+)$")
+_STEP = re.compile(r"^#(\d+) (\[(?:[\w.-]+ )?\s*\d+/\d+\]) (.+)$")
 _DONE_STEP = re.compile(r"^#(\d+) DONE ")
 _MAX_TAIL_LINES = 60
 
@@ -54,6 +54,8 @@ class BuildReport:
     steps: int
     cached_steps: int
     size: int
+    # "[stage n/m] instruction" of every step that ran (was not served from the cache)
+    ran_steps: tuple[str, ...] = ()
 
     @property
     def cache_ratio(self) -> float:
@@ -67,6 +69,7 @@ class BuildReport:
             "steps": self.steps,
             "cached_steps": self.cached_steps,
             "size": self.size,
+            "ran_steps": list(self.ran_steps),
         }
 
 
@@ -191,7 +194,7 @@ class Engine:
             iidfile = os.path.join(tmp, "iid")
             cmd = self.build_command(spec, iidfile)
             started = time.monotonic()
-            steps: set[str] = set()
+            steps: dict[str, str] = {}
             cached: set[str] = set()
             tail: list[str] = []
             with subprocess.Popen(
@@ -204,7 +207,7 @@ class Engine:
                     emit(line)
                     tail = [*tail[-_MAX_TAIL_LINES:], line]
                     if match := _STEP.match(line):
-                        steps.add(match.group(1))
+                        steps.setdefault(match.group(1), f"{match.group(2)} {match.group(3)[:120]}")
                     elif match := _CACHED_STEP.match(line):
                         cached.add(match.group(1))
                 returncode = process.wait()
@@ -218,7 +221,9 @@ class Engine:
         size = self.client.images.get(image_id).attrs.get("Size", 0)
         return BuildReport(
             image_id=image_id, tags=spec.tags, duration=duration, steps=len(steps),
-            cached_steps=len(cached & steps), size=size,
+            cached_steps=len(cached & set(steps)), size=size,
+            ran_steps=tuple(name for step, name in sorted(steps.items(), key=lambda kv: int(kv[0]))
+                            if step not in cached),
         )
 
     # ---- registry traffic ----------------------------------------------------------------------

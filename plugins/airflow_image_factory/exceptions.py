@@ -76,6 +76,14 @@ class SourceRepositoryError(ImageFactoryError):
     """The source repository or branch could not be read, or a constraints push failed."""
 
 
+class SourceTreeInvalid(SourceRepositoryError):
+    """The fetched sources are not an Apache Airflow checkout the images can be built from."""
+
+
+class CommitNotOnBranch(SourceRepositoryError):
+    """A commit_sha was asked for that is not on the branch the images are named after."""
+
+
 class RetagRefused(ImageFactoryError):
     """A retag cannot run as asked: a source image is missing, or a copy landed on another digest."""
 

@@ -1,8 +1,9 @@
 """What the nightly run rebuilds, and why. Pure: the checks' findings in, one decision per version out.
 
-A version is rebuilt when its published images are missing, when upstream's Python base moved away
-from the digest recorded on our published base (or, for an old base without that label, when the
-Python inside differs), or when dependencies have newer versions than the branch's constraints.
+A version is rebuilt when its published images are missing, when they were built from another commit
+than the branch's head (their ``revision`` label), when upstream's Python base moved away from the
+digest recorded on our published base (or, for an old base without that label, when the Python inside
+differs), or when dependencies have newer versions than the branch's constraints.
 Otherwise nothing is built, pushed or committed for it, and the log says why.
 """
 
@@ -16,6 +17,7 @@ from airflow_image_factory.constraints import PinChange
 
 BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 BASE_NAME_LABEL = "org.opencontainers.image.base.name"
+REVISION_LABEL = "org.opencontainers.image.revision"
 MAX_LISTED_UPGRADES = 8
 
 
@@ -100,14 +102,30 @@ def dependency_reason(deps: DependencyFindings, python: str) -> tuple[bool, str]
     return False, f"all {deps.resolved_count} dependencies match constraints-{python}.txt"
 
 
+def revision_reason(head: str, published_revisions: dict[str, str | None]) -> tuple[bool, str]:
+    """(changed, why): were the published ``latest`` images built from the branch head ``head``?
+
+    ``published_revisions`` maps each published image to its ``revision`` label (None: no label).
+    """
+    moved = {image: rev for image, rev in sorted(published_revisions.items()) if rev != head}
+    if not moved:
+        return False, f"latest images are of the branch head {head[:12]}"
+    listed = ", ".join(f"{image} is of {(rev or 'an unknown commit')[:12]}" for image, rev in moved.items())
+    return True, f"the branch head moved to {head[:12]}: {listed}"
+
+
 def decide(
-    python: str, *, base: BaseFindings, dependencies: DependencyFindings, missing_images: Sequence[str] = ()
+    python: str, *, base: BaseFindings, dependencies: DependencyFindings, missing_images: Sequence[str] = (),
+    revision: tuple[bool, str] | None = None,
 ) -> VersionDecision:
     reasons: list[str] = []
     rebuild = False
     if missing_images:
         rebuild = True
         reasons.append("not published yet: " + ", ".join(missing_images))
+    elif revision is not None:
+        rebuild = revision[0]
+        reasons.append(revision[1])
     for changed, why in (base_reason(base), dependency_reason(dependencies, python)):
         rebuild = rebuild or changed
         reasons.append(why)

@@ -5,8 +5,10 @@ Building, verifying, pushing and promoting are the manual build's operators, reu
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from airflow_image_factory import constraints as cons
@@ -16,14 +18,24 @@ from airflow_image_factory.hooks import EngineHook
 from airflow_image_factory.naming import LATEST, ImageKind, ImageName, images_for
 from airflow_image_factory.nightly import (
     BASE_DIGEST_LABEL,
+    REVISION_LABEL,
     BaseFindings,
     DependencyFindings,
     VersionDecision,
     decide,
+    revision_reason,
 )
 from airflow_image_factory.operators import ImageFactoryOperator, mapped_values, run_settings
-from airflow_image_factory.resolver import airflow_requirement, resolve_newest
+from airflow_image_factory.resolver import resolve_newest
 from airflow_image_factory.settings import Settings
+from airflow_image_factory.sources import (
+    DISTRIBUTIONS,
+    SourceTree,
+    extras_of,
+    internal_requirements,
+    read_source_tree,
+    write_metadata_wheels,
+)
 
 PYTHON_VERSION_COMMAND = ["python3", "-c", "import sys; print(sys.version)"]
 
@@ -46,32 +58,54 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
             }
         decisions: list[VersionDecision] = []
         upgraded: dict[str, str] = {}
-        for python in request.python_versions:
-            images = images_for(request, python)
-            base = self._base_findings(settings, images.upstream_python_base, images.python_base)
-            missing = self._missing_images(settings, [images.ci, images.prod])
-            resolved = resolve_newest(
-                airflow_requirement(request.airflow_version, settings.airflow_extras), python=python,
-                extra_ca_bundle=settings.extra_ca_bundle,
-            )
-            start = cons.starting_point(existing, python)
-            current = cons.parse_pins(start[1]) if start else {}
-            deps = DependencyFindings(
-                resolved_count=len(resolved), upgrades=tuple(cons.upgrades(resolved, current)),
-                constraints_source=start[0] if start else None, own_file=python in existing,
-            )
-            decision = decide(python, base=base, dependencies=deps, missing_images=missing)
-            self.log.info("%s", decision.log_line())
-            decisions.append(decision)
-            if decision.rebuild:
-                upgraded[python] = cons.render(
-                    resolved, python=python, airflow_version=request.airflow_version, sha=self.sha,
-                    generated=_now(), source="the resolver's newest allowed versions",
+        # The branch's own dependency metadata (its pyproject files at the head), not a release's.
+        checkout = self.fetch_sources(settings)
+        tree = read_source_tree(checkout)
+        with tempfile.TemporaryDirectory(prefix="metadata-wheels-") as wheels:
+            write_metadata_wheels(tree, Path(wheels))
+            for python in request.python_versions:
+                images = images_for(request, python)
+                base = self._base_findings(settings, images.upstream_python_base, images.python_base)
+                missing = self._missing_images(settings, [images.ci, images.prod])
+                revision = None if missing else revision_reason(
+                    self.sha, self._published_revisions(settings, [images.ci, images.prod]))
+                resolved = resolve_newest(
+                    internal_requirements(tree, extras_of(settings.airflow_extras)), python=python,
+                    extra_ca_bundle=settings.extra_ca_bundle, find_links=wheels, exclude=tuple(DISTRIBUTIONS),
                 )
+                decisions.append(self._decide(python, tree, existing, base, missing, revision, resolved, upgraded))
         rebuild = [d.python for d in decisions if d.rebuild]
         if not rebuild:
             self.log.info("Nothing changed for any Python version: nothing is built, pushed or committed.")
         return {"rebuild": rebuild, "constraints": upgraded, "decisions": [d.to_dict() for d in decisions]}
+
+    def _decide(
+        self, python: str, tree: SourceTree, existing: Mapping[str, str], base: BaseFindings, missing: list[str],
+        revision: tuple[bool, str] | None, resolved: Mapping[str, str], upgraded: dict[str, str],
+    ) -> VersionDecision:
+        start = cons.starting_point(existing, python)
+        current = cons.parse_pins(start[1]) if start else {}
+        deps = DependencyFindings(
+            resolved_count=len(resolved), upgrades=tuple(cons.upgrades(resolved, current)),
+            constraints_source=start[0] if start else None, own_file=python in existing,
+        )
+        decision = decide(python, base=base, dependencies=deps, missing_images=missing, revision=revision)
+        self.log.info("%s", decision.log_line())
+        if decision.rebuild:
+            upgraded[python] = cons.render(
+                resolved, python=python, airflow_version=tree.version, sha=self.sha,
+                generated=_now(), source="the resolver's newest allowed versions",
+            )
+        return decision
+
+    def _published_revisions(self, settings: Settings, images: Sequence[ImageName]) -> dict[str, str | None]:
+        """The ``revision`` label of each published ``latest``, read from its config blob (no layer pulled)."""
+        with self.registry_hook(settings).get_conn() as client:
+            return {
+                image.ref(LATEST): ((client.image_config(image.path, LATEST).get("config") or {}).get("Labels")
+                                    or {}).get(REVISION_LABEL)
+                for image in images
+            }
 
     def _base_findings(self, settings: Settings, upstream: ImageName, published: ImageName) -> BaseFindings:
         with self.registry_hook(settings, upstream.registry).get_conn() as client:

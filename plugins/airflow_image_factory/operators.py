@@ -8,7 +8,9 @@ works on one Python version, that version; names come from :mod:`naming`, cache 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,8 +25,9 @@ from airflow.sdk import BaseOperator
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.cache import plan_cache
 from airflow_image_factory.constraints import parse_pins
-from airflow_image_factory.engine import BuildSpec, Engine
+from airflow_image_factory.engine import BuildSpec, Engine, labels_of
 from airflow_image_factory.exceptions import PromotionRefused, RegistryError, VerificationFailed
+from airflow_image_factory.git import fetch_commit, prune_commit_cache
 from airflow_image_factory.hooks import EngineHook, RegistryHook
 from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
@@ -34,11 +37,13 @@ from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_
 from airflow_image_factory.registry import parse_reference
 from airflow_image_factory.request import BuildRequest
 from airflow_image_factory.settings import VARIABLE_NAME, Settings, include_dir, load_settings
+from airflow_image_factory.sources import read_source_tree, stage_sources, write_metadata_wheels
 
 DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
 PROD_BUILD_TARGET = "airflow-build-image"
 EXTRA_CA_SECRET_ID = "extra_ca"  # noqa: S105 - a BuildKit secret id, not a secret
 API_SERVER_HEALTH_TIMEOUT = 240.0
+log = logging.getLogger(__name__)
 
 
 def run_settings() -> Settings:
@@ -79,6 +84,17 @@ class ImageFactoryOperator(BaseOperator):
 
     def stream(self, line: str) -> None:
         self.log.info("%s", line)
+
+    def fetch_sources(self, settings: Settings) -> Path:
+        """The commit being built, fetched shallow into the worker's per-SHA cache (a cache hit when
+        another build of the run fetched it already)."""
+        started = time.monotonic()
+        cache_dir = sources_cache_dir(settings)
+        checkout = fetch_commit(self.request.source_repo, self.sha, cache_dir, timeout=settings.git_timeout)
+        prune_commit_cache(cache_dir, keep=settings.sources_cache_keep)
+        self.log.info("Sources of %s at %s: %s (%.1fs)", self.request.source_repo, self.sha, checkout,
+                      time.monotonic() - started)
+        return checkout
 
 
 class PreparePythonBaseOperator(ImageFactoryOperator):
@@ -148,10 +164,14 @@ class BuildImageOperator(ImageFactoryOperator):
         # Python version → constraints file text to install with (the nightly's upgraded set).
         self.constraints = constraints
 
+    # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
+    from_sources = True
+
     def build_args(self, settings: Settings) -> dict[str, str]:
         request = self.request
         return {
             "PYTHON_BASE_IMAGE": self.python_base["pinned"],
+            "AIRFLOW_INSTALL_FROM": "pypi",
             "AIRFLOW_VERSION": request.airflow_version,
             "AIRFLOW_EXTRAS": settings.airflow_extras,
             "UPGRADE_TO_NEWER_DEPENDENCIES": str(request.upgrade_to_newer_dependencies).lower(),
@@ -183,9 +203,15 @@ class BuildImageOperator(ImageFactoryOperator):
             secrets[EXTRA_CA_SECRET_ID] = settings.extra_ca_bundle
         build_args = self.build_args(settings)
         constraints = (self.constraints or {}).get(self.python)
+        checkout = self.fetch_sources(settings) if self.from_sources else None
         engine = EngineHook(settings=settings).get_conn()
         logins = {request.registry: registry_hook.credentials} if registry_hook.credentials else {}
-        with build_context(constraints) as context, engine.logged_in(logins):
+        with build_context(constraints, sources=checkout) as (context, tree), engine.logged_in(logins):
+            if tree is not None:
+                build_args |= {"AIRFLOW_INSTALL_FROM": "sources", "AIRFLOW_VERSION": tree.version,
+                               "VERSION": tree.version}
+                self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
+                              self.sha)
             if constraints:
                 build_args |= {"AIRFLOW_CONSTRAINTS_LOCATION": CONSTRAINTS_IN_CONTEXT,
                                "UPGRADE_TO_NEWER_DEPENDENCIES": "false"}
@@ -209,6 +235,9 @@ class BuildImageOperator(ImageFactoryOperator):
             **report.to_dict(),
             "cache": plan.to_dict(),
         }
+        if tree is not None:
+            summary["airflow_version"] = tree.version
+        self.log.info("steps that ran: %s", "; ".join(report.ran_steps) or "none (every step came from the cache)")
         if self.kind is ImageKind.CI:
             summary["manifest_image"] = self._build_manifest_image(engine, images, report.image_id)
         self.log.info(
@@ -235,21 +264,27 @@ class BuildImageOperator(ImageFactoryOperator):
 
 
 CONSTRAINTS_IN_CONTEXT = "docker-context-files/constraints.txt"
-# What the Dockerfiles read from the build context (everything else is left out of a built context).
+METADATA_IN_CONTEXT = "docker-context-files/airflow-metadata"
+BUILD_REQUIREMENTS_IN_CONTEXT = "docker-context-files/airflow-build-requirements.txt"
+SOURCES_IN_CONTEXT = "airflow-sources"
+# What the Dockerfiles read from this package (the rest of the repository stays out of a build context).
 _CONTEXT_ENTRIES = ("Dockerfile", "Dockerfile.ci", ".dockerignore", "include/docker")
 
 
-@contextlib.contextmanager
-def build_context(constraints: str | None):
-    """The repository root; or, with constraints, a copy of what the Dockerfiles read plus the file.
+def sources_cache_dir(settings: Settings) -> Path:
+    return Path(settings.sources_cache_dir or Path(tempfile.gettempdir(), "airflow-image-factory-sources"))
 
-    A copy keeps concurrent builds from writing into one shared docker-context-files/; BuildKit
-    keys its cache on content, so the copy hits the same cache as the repository root.
+
+@contextlib.contextmanager
+def build_context(constraints: str | None, *, sources: Path | None = None):
+    """A build context of its own for one build: what the Dockerfiles read of this package, the
+    constraints file, and (a branch build) the checkout at ``airflow-sources/`` with the metadata wheels
+    of its distributions. Yields ``(context, SourceTree or None)``.
+
+    One directory per build keeps concurrent builds apart; BuildKit keys its cache on content, so
+    every copy hits the same cache. The checkout is linked in, not copied, where the filesystem allows.
     """
     root = include_dir().parent
-    if not constraints:
-        yield root
-        return
     with tempfile.TemporaryDirectory(prefix="build-context-") as tmp:
         for entry in _CONTEXT_ENTRIES:
             source = root / entry
@@ -257,10 +292,18 @@ def build_context(constraints: str | None):
                 shutil.copytree(source, Path(tmp, entry))
             elif source.is_file():
                 shutil.copy2(source, Path(tmp, entry))
-        target = Path(tmp, CONSTRAINTS_IN_CONTEXT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(constraints)
-        yield Path(tmp)
+        if constraints:
+            target = Path(tmp, CONSTRAINTS_IN_CONTEXT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(constraints)
+        tree = None
+        if sources is not None:
+            tree = read_source_tree(sources)
+            files, size = stage_sources(sources, Path(tmp, SOURCES_IN_CONTEXT))
+            write_metadata_wheels(tree, Path(tmp, METADATA_IN_CONTEXT))
+            Path(tmp, BUILD_REQUIREMENTS_IN_CONTEXT).write_text("\n".join(tree.build_requirements()) + "\n")
+            log.info("Build context: %d source files, %.1f MB", files, size / 1e6)
+        yield Path(tmp), tree
 
 
 class VerifyImageOperator(ImageFactoryOperator):
@@ -279,7 +322,9 @@ class VerifyImageOperator(ImageFactoryOperator):
         settings = run_settings()
         engine = EngineHook(settings=settings).get_conn()
         image = self.images[self.kind].ref(self.sha)
-        checks = self._ci_checks() if self.kind is ImageKind.CI else self._prod_checks()
+        # The version the image was built as (the sources' own version), from its label.
+        expected_version = labels_of(engine.inspect(image)).get("org.opencontainers.image.version", "")
+        checks = self._ci_checks() if self.kind is ImageKind.CI else self._prod_checks(expected_version)
         results = []
         for name, command, expect in checks:
             self.log.info("check %s: %s", name, " ".join(command))
@@ -301,9 +346,13 @@ class VerifyImageOperator(ImageFactoryOperator):
         command = self.request.test_command or DEFAULT_CI_TEST_COMMAND
         return [("tests", ["bash", "-c", command], None)]
 
-    def _prod_checks(self):
+    def _prod_checks(self, expected_version: str):
+        def is_expected(out: str) -> bool:
+            lines = out.strip().splitlines()
+            return bool(lines) and (not expected_version or lines[-1].strip() == expected_version)
+
         return [
-            ("airflow version", ["airflow", "version"], lambda out: out.strip() != ""),
+            ("airflow version", ["airflow", "version"], is_expected),
             ("pip check", ["python", "-m", "pip", "check"], None),
             ("non-root", ["id", "-u"], lambda out: out.strip().splitlines()[-1] != "0"),
             (
@@ -335,6 +384,7 @@ class VerifyImageOperator(ImageFactoryOperator):
                     if answer.ok:
                         self.log.info("api-server health answered in %.0fs: %s", time.monotonic() - started,
                                       answer.text[:300])
+                        self._check_ui(image, f"http://{address}:8080")
                         return time.monotonic() - started
                     last = f"HTTP {answer.status_code}"
                 except requests.RequestException as exc:
@@ -346,6 +396,21 @@ class VerifyImageOperator(ImageFactoryOperator):
         finally:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+
+
+    def _check_ui(self, image: str, base_url: str) -> None:
+        """The compiled UI is served: its index.html, and the script it loads."""
+        page = requests.get(f"{base_url}/", timeout=10)
+        script = re.search(r'<script[^>]+src="\./(static/assets/[^"]+\.js)"', page.text)
+        if not page.ok or not script:
+            raise VerificationFailed(
+                f"{image}: the api-server does not serve the compiled UI at / (HTTP {page.status_code}): "
+                f"{page.text[:300]!r}"
+            )
+        asset = requests.get(f"{base_url}/{script.group(1)}", timeout=10)
+        if not asset.ok or not asset.content:
+            raise VerificationFailed(f"{image}: the UI's {script.group(1)} is not served (HTTP {asset.status_code})")
+        self.log.info("UI served: / loads %s (%d bytes)", script.group(1), len(asset.content))
 
 
 class PushImageOperator(ImageFactoryOperator):

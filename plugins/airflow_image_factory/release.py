@@ -330,6 +330,7 @@ class ReleaseBuildOperator(ReleaseImagesMixin, BuildImageOperator):
     constraints (the Dockerfile's AIRFLOW_CONSTRAINTS_LOCATION). The branch's images are the build cache."""
 
     template_fields: Sequence[str] = (*BuildImageOperator.template_fields, "constraints_url")
+    from_sources = False
 
     def __init__(self, *, constraints_url: str | Any = "", **kwargs: Any):
         super().__init__(kind="prod", **kwargs)

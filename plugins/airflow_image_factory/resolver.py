@@ -39,10 +39,16 @@ def uv_platform(architecture: str | None = None) -> str:
 
 
 def resolve_newest(
-    requirement: str, *, python: str, architecture: str | None = None, extra_ca_bundle: str = "",
-    cache_dir: str | None = None,
+    requirement: str | list[str], *, python: str, architecture: str | None = None, extra_ca_bundle: str = "",
+    cache_dir: str | None = None, find_links: str | None = None, exclude: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """``{name: version}`` of the eager (newest allowed) resolution of ``requirement`` for ``python``."""
+    """``{name: version}`` of the eager (newest allowed) resolution of ``requirement`` for ``python``.
+
+    ``find_links``: a directory of wheels the resolver sees beside the index (a branch's metadata
+    wheels, so its own dependency metadata is resolved); ``exclude``: packages left out of the result.
+    """
+    requirements_lines = [requirement] if isinstance(requirement, str) else list(requirement)
+    requirement = " ".join(requirements_lines)
     from uv import find_uv_bin
 
     env = dict(os.environ)
@@ -56,13 +62,17 @@ def resolve_newest(
         env["UV_CACHE_DIR"] = cache_dir
     with tempfile.TemporaryDirectory(prefix="image-factory-resolve-") as tmp:
         requirements = Path(tmp, "requirements.in")
-        requirements.write_text(requirement + "\n")
+        requirements.write_text("\n".join(requirements_lines) + "\n")
         output = Path(tmp, "resolved.txt")
         cmd = [
             find_uv_bin(), "pip", "compile", str(requirements), "--quiet", "--no-header", "--no-annotate",
             "--python-version", python, "--python-platform", uv_platform(architecture),
             "--upgrade", "--output-file", str(output),
         ]
+        if find_links:
+            cmd += ["--find-links", find_links]
+        for package in exclude:
+            cmd += ["--no-emit-package", package]
         log.info("Resolving %s for Python %s: %s", requirement, python, " ".join(cmd[1:]))
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=RESOLVE_TIMEOUT, env=env,

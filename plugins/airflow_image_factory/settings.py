@@ -101,6 +101,10 @@ class Settings:
     release_constraints_url: str = (
         "https://raw.githubusercontent.com/apache/airflow/constraints-{version}/constraints-{python}.txt"
     )
+    # the branch's sources (git.py, sources.py): where fetched commits are cached on a worker
+    sources_cache_dir: str = ""
+    sources_cache_keep: int = 20
+    git_timeout: int = 300
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:

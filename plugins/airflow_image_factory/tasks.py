@@ -10,8 +10,8 @@ from typing import Any
 
 from airflow.sdk import Param, get_current_context, task, task_group
 
-from airflow_image_factory.exceptions import InvalidBuildRequest, SourceRepositoryError
-from airflow_image_factory.git import branch_head
+from airflow_image_factory.exceptions import CommitNotOnBranch, InvalidBuildRequest, SourceRepositoryError
+from airflow_image_factory.git import branch_head, commit_on_branch
 from airflow_image_factory.naming import CONVENTIONS
 from airflow_image_factory.nightly_operators import (
     CheckForUpdatesOperator,
@@ -105,14 +105,55 @@ def resolve_branch_sha(source_repo: str, branch: str) -> str:
 
 @task
 def resolve_sha(build_request: dict[str, Any]) -> dict[str, Any]:
-    """Fix the commit the whole run builds: the given ``commit_sha``, or the branch head now."""
+    """Fix the commit the whole run builds: the given ``commit_sha``, or the branch head now.
+
+    A given commit must be on the branch: the images are named after the branch, and must never hold
+    another branch's code.
+    """
     request = BuildRequest.from_dict(build_request)
     if request.commit_sha:
-        log.info("Building the given commit %s", request.commit_sha)
-        return request.to_dict()
+        settings = run_settings()
+        full = commit_on_branch(request.source_repo, request.commit_sha, request.branch, timeout=settings.git_timeout)
+        if full is None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            # No retry mends this: fail at once, naming the field.
+            raise AirflowFailException(str(CommitNotOnBranch(
+                f"commit_sha: {request.commit_sha} is not a commit of branch {request.branch!r} of "
+                f"{request.source_repo} (images named after a branch hold only that branch's code)"
+            )))
+        log.info("Building the given commit %s (on %s)", full, request.branch)
+        return request.with_sha(full).to_dict()  # images are tagged with the full SHA
     sha = resolve_branch_sha(request.source_repo, request.branch)
     log.info("Branch %s of %s is at %s", request.branch, request.source_repo, sha)
     return request.with_sha(sha).to_dict()
+
+
+@task
+def branch_constraints(build_request: dict[str, Any]) -> dict[str, str]:
+    """``constraints-X.Y.txt`` of each Python version from ``constraints-BRANCH`` of the source repository,
+    read once so every build of the run installs the same pins. A missing file: one warning, and that
+    version installs without constraints (Airflow's own fallback)."""
+    from airflow_image_factory.constraints import constraints_branch, constraints_file_name
+    from airflow_image_factory.git import BranchFiles
+
+    request = BuildRequest.from_dict(build_request)
+    if request.upgrade_to_newer_dependencies:
+        log.info("upgrade_to_newer_dependencies: the constraints are not used")
+        return {}
+    branch = constraints_branch(request.branch)
+    found: dict[str, str] = {}
+    with BranchFiles(request.source_repo, branch) as files:
+        for python in request.python_versions:
+            text = files.read(constraints_file_name(python))
+            if text is None:
+                log.warning("No %s on %s of %s: Python %s installs without constraints", constraints_file_name(python),
+                            branch, request.source_repo, python)
+            else:
+                found[python] = text
+                log.info("Python %s installs with %s of %s (%s)", python, constraints_file_name(python), branch,
+                         files.head)
+    return found
 
 
 @task
@@ -199,8 +240,10 @@ def python_version_images(
 
 
 def build_and_publish(settings: Settings, build_request: Any) -> PromoteImagesOperator:
-    """Mapped per-version groups, then the all-or-nothing promotion and the run's table of images."""
-    promote = publish_versions(settings, build_request, python_versions(build_request))
+    """Mapped per-version groups (installing with the branch's constraints), then the all-or-nothing
+    promotion and the run's table of images."""
+    promote = publish_versions(settings, build_request, python_versions(build_request),
+                               constraints=branch_constraints(build_request))
     fail_run_if_a_task_failed()
     return promote
 

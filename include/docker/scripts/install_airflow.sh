@@ -1,12 +1,34 @@
 #!/usr/bin/env bash
 # Licensed under the Apache License, Version 2.0 (the "License").
 #
-# install_airflow.sh airflow          create the virtualenv and install Airflow into it
-# install_airflow.sh packages PKG...  install more packages (e.g. test tooling) into it
+# install_airflow.sh dependencies        create the virtualenv; install Airflow from the index
+#                                        (AIRFLOW_INSTALL_FROM=pypi), or only the dependencies of the
+#                                        sources (AIRFLOW_INSTALL_FROM=sources: the metadata wheels in
+#                                        docker-context-files/airflow-metadata/, see below)
+# install_airflow.sh airflow             the same as dependencies with AIRFLOW_INSTALL_FROM=pypi
+# install_airflow.sh wheel-builder       a virtualenv at /opt/wheel-builder with the sources' build
+#                                        requirements (docker-context-files/airflow-build-requirements.txt)
+# install_airflow.sh distributions OUT   build the wheels of the sources at /airflow-sources (with
+#                                        the compiled UI of /ui-assets in place) into OUT
+# install_airflow.sh from-distributions DIR
+#                                        install the wheels in DIR over the dependencies (--no-deps);
+#                                        nothing when DIR has none (AIRFLOW_INSTALL_FROM=pypi)
+# install_airflow.sh editable DIR        install the checkout at DIR editable over the dependencies
+#                                        (the CI image); nothing when DIR has no pyproject.toml
+# install_airflow.sh packages PKG...     install more packages (e.g. test tooling) into it
+#
+# The metadata wheels: for a build from sources, the worker writes one wheel per distribution of
+# the sources (apache-airflow, apache-airflow-core, apache-airflow-task-sdk) that holds only its
+# metadata (name, version with the local label +metadata, dependencies, extras). Installing
+# "apache-airflow[EXTRAS]" from them installs exactly the dependencies the branch declares (a
+# provider's "apache-airflow>=X" is met by the branch's own version, never by PyPI's Airflow),
+# in a layer that depends on nothing but that metadata; the real distributions replace them.
 #
 # Settings (environment; the Dockerfiles pass their build args through):
 #   AIRFLOW_VENV                      the virtualenv (default /opt/airflow/venv)
-#   AIRFLOW_VERSION                   e.g. 3.3.2; empty: the newest one available
+#   AIRFLOW_INSTALL_FROM              pypi (default) or sources
+#   AIRFLOW_VERSION                   e.g. 3.3.2; empty: the newest one available (pypi); the
+#                                     version of the sources, checked after installing (sources)
 #   AIRFLOW_EXTRAS                    e.g. postgres,mysql; empty: none
 #   AIRFLOW_CONSTRAINTS_LOCATION      a URL (http(s):// or file://), or a path inside the
 #                                     build context under docker-context-files/ (e.g.
@@ -23,18 +45,56 @@
 #                                     (default /docker-context-files)
 set -euo pipefail
 
-what="${1:?usage: install_airflow.sh airflow | packages PKG...}"
+what="${1:?usage: install_airflow.sh dependencies | distributions OUT | from-distributions DIR | editable DIR | packages PKG...}"
 shift
-
-venv="${AIRFLOW_VENV:-/opt/airflow/venv}"
-context_dir="${DOCKER_CONTEXT_FILES_DIR:-/docker-context-files}"
-upgrade="${UPGRADE_TO_NEWER_DEPENDENCIES:-false}"
-from_context="${INSTALL_FROM_DOCKER_CONTEXT_FILES:-false}"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_NO_INPUT=1
 export PIP_PROGRESS_BAR=off
 export PIP_ROOT_USER_ACTION=ignore
+
+builder=/opt/wheel-builder
+if [[ "${what}" == "wheel-builder" ]]; then
+    requirements_file="${DOCKER_CONTEXT_FILES_DIR:-/docker-context-files}/airflow-build-requirements.txt"
+    python3 -m venv "${builder}"
+    if [[ -s "${requirements_file}" ]]; then
+        "${builder}/bin/python" -m pip install -r "${requirements_file}"
+    fi
+    exit 0
+fi
+
+if [[ "${what}" == "distributions" ]]; then
+    out="${1:?usage: install_airflow.sh distributions OUT}"
+    sources=/airflow-sources
+    mkdir -p "${out}"
+    if [[ ! -f "${sources}/pyproject.toml" ]]; then
+        echo "No sources at ${sources}: no distributions to build" >&2
+        exit 0
+    fi
+    # A writable copy: the compiled UI goes into the tree, and builds may write next to it.
+    work=$(mktemp -d)
+    cp -a "${sources}/." "${work}/"
+    if [[ -d /ui-assets/airflow-core ]]; then
+        cp -a /ui-assets/airflow-core/. "${work}/airflow-core/"
+    fi
+    isolation=(--no-build-isolation)
+    if [[ ! -x "${builder}/bin/python" ]]; then
+        python3 -m venv "${builder}"
+        isolation=()
+    fi
+    for project in task-sdk airflow-core .; do
+        echo "Building the wheel of ${project}" >&2
+        "${builder}/bin/python" -m pip wheel --no-deps "${isolation[@]}" --wheel-dir "${out}" "${work}/${project}"
+    done
+    rm -rf "${work}"
+    ls -l "${out}" >&2
+    exit 0
+fi
+
+venv="${AIRFLOW_VENV:-/opt/airflow/venv}"
+context_dir="${DOCKER_CONTEXT_FILES_DIR:-/docker-context-files}"
+upgrade="${UPGRADE_TO_NEWER_DEPENDENCIES:-false}"
+from_context="${INSTALL_FROM_DOCKER_CONTEXT_FILES:-false}"
 
 if [[ ! -x "${venv}/bin/python" ]]; then
     echo "Creating the virtualenv ${venv} with $(command -v python3) ($(python3 --version))" >&2
@@ -85,23 +145,82 @@ else
     constraint_options+=(--constraint "${path}")
 fi
 
+# The installed distributions must be the version the build says (the sources' own version).
+check_version() {
+    [[ -n "${AIRFLOW_VERSION:-}" ]] || return 0
+    local installed
+    installed=$("${venv}/bin/python" -c 'import airflow; print(airflow.__version__)')
+    if [[ "${installed}" != "${AIRFLOW_VERSION}" ]]; then
+        echo "Installed Airflow is ${installed}, expected ${AIRFLOW_VERSION}" >&2
+        exit 1
+    fi
+    echo "Airflow ${installed} installed" >&2
+}
+
+extras_suffix=""
+if [[ -n "${AIRFLOW_EXTRAS:-}" ]]; then
+    extras_suffix="[${AIRFLOW_EXTRAS// /}]"
+fi
+install_from="${AIRFLOW_INSTALL_FROM:-pypi}"
+if [[ "${what}" == "airflow" ]]; then
+    what=dependencies
+    install_from=pypi
+fi
+
 case "${what}" in
-    airflow)
-        spec="apache-airflow"
-        if [[ -n "${AIRFLOW_EXTRAS:-}" ]]; then
-            spec+="[${AIRFLOW_EXTRAS// /}]"
-        fi
-        if [[ -n "${AIRFLOW_VERSION:-}" ]]; then
-            spec+="==${AIRFLOW_VERSION}"
-        fi
+    dependencies)
         # shellcheck disable=SC2206  # ADDITIONAL_PYTHON_DEPS is a space separated list
-        requirements=("${spec}" ${ADDITIONAL_PYTHON_DEPS:-})
+        additional=(${ADDITIONAL_PYTHON_DEPS:-})
+        if [[ "${install_from}" == "sources" ]]; then
+            metadata_dir="${context_dir}/airflow-metadata"
+            meta_wheel=$(find "${metadata_dir}" -maxdepth 1 -name 'apache_airflow-*.whl' -print -quit 2>/dev/null)
+            if [[ -z "${meta_wheel}" ]]; then
+                echo "AIRFLOW_INSTALL_FROM=sources but ${metadata_dir} holds no apache_airflow-*.whl" \
+                    "metadata wheel (the worker writes it next to the staged sources)" >&2
+                exit 1
+            fi
+            index_options+=(--find-links "${metadata_dir}")
+            requirements=("apache-airflow${extras_suffix} @ file://${meta_wheel}" "${additional[@]}")
+        elif [[ "${install_from}" == "pypi" ]]; then
+            spec="apache-airflow${extras_suffix}"
+            if [[ -n "${AIRFLOW_VERSION:-}" ]]; then
+                spec+="==${AIRFLOW_VERSION}"
+            fi
+            requirements=("${spec}" "${additional[@]}")
+        else
+            echo "AIRFLOW_INSTALL_FROM=${install_from}: expected pypi or sources" >&2
+            exit 2
+        fi
+        ;;
+    from-distributions)
+        dir="${1:?usage: install_airflow.sh from-distributions DIR}"
+        mapfile -t wheels < <(find "${dir}" -maxdepth 1 -name '*.whl' | sort)
+        if [[ ${#wheels[@]} -eq 0 ]]; then
+            echo "No distributions in ${dir}: Airflow came from the index" >&2
+            exit 0
+        fi
+        # The dependencies are in place (the layer before); these replace the metadata wheels.
+        "${pip[@]}" install --no-deps --force-reinstall "${wheels[@]}"
+        "${pip[@]}" check
+        check_version
+        exit 0
+        ;;
+    editable)
+        dir="${1:?usage: install_airflow.sh editable DIR}"
+        if [[ ! -f "${dir}/pyproject.toml" ]]; then
+            echo "No sources at ${dir}: Airflow came from the index" >&2
+            exit 0
+        fi
+        "${pip[@]}" install --no-deps --force-reinstall -e "${dir}/task-sdk" -e "${dir}/airflow-core" -e "${dir}"
+        "${pip[@]}" check
+        check_version
+        exit 0
         ;;
     packages)
         requirements=("$@")
         ;;
     *)
-        echo "unknown target ${what}: expected airflow or packages" >&2
+        echo "unknown target ${what}: expected dependencies, distributions, from-distributions, editable or packages" >&2
         exit 2
         ;;
 esac

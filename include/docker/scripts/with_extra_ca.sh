@@ -14,7 +14,8 @@
 # BuildKit mounts the secret as a tmpfs file at /run/secrets/extra_ca (override with
 # EXTRA_CA_SECRET) for that RUN only. This script concatenates the image's own trust
 # store with the secret into a temporary file in /dev/shm (a tmpfs that is never part of
-# a layer), points PIP_CERT / REQUESTS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE and
+# a layer), points PIP_CERT / REQUESTS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE /
+# NODE_EXTRA_CA_CERTS (node, npm, pnpm) and
 # apt's Acquire::https::CAInfo (through APT_CONFIG, which apt reads in addition to
 # /etc/apt/apt.conf.d) at it, runs COMMAND, and deletes the file again.
 #
@@ -66,5 +67,6 @@ PIP_CERT="${bundle}" \
 REQUESTS_CA_BUNDLE="${bundle}" \
 SSL_CERT_FILE="${bundle}" \
 CURL_CA_BUNDLE="${bundle}" \
+NODE_EXTRA_CA_CERTS="${bundle}" \
 APT_CONFIG="${apt_config}" \
     "$@"
