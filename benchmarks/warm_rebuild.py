@@ -1,84 +1,101 @@
-"""Warm rebuild from the registry cache on a pruned engine, as a ratio of a cold build.
+"""Rebuilds of a branch's images through the DAG itself, as ratios of a cold build of the same images.
 
-Run after `make run`. Builds the PROD image of the first stack Python version twice through the same
-engine code the DAG uses (engine.Engine):
-  cold: --no-cache (every layer built);
-  warm: the BuildKit cache pruned and every local image of the prod and prod-build repositories
-        removed, then --cache-from the registry's latest prod-build and prod images (inline cache
-        metadata; cached layers are pulled from the registry), as a fresh worker would.
-Target: warm/cold <= 0.05 (Airflow reports about 0.08 for its CI image).
+Run after `make run` (`make bench`). Every number comes from real `build_images` runs (`airflow dags
+test`, the DAG's own operators and build args) for one Python version of a bench branch that starts at
+main's head, on the stack's engine and registry:
 
-Last line: RESULT warm_to_cold_build_time_ratio <ratio>
+  cold      cache "disabled": every layer built (BuildKit's download caches may be warm: the ratio is
+            conservative); publishes the branch's latest images, the cache of the next runs;
+  fresh     the engine's build cache pruned and every local image of the branch removed, as on a
+            fresh worker; cache "pulled": the registry's latest images are the cache;
+  changed   a Python-only change to airflow-core committed on the branch; cache "pulled".
+
+The time is the sum of the three builds (CI, PROD build stage, PROD) as each build reports it.
+Targets: fresh/cold <= 0.05, changed/cold <= 0.10 (Breeze documents > 12 min cold vs < 1 min cached
+for its CI image). Also printed: the build context's size and the fetch time of one commit.
+
+Last lines: RESULT <metric> <value>
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-from airflow_image_factory.engine import BuildSpec, Engine
-from airflow_image_factory.registry import RegistryClient
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.dag_runs import run_dag  # noqa: E402 - the same runner the stack tests use
+
+BRANCH = "bench/rebuild"
+_BUILT = re.compile(r"Built (\S+): \S+, [\d.]+ MB, ([\d.]+)s, (\d+)/(\d+) steps cached")
+
+
+def git(*args: str, cwd: str | None = None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env=env).stdout.strip()
+
+
+def build(name: str, conf: dict) -> tuple[float, str]:
+    result = run_dag("build_images", conf, name=f"bench-{name}")
+    if result.returncode != 0:
+        raise SystemExit(f"{name}: the run failed; see {result.log_path}")
+    builds = _BUILT.findall(result.output)
+    if len(builds) != 3:
+        raise SystemExit(f"{name}: expected 3 builds, found {builds}; see {result.log_path}")
+    seconds = sum(float(b[1]) for b in builds)
+    for image, duration, cached, steps in builds:
+        print(f"  {name}: {image.rsplit('/', 2)[-2]} {duration}s, {cached}/{steps} steps cached")
+    print(f"{name}: {seconds:.1f}s of builds")
+    return seconds, result.output
+
+
+def fresh_worker(registry: str) -> None:
+    docker = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"
+    subprocess.run([docker, "builder", "prune", "-af"], check=True, capture_output=True)
+    images = subprocess.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], check=True,
+                            capture_output=True, text=True).stdout.split()
+    ours = [i for i in images if i.startswith(f"{registry}/apache/airflow/{BRANCH}/")]
+    if ours:
+        subprocess.run([docker, "rmi", "-f", *ours], check=True, capture_output=True)
 
 
 def main() -> int:
     registry = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
+    source = os.environ["IMAGE_FACTORY_SOURCE_REPO"]
     version = json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11"]'))[0]
-    debian = "trixie" if version == "3.13" else "bookworm"
-    mirror = os.environ.get("IMAGE_FACTORY_PYTHON_BASE_MIRROR", f"{registry}/library/python")
-    base_repo = mirror.split("/", 1)[1]
-    base_digest = RegistryClient(registry).manifest_digest(base_repo, f"{version}-slim-{debian}")
-    prefix = f"{registry}/apache/airflow/main"
-    cache = (f"{prefix}/prod-build/python{version}:latest", f"{prefix}/prod/python{version}:latest")
-    engine = Engine(cli=os.environ.get("IMAGE_FACTORY_DOCKER_CLI", ""))
-    secrets = {}
-    ca = os.environ.get("IMAGE_FACTORY_EXTRA_CA_BUNDLE", "")
-    if ca and os.path.isfile(ca):
-        secrets["extra_ca"] = ca
-    args = {"PYTHON_BASE_IMAGE": f"{mirror}@{base_digest}"}
-
-    def build(tag: str, **kw) -> float:
-        spec = BuildSpec(context=ROOT, dockerfile="Dockerfile", tags=(tag,), build_args=args, secrets=secrets, **kw)
-        report = engine.build(spec, on_line=lambda line: None)
-        print(f"{tag}: {report.duration:.1f}s, {report.cached_steps}/{report.steps} steps cached")
-        return report.duration
-
-    cold = build("bench/prod:cold", no_cache=True)
-    engine.remove("bench/prod:cold")
-    subprocess.run([engine.cli, "builder", "prune", "-af"], check=True, capture_output=True)
-    # Every local copy of the cache images goes (all tags, e.g. :SHA too), so their layers must come
-    # from the registry, as on a fresh worker.
-    for ref in cache:
-        repository = ref.rsplit(":", 1)[0]
-        listed = subprocess.run([engine.cli, "images", "-q", "--no-trunc", repository],
-                                check=True, capture_output=True, text=True).stdout.split()
-        for image_id in set(listed):
-            subprocess.run([engine.cli, "rmi", "-f", image_id], check=False, capture_output=True)
-        engine.remove(ref)
-    warm = build("bench/prod:warm", cache_from=cache)
-    engine.remove("bench/prod:warm")
-    # The engine's layer store may still hold these layers through other local images (this bench
-    # cannot empty it without stopping the engine), so the download a fresh worker adds is measured
-    # here: every layer of both cache images streamed from the registry (not extracted).
-    client = RegistryClient(registry)
-    started = time.monotonic()
-    layers = {}
-    for ref in cache:
-        repository = ref.split("/", 1)[1].rsplit(":", 1)[0]
-        for layer in client.get_manifest(repository, "latest").document.get("layers", []):
-            layers[layer["digest"]] = repository
-    for digest, repository in layers.items():
-        client.request("GET", f"/v2/{repository}/blobs/{digest}", scope=[f"repository:{repository}:pull"])
-    download = time.monotonic() - started
-    megabytes = client.stats.blob_bytes_received / 1e6
-    print(f"cold {cold:.1f}s, warm {warm:.1f}s; layer download a fresh worker adds: {download:.1f}s for "
-          f"{megabytes:.0f} MB -> (warm + download) / cold = {(warm + download) / cold:.4f}")
-    print(f"RESULT warm_to_cold_build_time_ratio {warm / cold:.4f}")
+    git("--git-dir", source, "branch", "-f", BRANCH, "main")
+    conf = {"branch": BRANCH, "python_versions": [version]}
+    try:
+        cold, cold_log = build("cold", {**conf, "cache": "disabled"})
+        fresh_worker(registry)
+        fresh, _ = build("fresh", conf)
+        with tempfile.TemporaryDirectory() as tmp:
+            git("clone", "-q", "--branch", BRANCH, source, tmp)
+            module = Path(tmp, "airflow-core/src/airflow/image_factory_bench.py")
+            module.write_text('"""A Python-only change made by benchmarks/warm_rebuild.py."""\nVALUE = 1\n')
+            git("add", "-A", cwd=tmp)
+            git("commit", "-q", "-m", "A Python-only change", cwd=tmp)
+            git("push", "-q", "origin", BRANCH, cwd=tmp)
+        changed, _ = build("changed", conf)
+    finally:
+        git("--git-dir", source, "branch", "-D", BRANCH)
+    context = re.search(r"Build context: (\d+) source files, ([\d.]+) MB", cold_log)
+    fetch = re.search(r"Sources of \S+ at \S+: \S+ \(([\d.]+)s\)", cold_log)
+    print(f"cold {cold:.1f}s, fresh worker {fresh:.1f}s, Python-only change {changed:.1f}s")
+    if context:
+        print(f"RESULT build_context_megabytes {float(context.group(2)):.1f}")
+        print(f"RESULT build_context_files {context.group(1)}")
+    if fetch:
+        print(f"RESULT commit_fetch_seconds {float(fetch.group(1)):.2f}")
+    print(f"RESULT python_change_to_cold_build_time_ratio {changed / cold:.4f}")
+    print(f"RESULT fresh_worker_to_cold_build_time_ratio {fresh / cold:.4f}")
     return 0
 
 

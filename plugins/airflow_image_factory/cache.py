@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airflow_image_factory.exceptions import CacheImageMissing
-from airflow_image_factory.naming import LATEST
+from airflow_image_factory.naming import LATEST, ImageKind, ImageSet
 
 
 class CacheStrategy(str, enum.Enum):
@@ -41,6 +41,21 @@ class CachePlan:
             "inline_cache": self.inline_cache,
             "notes": list(self.notes),
         }
+
+
+# The images whose latest a build of each kind reuses as its cache, most useful first.
+CACHE_SOURCES: Mapping[ImageKind, tuple[ImageKind, ...]] = {
+    ImageKind.CI: (ImageKind.CI,),
+    ImageKind.PROD_BUILD: (ImageKind.PROD_BUILD,),
+    ImageKind.PROD: (ImageKind.PROD_BUILD, ImageKind.PROD),
+}
+
+
+def cache_images(kind: ImageKind, own: ImageSet, default_branch: ImageSet | None = None) -> list[str]:
+    """The ``latest`` refs a build of ``kind`` may reuse: its branch's own, then (for a branch other than
+    the default one) the default branch's, so a new branch starts from main's cache instead of cold."""
+    sets = [own] if default_branch is None else [own, default_branch]
+    return [images[source].ref(LATEST) for images in sets for source in CACHE_SOURCES[kind]]
 
 
 def plan_cache(

@@ -28,6 +28,39 @@ _DONE_STEP = re.compile(r"^#(\d+) DONE ")
 _MAX_TAIL_LINES = 60
 
 
+def _step_name(instruction: str) -> str:
+    """A build step as a reader wants it in a log: ``RUN bash .../install_airflow.sh dependencies``,
+    without the ``--mount`` options that make up most of the line."""
+    return " ".join(re.sub(r"--mount=\S+", "", instruction).split())[:160]
+
+
+class BuildProgress:
+    """What BuildKit's plain progress says about the cache: which steps there were, which it served.
+
+    Steps are the ``#N [stage n/m] INSTRUCTION`` lines; ``#N CACHED`` marks one served from the cache.
+    A FROM only resolves (or pulls) a base image: it is not a step the cache can serve or miss.
+    """
+
+    def __init__(self) -> None:
+        self.steps: dict[str, str] = {}
+        self._cached: set[str] = set()
+
+    def feed(self, line: str) -> None:
+        if (match := _STEP.match(line)) and not match.group(3).startswith("FROM "):
+            self.steps.setdefault(match.group(1), f"{match.group(2)} {_step_name(match.group(3))}")
+        elif match := _CACHED_STEP.match(line):
+            self._cached.add(match.group(1))
+
+    @property
+    def cached_steps(self) -> set[str]:
+        return self._cached & set(self.steps)
+
+    @property
+    def ran_steps(self) -> tuple[str, ...]:
+        return tuple(name for step, name in sorted(self.steps.items(), key=lambda kv: int(kv[0]))
+                     if step not in self._cached)
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """One ``docker build``: everything it needs, already decided by the caller."""
@@ -194,8 +227,7 @@ class Engine:
             iidfile = os.path.join(tmp, "iid")
             cmd = self.build_command(spec, iidfile)
             started = time.monotonic()
-            steps: dict[str, str] = {}
-            cached: set[str] = set()
+            progress = BuildProgress()
             tail: list[str] = []
             with subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self._cli_env(),
@@ -206,10 +238,7 @@ class Engine:
                     line = raw.rstrip("\n")
                     emit(line)
                     tail = [*tail[-_MAX_TAIL_LINES:], line]
-                    if match := _STEP.match(line):
-                        steps.setdefault(match.group(1), f"{match.group(2)} {match.group(3)[:120]}")
-                    elif match := _CACHED_STEP.match(line):
-                        cached.add(match.group(1))
+                    progress.feed(line)
                 returncode = process.wait()
             duration = time.monotonic() - started
             if returncode != 0:
@@ -220,10 +249,8 @@ class Engine:
             image_id = Path(iidfile).read_text().strip()
         size = self.client.images.get(image_id).attrs.get("Size", 0)
         return BuildReport(
-            image_id=image_id, tags=spec.tags, duration=duration, steps=len(steps),
-            cached_steps=len(cached & set(steps)), size=size,
-            ran_steps=tuple(name for step, name in sorted(steps.items(), key=lambda kv: int(kv[0]))
-                            if step not in cached),
+            image_id=image_id, tags=spec.tags, duration=duration, steps=len(progress.steps),
+            cached_steps=len(progress.cached_steps), size=size, ran_steps=progress.ran_steps,
         )
 
     # ---- registry traffic ----------------------------------------------------------------------

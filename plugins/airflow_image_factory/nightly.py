@@ -18,6 +18,7 @@ from airflow_image_factory.constraints import PinChange
 BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 BASE_NAME_LABEL = "org.opencontainers.image.base.name"
 REVISION_LABEL = "org.opencontainers.image.revision"
+VERSION_LABEL = "org.opencontainers.image.version"
 MAX_LISTED_UPGRADES = 8
 
 
@@ -110,7 +111,7 @@ def revision_reason(head: str, published_revisions: dict[str, str | None]) -> tu
     moved = {image: rev for image, rev in sorted(published_revisions.items()) if rev != head}
     if not moved:
         return False, f"latest images are of the branch head {head[:12]}"
-    listed = ", ".join(f"{image} is of {(rev or 'an unknown commit')[:12]}" for image, rev in moved.items())
+    listed = ", ".join(f"{image} is of {rev[:12] if rev else 'an unknown commit'}" for image, rev in moved.items())
     return True, f"the branch head moved to {head[:12]}: {listed}"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_image_factory import constraints as cons
+from airflow_image_factory.engine import labels_of
 from airflow_image_factory.exceptions import ManifestNotFound, VerificationFailed
 from airflow_image_factory.git import BranchFiles
 from airflow_image_factory.hooks import EngineHook
@@ -19,6 +20,7 @@ from airflow_image_factory.naming import LATEST, ImageKind, ImageName, images_fo
 from airflow_image_factory.nightly import (
     BASE_DIGEST_LABEL,
     REVISION_LABEL,
+    VERSION_LABEL,
     BaseFindings,
     DependencyFindings,
     VersionDecision,
@@ -152,8 +154,10 @@ class GenerateConstraintsOperator(ImageFactoryOperator):
         if not result.ok:
             raise VerificationFailed(f"pip freeze in {image} failed (exit {result.exit_code}): {result.output[-800:]}")
         pins = cons.freeze_to_pins(result.output)
+        # The version of the sources the image was built from (its label), not a release's.
+        version = labels_of(engine.inspect(image)).get(VERSION_LABEL) or self.request.airflow_version
         text = cons.render(
-            pins, python=self.python, airflow_version=self.request.airflow_version, sha=self.sha,
+            pins, python=self.python, airflow_version=version, sha=self.sha,
             generated=_now(), source=f"pip freeze in the tested {image}",
         )
         self.log.info("constraints-%s.txt: %d pins from %s", self.python, len(pins), image)

@@ -23,7 +23,7 @@ import requests
 from airflow.sdk import BaseOperator
 
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
-from airflow_image_factory.cache import plan_cache
+from airflow_image_factory.cache import cache_images, plan_cache
 from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.engine import BuildSpec, Engine, labels_of
 from airflow_image_factory.exceptions import PromotionRefused, RegistryError, VerificationFailed
@@ -31,8 +31,8 @@ from airflow_image_factory.git import fetch_commit, prune_commit_cache
 from airflow_image_factory.hooks import EngineHook, RegistryHook
 from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
-from airflow_image_factory.naming import LATEST, ImageKind, ImageSet, images_for
-from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL
+from airflow_image_factory.naming import ImageKind, ImageSet, images_for
+from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_path, plan_promotion
 from airflow_image_factory.registry import parse_reference
 from airflow_image_factory.request import BuildRequest
@@ -146,12 +146,6 @@ class BuildImageOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base", "constraints")
     _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
-    _CACHE_SOURCES = {
-        ImageKind.CI: (ImageKind.CI,),
-        ImageKind.PROD_BUILD: (ImageKind.PROD_BUILD,),
-        ImageKind.PROD: (ImageKind.PROD_BUILD, ImageKind.PROD),
-    }
-
     def __init__(
         self, *, kind: str, python_base: dict[str, Any] | Any, constraints: Mapping[str, str] | Any = None,
         **kwargs: Any,
@@ -187,7 +181,11 @@ class BuildImageOperator(ImageFactoryOperator):
         request = self.request
         images = self.images
         image = images[self.kind]
-        cache_refs = [images[kind].ref(LATEST) for kind in self._CACHE_SOURCES[self.kind]]
+        default_branch = None
+        if request.branch != settings.branch:
+            default_branch = images_for(BuildRequest.from_dict({**request.to_dict(), "branch": settings.branch}),
+                                        self.python)
+        cache_refs = cache_images(self.kind, images, default_branch)
         registry_hook = self.registry_hook(settings)
         present: dict[str, bool] = {}
         if request.cache == "pulled":
@@ -210,6 +208,8 @@ class BuildImageOperator(ImageFactoryOperator):
             if tree is not None:
                 build_args |= {"AIRFLOW_INSTALL_FROM": "sources", "AIRFLOW_VERSION": tree.version,
                                "VERSION": tree.version}
+                if self.kind is not ImageKind.CI:
+                    build_args["UI_BUILD_IMAGE"] = self.ui_build_image(settings)
                 self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
                               self.sha)
             if constraints:
@@ -241,10 +241,26 @@ class BuildImageOperator(ImageFactoryOperator):
         if self.kind is ImageKind.CI:
             summary["manifest_image"] = self._build_manifest_image(engine, images, report.image_id)
         self.log.info(
-            "Built %s: %s, %.0f MB, %.0fs, %d/%d steps cached",
+            "Built %s: %s, %.0f MB, %.1fs, %d/%d steps cached",
             summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps, report.steps,
         )
         return summary
+
+    def ui_build_image(self, settings: Settings) -> str:
+        """The base the UI is compiled on: the Python base of the run's lowest Python version, pinned.
+
+        The compiled UI is the same whatever Python builds it, so every version of a run (and every
+        run with that lowest version) shares one UI stage instead of compiling it once per version.
+        """
+        python = min(self.request.python_versions, key=lambda v: tuple(int(p) for p in v.split(".")))
+        if python == self.python:
+            return self.python_base["pinned"]
+        upstream = images_for(self.request, python).upstream_python_base
+        with self.registry_hook(settings, upstream.registry).get_conn() as client:
+            digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
+        if digest is None:
+            raise VerificationFailed(f"upstream base image {upstream.ref()} (the UI's build base) does not exist")
+        return upstream.ref(digest)
 
     def _build_manifest_image(self, engine: Engine, images: ImageSet, ci_image_id: str) -> str:
         """The CI manifest image: a tiny image holding the CI image's hash (seed 000's build-cache hash).
@@ -323,7 +339,7 @@ class VerifyImageOperator(ImageFactoryOperator):
         engine = EngineHook(settings=settings).get_conn()
         image = self.images[self.kind].ref(self.sha)
         # The version the image was built as (the sources' own version), from its label.
-        expected_version = labels_of(engine.inspect(image)).get("org.opencontainers.image.version", "")
+        expected_version = labels_of(engine.inspect(image)).get(VERSION_LABEL, "")
         checks = self._ci_checks() if self.kind is ImageKind.CI else self._prod_checks(expected_version)
         results = []
         for name, command, expect in checks:

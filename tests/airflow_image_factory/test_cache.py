@@ -57,3 +57,22 @@ def test_disabled_builds_without_cache():
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError):
         plan_cache("remote", [], {})
+
+
+def test_a_branch_other_than_main_also_reuses_mains_cache_after_its_own():
+    from airflow_image_factory.cache import cache_images
+    from airflow_image_factory.naming import ImageKind, images_for
+    from airflow_image_factory.request import validate_request
+    from airflow_image_factory.settings import load_settings
+
+    settings = load_settings(env={})
+    feature = validate_request({"branch": "v3-1-test", "python_versions": ["3.11"]}, settings)
+    main = validate_request({"branch": "main", "python_versions": ["3.11"]}, settings)
+    refs = cache_images(ImageKind.PROD, images_for(feature, "3.11"), images_for(main, "3.11"))
+    assert refs == [
+        "ghcr.io/apache/airflow/v3-1-test/prod-build/python3.11:latest",
+        "ghcr.io/apache/airflow/v3-1-test/prod/python3.11:latest",
+        BUILD,
+        PROD,
+    ]
+    assert cache_images(ImageKind.CI, images_for(main, "3.11")) == ["ghcr.io/apache/airflow/main/ci/python3.11:latest"]

@@ -298,6 +298,13 @@ def test_a_merged_commit_of_another_branch_is_an_ancestor(history, work, url):
     assert git.is_ancestor(url, history["f1"], "main")
 
 
+def test_an_abbreviated_commit_of_the_branch_gives_its_full_sha(history, url):
+    assert git.commit_on_branch(url, history["c2"][:10].upper(), "main") == history["c2"]
+    assert git.commit_on_branch(url, history["f1"][:10], "main") is None
+    with pytest.raises(ValueError, match="7 to 40 hex digits"):
+        git.commit_on_branch(url, "abc", "main")
+
+
 def test_an_unknown_sha_is_no_ancestor(history, url):
     assert not git.is_ancestor(url, "0123456789abcdef0123456789abcdef01234567", "main")
 

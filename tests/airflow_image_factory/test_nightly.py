@@ -1,7 +1,7 @@
 import pytest
 
 from airflow_image_factory.constraints import PinChange
-from airflow_image_factory.nightly import BaseFindings, DependencyFindings, decide
+from airflow_image_factory.nightly import BaseFindings, DependencyFindings, decide, revision_reason
 
 UP = "localhost:5000/library/python:3.11-slim-bookworm"
 OURS = "localhost:5000/apache/airflow/main/python:3.11-slim-bookworm"
@@ -64,3 +64,15 @@ def test_a_new_python_version_without_its_own_file_rebuilds_to_create_it():
 def test_no_constraints_at_all_rebuilds():
     deps = DependencyFindings(resolved_count=140, upgrades=(), constraints_source=None, own_file=False)
     assert decide("3.11", base=base(), dependencies=deps).rebuild
+
+
+def test_latest_images_of_an_older_commit_rebuild_and_say_which():
+    head = "b" * 40
+    moved = revision_reason(head, {"r/ci/python3.11:latest": "a" * 40, "r/prod/python3.11:latest": head})
+    decision = decide("3.11", base=base(), dependencies=SAME_DEPS, revision=moved)
+    assert decision.rebuild
+    assert f"the branch head moved to {'b' * 12}: r/ci/python3.11:latest is of {'a' * 12}" in decision.log_line()
+    same = revision_reason(head, {"r/ci/python3.11:latest": head, "r/prod/python3.11:latest": head})
+    assert not decide("3.11", base=base(), dependencies=SAME_DEPS, revision=same).rebuild
+    unlabelled = revision_reason(head, {"r/ci/python3.11:latest": None})
+    assert unlabelled[0] and "an unknown commit" in unlabelled[1]
