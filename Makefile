@@ -47,7 +47,7 @@ unit: venv
 	$(VENV)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check plugins dags tests benchmarks
+	$(VENV)/bin/ruff check plugins dags tests benchmarks include
 
 bench: stack
 	source $(STACK_DIR)/env && for script in benchmarks/*.py; do $(VENV)/bin/python "$$script"; done

@@ -63,7 +63,11 @@ def build_params(settings: Settings) -> dict[str, Param]:
             d["upgrade_to_newer_dependencies"], type="boolean", title="Upgrade to newer dependencies",
             description="Resolve dependencies eagerly instead of using the constraints.",
         ),
-        "airflow_version": Param(d["airflow_version"], type="string", title="Airflow version"),
+        "airflow_version": Param(
+            d["airflow_version"], type="string", title="Airflow version",
+            description="Installed from the index only where no sources are built (release images); a branch "
+                        "build installs its sources' own version.",
+        ),
         "test_command": Param(
             d["test_command"], type=["null", "string"], title="Test command",
             description="Run inside the CI image as the tests; empty: the image verification suite.",
