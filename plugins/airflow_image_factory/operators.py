@@ -146,6 +146,9 @@ class BuildImageOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base", "constraints")
     _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
+    # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
+    from_sources = True
+
     def __init__(
         self, *, kind: str, python_base: dict[str, Any] | Any, constraints: Mapping[str, str] | Any = None,
         **kwargs: Any,
@@ -157,9 +160,6 @@ class BuildImageOperator(ImageFactoryOperator):
         self.python_base = python_base
         # Python version → constraints file text to install with (the nightly's upgraded set).
         self.constraints = constraints
-
-    # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
-    from_sources = True
 
     def build_args(self, settings: Settings) -> dict[str, str]:
         request = self.request
