@@ -120,6 +120,11 @@ fi
 constraint_options=()
 upgrade_options=()
 location="${AIRFLOW_CONSTRAINTS_LOCATION:-}"
+if [[ "${what}" == "from-distributions" || "${what}" == "editable" ]]; then
+    # --no-deps installs over the dependencies layer: no constraints apply (none are mounted).
+    location=""
+    upgrade=false
+fi
 if [[ "${upgrade}" != "false" ]]; then
     echo "UPGRADE_TO_NEWER_DEPENDENCIES=${upgrade}: ignoring constraints, upgrading eagerly" >&2
     upgrade_options+=(--upgrade --upgrade-strategy eager)
