@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +110,7 @@ def _with_extra_marker(dependency: str, extra: str) -> str:
     return f"{base}; ({original}) and {marker}" if original else f"{base}; {marker}"
 
 
-def parse_distribution(pyproject: str, *, read: callable, where: str) -> Distribution:
+def parse_distribution(pyproject: str, *, read: Callable[[str], str | None], where: str) -> Distribution:
     """A distribution from its ``pyproject.toml`` text; ``read(path)`` reads a file next to it (a
     dynamic version from hatch's ``[tool.hatch.version] path``)."""
     try:
