@@ -6,12 +6,19 @@ commit_sha, cache, push, upgrade_to_newer_dependencies, airflow_version, test_co
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import dag
 
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import build_and_publish, build_params, check_publishing, resolve_sha, validate
+from airflow_image_factory.tasks import (
+    build_and_publish,
+    build_params,
+    check_publishing,
+    dag_default_args,
+    resolve_sha,
+    validate,
+)
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -24,7 +31,7 @@ SETTINGS = load_settings()  # file + environment only: no Variable lookup at par
     max_active_runs=4,
     params=build_params(SETTINGS),
     tags=["images", "build"],
-    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
 )
 def build_images():

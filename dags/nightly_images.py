@@ -9,28 +9,43 @@ source only, never forced). Nothing changed: nothing is built, pushed or committ
 
 Released images (X.Y.Z-pythonA.B) whose Python base got a new digest are rebuilt by a
 release_images run each, republishing the same tags.
+
+The conf is checked first, by validate_conf: every other task is downstream of it, so a rejected conf
+stops the whole run (the registry is not asked about released images either).
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from airflow.sdk import TaskGroup, dag
+from airflow.sdk import TaskGroup, dag, get_current_context, task
 
 from airflow_image_factory.settings import load_settings
 from airflow_image_factory.tasks import (
     NIGHTLY_FIXED_FIELDS,
     build_params,
     check_publishing,
+    dag_default_args,
     fail_run_if_a_task_failed,
     nightly_branch,
     rebuild_released_images,
     resolve_sha,
+    task_ids_so_far,
     validate,
 )
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
+
+
+@task(retries=0)  # a rejected request fails the same way every time
+def validate_conf() -> None:
+    """The run's conf, for every nightly branch and the released-images check, before anything runs."""
+    from airflow_image_factory.operators import run_settings
+    from airflow_image_factory.request import validate_nightly_request
+
+    validate_nightly_request(get_current_context()["dag_run"].conf, run_settings(),
+                             branches=SETTINGS.nightly_branches, fixed_fields=NIGHTLY_FIXED_FIELDS)
 
 
 @dag(
@@ -41,14 +56,21 @@ SETTINGS = load_settings()  # file + environment only: no Variable lookup at par
     max_active_runs=1,
     params={k: v for k, v in build_params(SETTINGS).items() if k not in NIGHTLY_FIXED_FIELDS},
     tags=["images", "nightly"],
-    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
 )
 def nightly_images():
+    gate = validate_conf()
+    before = task_ids_so_far()
     for branch in SETTINGS.nightly_branches:
         with TaskGroup(group_id=re.sub(r"[^A-Za-z0-9_-]", "_", branch)):
             nightly_branch(SETTINGS, check_publishing(resolve_sha(validate(branch=branch))))
     rebuild_released_images()
+    # Every task that would start first waits for the conf check instead; the rest follow them.
+    tasks = gate.operator.dag.task_dict
+    for task_id in sorted(set(tasks) - before):
+        if not tasks[task_id].upstream_task_ids:
+            gate >> tasks[task_id]
     fail_run_if_a_task_failed()
 
 

@@ -10,7 +10,7 @@ Conf: version, python_versions, default_python, registry, repository, cache_bran
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -21,7 +21,13 @@ from airflow_image_factory.release import (
     release_python_images,
 )
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import fail_run_if_a_task_failed, python_versions, run_last, task_ids_so_far
+from airflow_image_factory.tasks import (
+    dag_default_args,
+    fail_run_if_a_task_failed,
+    python_versions,
+    run_last,
+    task_ids_so_far,
+)
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 DEFAULTS = release_defaults(SETTINGS)
@@ -29,11 +35,17 @@ DEFAULTS = release_defaults(SETTINGS)
 
 @task(multiple_outputs=True, retries=0)  # a rejected request fails the same way every time
 def validate_release() -> dict:
-    """The run's conf over the settings → the release request, and the build request its steps reuse."""
+    """The run's conf over the settings → the release request, and the build request its steps reuse.
+
+    Then one lookup at the package index: a version it does not have fails here, in seconds, not in a build.
+    """
+    from airflow_image_factory.index import check_airflow_release
     from airflow_image_factory.operators import run_settings
     from airflow_image_factory.release import validate_release_request
 
-    release = validate_release_request(get_current_context()["dag_run"].conf or {}, run_settings())
+    settings = run_settings()
+    release = validate_release_request(get_current_context()["dag_run"].conf, settings)
+    check_airflow_release(release.version, ca_bundle=settings.extra_ca_bundle)
     return {"release": release.to_dict(), "build": dict(release.build), "constraints_url": release.constraints_url}
 
 
@@ -44,7 +56,7 @@ def validate_release() -> dict:
     catchup=False,
     max_active_runs=1,
     tags=["images", "release"],
-    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
     params={
         "version": Param(DEFAULTS["version"], type="string", title="Airflow version",

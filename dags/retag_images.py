@@ -7,13 +7,14 @@ Conf: source_branch, target_branch, python_versions, registry, repository, namin
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
 from airflow_image_factory.naming import CONVENTIONS
 from airflow_image_factory.retag import RetagImagesOperator, retag_defaults
 from airflow_image_factory.settings import load_settings
+from airflow_image_factory.tasks import dag_default_args
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 DEFAULTS = retag_defaults(SETTINGS)
@@ -25,8 +26,8 @@ def validate_retag() -> dict:
     from airflow_image_factory.operators import run_settings
     from airflow_image_factory.retag import validate_retag_request
 
-    conf = get_current_context()["dag_run"].conf or {}
-    return validate_retag_request(conf, run_settings()).to_dict()
+    # The conf as given: the validator says "conf must be an object" for a list, text or number.
+    return validate_retag_request(get_current_context()["dag_run"].conf, run_settings()).to_dict()
 
 
 @dag(
@@ -36,7 +37,7 @@ def validate_retag() -> dict:
     catchup=False,
     max_active_runs=1,
     tags=["images", "retag"],
-    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
     params={
         "source_branch": Param(DEFAULTS["source_branch"], type="string", title="Source branch"),

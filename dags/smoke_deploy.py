@@ -9,14 +9,14 @@ a new PROD ``latest``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import AssetAny, dag
 
 from airflow_image_factory.assets import prod_latest_asset
 from airflow_image_factory.deploy.tasks import narrow_to_published, smoke_deploy_group
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import build_params, validate
+from airflow_image_factory.tasks import build_params, dag_default_args, validate
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -35,7 +35,7 @@ PROD_LATEST = [
     max_active_runs=2,
     params=build_params(SETTINGS),
     tags=["images", "smoke", "kubernetes"],
-    default_args={"owner": "airflow-images", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
 )
 def smoke_deploy():

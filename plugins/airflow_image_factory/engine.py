@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,11 +237,17 @@ class Engine:
                 errors="replace",
             ) as process:
                 assert process.stdout is not None
-                for raw in process.stdout:
-                    line = raw.rstrip("\n")
-                    emit(line)
-                    tail = [*tail[-_MAX_TAIL_LINES:], line]
-                    progress.feed(line)
+                try:
+                    for raw in process.stdout:
+                        line = raw.rstrip("\n")
+                        emit(line)
+                        tail = [*tail[-_MAX_TAIL_LINES:], line]
+                        progress.feed(line)
+                except BaseException:
+                    # The task's execution timeout (or a kill) lands here: stop the CLI, which ends its
+                    # BuildKit session, instead of waiting in Popen's exit for a build nobody reads.
+                    process.kill()
+                    raise
                 returncode = process.wait()
             duration = time.monotonic() - started
             if returncode != 0:
@@ -361,31 +370,62 @@ class Engine:
     def run(
         self, image: str, command: Sequence[str] | None = None, *, entrypoint: Sequence[str] | None = None,
         user: str | None = None, environment: Mapping[str, str] | None = None, timeout: float = 600,
-        on_line: Callable[[str], None] | None = None, network: str | None = None,
+        on_line: Callable[[str], None] | None = None, network: str | None = None, name: str | None = None,
     ) -> RunResult:
-        """Run a command inside ``image`` to its end, streaming its output; the container is removed."""
+        """Run a command inside ``image`` to its end, streaming its output; the container is removed.
+
+        ``timeout`` is wall-clock, whether the command prints or not: past it the container is removed
+        (killed first) and :class:`EngineError` says so. The output is read in a thread, so waiting for
+        the next line never outlasts the deadline. ``name`` (default ``image-factory-run-<random>``)
+        names the container, so it can be found while it runs.
+        """
         emit = on_line or log.info
+        name = name or f"image-factory-run-{uuid.uuid4().hex[:12]}"
+        started = time.monotonic()
+        deadline = started + timeout
         container = self.client.containers.run(
             image, command=list(command) if command is not None else None,
             entrypoint=list(entrypoint) if entrypoint is not None else None, user=user,
-            environment=dict(environment or {}), detach=True, network=network,
+            environment=dict(environment or {}), detach=True, network=network, name=name,
         )
         lines: list[str] = []
         try:
-            deadline = time.monotonic() + timeout
-            for chunk in container.logs(stream=True, follow=True):
-                for line in chunk.decode(errors="replace").splitlines():
-                    emit(line)
-                    lines.append(line)
-                if time.monotonic() > deadline:
+            chunks: queue.Queue[bytes | None] = queue.Queue()
+            threading.Thread(target=_pump_logs, args=(container, chunks), name=f"logs-{name}", daemon=True).start()
+            partial = ""
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise EngineError(
+                        f"{' '.join(command or [])} in {image} ran longer than {timeout:g}s (container {name} "
+                        "removed)"
+                    )
+                try:
+                    chunk = chunks.get(timeout=min(remaining, 1.0))
+                except queue.Empty:
+                    continue
+                if chunk is None:
                     break
-            try:
-                status = container.wait(timeout=max(1, deadline - time.monotonic()))
-                code = int(status.get("StatusCode", 1))
-            except Exception:
-                container.kill()
-                raise EngineError(f"{' '.join(command or [])} in {image} ran longer than {timeout:.0f}s") from None
+                *complete, partial = (partial + chunk.decode(errors="replace")).split("\n")
+                for line in complete:
+                    emit(line.rstrip("\r"))
+                    lines.append(line.rstrip("\r"))
+            if partial:
+                emit(partial)
+                lines.append(partial)
+            # The log stream ends when the container stops: its exit code is there, or nearly.
+            status = container.wait(timeout=max(1.0, deadline - time.monotonic()))
+            code = int(status.get("StatusCode", 1))
+        except EngineError:
+            raise
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise EngineError(
+                    f"{' '.join(command or [])} in {image} ran longer than {timeout:g}s (container {name} removed)"
+                ) from None
+            raise EngineError(f"{' '.join(command or [])} in {image}: {exc}") from exc
         finally:
+            # Removing (forced) also kills it: on success, on the deadline, and on the task's own timeout.
             with contextlib.suppress(Exception):
                 container.remove(force=True)
         return RunResult(code, "\n".join(lines))
@@ -393,6 +433,17 @@ class Engine:
     def start(self, image: str, command: Sequence[str] | None = None, **kwargs):
         """A detached container the caller stops (health checks of long-running commands)."""
         return self.client.containers.run(image, command=list(command) if command else None, detach=True, **kwargs)
+
+
+def _pump_logs(container, chunks: queue.Queue) -> None:
+    """Follow a container's output into ``chunks``; ``None`` marks the end (the container stopped, or went)."""
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            chunks.put(chunk)
+    except Exception as exc:  # the container was removed under the stream: that is its end too
+        log.debug("log stream of %s ended: %s", getattr(container, "name", "a container"), exc)
+    finally:
+        chunks.put(None)
 
 
 def labels_of(attrs: Mapping) -> dict[str, str]:

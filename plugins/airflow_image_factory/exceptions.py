@@ -6,6 +6,12 @@ from __future__ import annotations
 class ImageFactoryError(Exception):
     """Base of all domain errors."""
 
+    # True where no retry can mend it (a branch or an image that does not exist, a repository that
+    # cannot be read): the task fails at once instead of retrying (``operators.fail_at_once``).
+    permanent: bool = False
+    # The request field or setting the error is about, where there is one: named first in the message.
+    field: str | None = None
+
 
 class InvalidBuildRequest(ImageFactoryError, ValueError):
     """A build request (DAG params / conf) holds a bad value. Names the field."""
@@ -56,6 +62,13 @@ class ManifestNotFound(RegistryError):
     """The asked-for manifest (image:tag or image@digest) does not exist."""
 
 
+class CredentialScopeError(ImageFactoryError):
+    """A registry Connection's secret would go to a host it was not made for (names connection and host).
+
+    Retrying cannot fix this; the Connection's host (or the ``registry_connections`` mapping) must.
+    """
+
+
 class EngineError(ImageFactoryError):
     """The container engine is missing, unreachable, or refused an operation."""
 
@@ -79,9 +92,36 @@ class SourceRepositoryError(ImageFactoryError):
 class SourceTreeInvalid(SourceRepositoryError):
     """The fetched sources are not an Apache Airflow checkout the images can be built from."""
 
+    permanent = True
+    field = "source_repo"
+
 
 class CommitNotOnBranch(SourceRepositoryError):
     """A commit_sha was asked for that is not on the branch the images are named after."""
+
+    permanent = True
+    field = "commit_sha"
+
+
+class BranchNotFound(SourceRepositoryError):
+    """The branch does not exist in the source repository."""
+
+    permanent = True
+    field = "branch"
+
+
+class SourceRepositoryUnreadable(SourceRepositoryError):
+    """The source repository cannot be read at all: no such repository, not a repository, no access."""
+
+    permanent = True
+    field = "source_repo"
+
+
+class BaseImageMissing(ImageFactoryError):
+    """An image the builds start FROM (the Python base) is not in its registry."""
+
+    permanent = True
+    field = "python base image"
 
 
 class RetagRefused(ImageFactoryError):
@@ -121,3 +161,10 @@ class HelmWaitTimeout(DeployToolError):
 
 class SmokeRunFailed(SmokeDeployError):
     """A rendered container exited, failed its job, or failed a readiness/liveness probe or the health check."""
+
+
+# --- the package index (index.py) ---
+
+
+class PackageIndexUnavailable(ImageFactoryError):
+    """The package index did not answer a version lookup (network error, timeout, 5xx): names the index."""

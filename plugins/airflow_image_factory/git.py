@@ -14,16 +14,21 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from airflow_image_factory.exceptions import SourceRepositoryError
+from airflow_image_factory.exceptions import BranchNotFound, SourceRepositoryError, SourceRepositoryUnreadable
 
 log = logging.getLogger(__name__)
 GIT_TIMEOUT = 300
+# ls-remote only lists refs: a remote that has not answered by then is not going to (settings:
+# git_ls_remote_timeout); fetches and pushes move data and keep GIT_TIMEOUT (git_timeout).
+LS_REMOTE_TIMEOUT = 30
 
 _SHA = re.compile(r"[0-9a-f]{40}")
 # Fetching one commit by its SHA needs protocol v2: a v0 server only hands out advertised tips (branch
@@ -46,6 +51,47 @@ TEMP_DIR_GRACE = 3600
 _NOT_THERE = "not our ref"
 _NOT_ADVERTISED = ("unadvertised object", "no such remote ref")
 _GLOBAL_OPTIONS_WITH_VALUE = {"-c", "-C", "--git-dir", "--work-tree"}
+# What git says when the repository itself is the problem (no such repository, not one, no access, a
+# scheme git has no helper for): no retry mends these. Anything else (refused or dropped connections,
+# timeouts, 5xx, name lookups) may be passing, and stays retryable.
+_UNREADABLE = re.compile(
+    r"does not appear to be a git repository|not a git repository|repository '[^']*' not found|"
+    r"repository not found|returned error: 40[134]|authentication failed|could not read (username|password)|"
+    r"terminal prompts disabled|permission denied \(|access denied|not exported|unable to find remote helper|"
+    r"no such file or directory",
+    re.IGNORECASE,
+)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as errors and logs show it: without a password or token in it (``https://user:tok@host/x``
+    → ``https://host/x``). scp-like ``user@host:path`` has no secret in it and stays as it is."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _scrub(text: str, url: str | None) -> str:
+    """git's own output with the URL as given (credentials and all) replaced by :func:`shown_url`."""
+    if url and shown_url(url) != url:
+        text = text.replace(url, shown_url(url))
+    return re.sub(r"(://)[^/\s@]+@", r"\1", text)
+
+
+def _reason(stderr: str) -> str:
+    """git's one-line reason: its first ``fatal:`` (or ``error:``) line, without the prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for prefix in ("fatal:", "error:", "remote:"):
+        for line in lines:
+            if line.lower().startswith(prefix):
+                return line[len(prefix):].strip()
+    return lines[-1] if lines else "no reason given"
 
 
 def _describe(args: Sequence[str]) -> str:
@@ -65,22 +111,49 @@ def _git(
     remote: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run git without a prompt (a missing credential fails instead of hanging); ``remote`` names the
-    repository talked to, for the errors."""
+    repository talked to, for the errors (shown without credentials, as is git's output).
+
+    git runs in a process group of its own: on a timeout (or any exception here, such as Airflow's
+    execution timeout) the whole group is killed - git and the helpers it started (git-remote-http,
+    ssh) - so nothing keeps the connection or the scratch directory after the call.
+    """
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     what = _describe(args)
     try:
-        result = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        process = subprocess.Popen(
+            ["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        of = f" of {remote}" if remote else ""
-        raise SourceRepositoryError(f"git {what}{of} timed out after {timeout:g}s") from exc
     except OSError as exc:
         raise SourceRepositoryError(f"git {what} failed: {exc}") from exc
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(process)
+        of = f" of {shown_url(remote)}" if remote else ""
+        raise SourceRepositoryError(f"git {what}{of} timed out after {timeout:g}s") from exc
+    except BaseException:
+        _kill_group(process)
+        raise
+    stderr = _scrub(stderr, remote)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
-        at = f" ({remote})" if remote else ""
+        at = f" ({shown_url(remote)})" if remote else ""
         raise SourceRepositoryError(f"git {what} failed{at}: {result.stderr.strip()[-800:]}")
     return result
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL git's process group, then reap git (its pipes close once the whole group is gone)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:  # a helper that left the group still holds a pipe: stop waiting
+        process.kill()
+        process.wait(timeout=10)
 
 
 def _is_local(url: str) -> bool:
@@ -110,11 +183,20 @@ def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.01)
 
 
-def branch_head(url: str, branch: str) -> str | None:
-    """The commit ``branch`` points at, read with ``git ls-remote`` (no clone); None when it does not exist."""
-    result = _git(["ls-remote", "--heads", url, f"refs/heads/{branch}"], check=False, remote=url)
+def branch_head(url: str, branch: str, *, timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
+    """The commit ``branch`` points at, read with ``git ls-remote`` (no clone); None when it does not exist.
+
+    Raises :class:`SourceRepositoryUnreadable` (permanent) when the repository itself cannot be read,
+    and :class:`SourceRepositoryError` for what may pass (a refused connection, a remote that says
+    nothing for ``timeout`` seconds); both name the repository, without credentials.
+    """
+    result = _git(["ls-remote", "--heads", _absolute(url), f"refs/heads/{branch}"], check=False, remote=url,
+                  timeout=timeout)
     if result.returncode != 0:
-        raise SourceRepositoryError(f"cannot read {url}: {result.stderr.strip()}")
+        stderr = result.stderr.strip()
+        if _UNREADABLE.search(stderr):
+            raise SourceRepositoryUnreadable(f"source_repo: cannot read {shown_url(url)}: {_reason(stderr)}")
+        raise SourceRepositoryError(f"cannot read {shown_url(url)}: {stderr[-800:]}")
     for line in result.stdout.splitlines():
         sha, _, ref = line.partition("\t")
         if ref == f"refs/heads/{branch}":
@@ -123,20 +205,26 @@ def branch_head(url: str, branch: str) -> str | None:
 
 
 class BranchFiles:
-    """A shallow checkout of one branch in a temporary directory (or an empty one if it is missing)."""
+    """A shallow checkout of one branch in a temporary directory (or an empty one if it is missing).
 
-    def __init__(self, url: str, branch: str):
+    ``ls_remote_timeout`` bounds the look at the branch's head, ``timeout`` each fetch and the push.
+    """
+
+    def __init__(self, url: str, branch: str, *, timeout: float = GIT_TIMEOUT,
+                 ls_remote_timeout: float = LS_REMOTE_TIMEOUT):
         self.url = url
         self.branch = branch
+        self.timeout = timeout
+        self.ls_remote_timeout = ls_remote_timeout
         self._tmp = tempfile.TemporaryDirectory(prefix="image-factory-git-")
         self.path = self._tmp.name
         self.head: str | None = None
 
     def __enter__(self) -> BranchFiles:
         _git(["init", "-q", self.path])
-        if branch_head(self.url, self.branch) is not None:
-            fetch = ["fetch", "-q", "--depth", "1", self.url, f"refs/heads/{self.branch}"]
-            _git(fetch, cwd=self.path, remote=self.url)
+        if branch_head(self.url, self.branch, timeout=self.ls_remote_timeout) is not None:
+            fetch = ["fetch", "-q", "--depth", "1", _absolute(self.url), f"refs/heads/{self.branch}"]
+            _git(fetch, cwd=self.path, remote=self.url, timeout=self.timeout)
             _git(["checkout", "-q", "-B", self.branch, "FETCH_HEAD"], cwd=self.path)
             self.head = _git(["rev-parse", "HEAD"], cwd=self.path).stdout.strip()
         else:
@@ -165,14 +253,15 @@ class BranchFiles:
         _git([*identity, "commit", "-q", "-m", message], cwd=self.path)
         sha = _git(["rev-parse", "HEAD"], cwd=self.path).stdout.strip()
         result = _git(
-            ["push", "-q", self.url, f"HEAD:refs/heads/{self.branch}"], cwd=self.path, check=False, remote=self.url
+            ["push", "-q", _absolute(self.url), f"HEAD:refs/heads/{self.branch}"], cwd=self.path, check=False,
+            remote=self.url, timeout=self.timeout,
         )
         if result.returncode != 0:
             raise SourceRepositoryError(
-                f"push of {self.branch} to {self.url} was refused (not forced; did the branch move?): "
+                f"push of {self.branch} to {shown_url(self.url)} was refused (not forced; did the branch move?): "
                 f"{result.stderr.strip()[-800:]}"
             )
-        log.info("Pushed %s to %s %s", sha, self.url, self.branch)
+        log.info("Pushed %s to %s %s", sha, shown_url(self.url), self.branch)
         return sha
 
 
@@ -207,18 +296,22 @@ def fetch_commit(url: str, sha: str, cache_dir: Path | str, *, timeout: float = 
         if result.returncode != 0:
             stderr = result.stderr.strip()
             if _NOT_THERE in stderr:
-                raise SourceRepositoryError(f"commit {sha} is not in {url}: {stderr[-400:]}")
+                raise SourceRepositoryError(f"commit {sha} is not in {shown_url(url)}: {stderr[-400:]}")
             if any(marker in stderr for marker in _NOT_ADVERTISED):
                 raise SourceRepositoryError(
-                    f"commit {sha} is not in {url}, or that server only hands out branch and tag heads (it "
+                    f"commit {sha} is not in {shown_url(url)}, or that server only hands out branch and tag heads (it "
                     f"speaks protocol v0 without uploadpack.allowReachableSHA1InWant): {stderr[-400:]}"
                 )
-            raise SourceRepositoryError(f"cannot fetch commit {sha} from {url}: {stderr[-800:]}")
+            if _UNREADABLE.search(stderr):
+                raise SourceRepositoryUnreadable(f"source_repo: cannot read {shown_url(url)}: {_reason(stderr)}")
+            raise SourceRepositoryError(f"cannot fetch commit {sha} from {shown_url(url)}: {stderr[-800:]}")
         # What arrived must be that commit (not a tag or tree that happens to have the SHA's name).
         verify = ["rev-parse", "--verify", "-q", "FETCH_HEAD^{commit}"]
         got = _git(verify, cwd=str(git_dir), check=False, timeout=_left(deadline))
         if got.stdout.strip() != sha:
-            raise SourceRepositoryError(f"{sha} in {url} is not a commit (fetched {got.stdout.strip() or 'nothing'})")
+            raise SourceRepositoryError(
+                f"{sha} in {shown_url(url)} is not a commit (fetched {got.stdout.strip() or 'nothing'})"
+            )
         tree.mkdir()
         # One process builds the index and writes the tree from it: faster than archive | tar, and
         # exact (archive would apply export-ignore). Symlinks as symlinks whatever the worker's config.
@@ -231,7 +324,7 @@ def fetch_commit(url: str, sha: str, cache_dir: Path | str, *, timeout: float = 
                 raise
             log.info("Commit %s was fetched by another task meanwhile; using its tree", sha)
         else:
-            log.info("Fetched commit %s of %s into %s", sha, url, target)
+            log.info("Fetched commit %s of %s into %s", sha, shown_url(url), target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     os.utime(target)
@@ -291,22 +384,30 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def is_ancestor(url: str, sha: str, branch: str, *, timeout: float = GIT_TIMEOUT) -> bool:
+def is_ancestor(url: str, sha: str, branch: str, *, timeout: float = GIT_TIMEOUT,
+                ls_remote_timeout: float = LS_REMOTE_TIMEOUT) -> bool:
     """Whether commit ``sha`` (40 hex digits) is on ``branch`` of ``url`` now (its head, or an ancestor
     of it). False when the repository does not know ``sha``; a missing branch is an error."""
-    return commit_on_branch(url, _full_sha(sha), branch, timeout=timeout) is not None
+    return commit_on_branch(url, _full_sha(sha), branch, timeout=timeout,
+                            ls_remote_timeout=ls_remote_timeout) is not None
 
 
-def commit_on_branch(url: str, sha: str, branch: str, *, timeout: float = GIT_TIMEOUT) -> str | None:
+def commit_on_branch(url: str, sha: str, branch: str, *, timeout: float = GIT_TIMEOUT,
+                     ls_remote_timeout: float = LS_REMOTE_TIMEOUT) -> str | None:
     """The full SHA of commit ``sha`` (full, or an abbreviation of at least 7 hex digits) when it is on
     ``branch`` of ``url`` now; None when it is not (or the repository does not know it).
 
-    Only the branch's commits are fetched (``--filter=tree:0``: no trees, no blobs) into a throw-away
-    repository, which is all ``git merge-base --is-ancestor`` reads.
+    The branch is looked up first with ``git ls-remote`` (``ls_remote_timeout``): a missing branch or an
+    unreadable repository fails in seconds, naming it (:class:`BranchNotFound`,
+    :class:`SourceRepositoryUnreadable`). Then only the branch's commits are fetched
+    (``--filter=tree:0``: no trees, no blobs; ``timeout``) into a throw-away repository, which is all
+    ``git merge-base --is-ancestor`` reads.
     """
     sha = sha.lower()
     if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
         raise ValueError(f"{sha!r} is not a commit id of 7 to 40 hex digits")
+    if branch_head(url, branch, timeout=ls_remote_timeout) is None:
+        raise BranchNotFound(f"branch: {branch!r} does not exist in {shown_url(url)}")
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="image-factory-git-") as scratch:
         _git(["init", "-q", "--bare", scratch], timeout=_left(deadline))
@@ -322,9 +423,9 @@ def commit_on_branch(url: str, sha: str, branch: str, *, timeout: float = GIT_TI
         )
         if result.returncode != 0:
             stderr = result.stderr.strip()
-            if "couldn't find remote ref" in stderr:
-                raise SourceRepositoryError(f"branch {branch} does not exist in {url}")
-            raise SourceRepositoryError(f"cannot fetch branch {branch} of {url}: {stderr[-800:]}")
+            if "couldn't find remote ref" in stderr:  # deleted since the look above
+                raise BranchNotFound(f"branch: {branch!r} does not exist in {shown_url(url)}")
+            raise SourceRepositoryError(f"cannot fetch branch {branch} of {shown_url(url)}: {stderr[-800:]}")
         # The fetch recorded origin as promisor (remote.origin.partialclonefilter): drop it, or asking
         # about a SHA that is not here would make git try to fetch it lazily.
         _git(["config", "--remove-section", "remote.origin"], cwd=scratch, check=False, timeout=_left(deadline))

@@ -3,6 +3,8 @@
 Registry credentials come from Airflow ``docker`` Connections (login, password; host is the registry),
 one per registry host (the ``registry_connections`` setting) or the default connection id. A missing
 connection means anonymous access, which is how forks build and test without a write token.
+
+A connection's secret goes only to the registry host it names (:func:`credentials_from_connection`).
 """
 
 from __future__ import annotations
@@ -12,19 +14,54 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_image_factory.engine import Engine
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.exceptions import CredentialScopeError
+from airflow_image_factory.registry import _DOCKER_HUB_ALIASES, DOCKER_HUB, RegistryClient
 from airflow_image_factory.settings import Settings
+
+
+def normalize_host(host: str | None) -> str:
+    """A registry host as Connections and settings spell it, compared: ``https://GHCR.io/`` → ``ghcr.io``.
+
+    Lower case; no scheme, user info, path or trailing slash; the port stays (``localhost:5000`` is
+    not ``localhost:5001``). Docker Hub's aliases (``index.docker.io``, ...) are ``docker.io``.
+    """
+    text = (host or "").strip().lower()
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    text = text.split("/", 1)[0].rsplit("@", 1)[-1]
+    return DOCKER_HUB if text in _DOCKER_HUB_ALIASES else text
 
 
 def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bool) -> tuple[str, str] | None:
     """(login, password) of an Airflow ``docker`` Connection for ``registry``, or None (anonymous).
 
-    A default (not explicitly mapped) connection counts only where its host is this registry; no
-    login or password means anonymous. The triggerer, which has no settings, uses this rule too.
+    The secret goes only to the registry host the connection names. The default connection (not
+    mapped to this registry in ``registry_connections``) must name its host: without one it is
+    refused (:class:`CredentialScopeError`), for another host it is not used (anonymous). A mapped
+    connection may leave its host empty (the mapping names it) but is refused when it names another
+    host. No login or password means anonymous. The triggerer, which has no settings, uses this rule too.
     """
     if conn is None:
         return None
-    if not explicit and conn.host and conn.host.rstrip("/") != registry:
+    conn_id = getattr(conn, "conn_id", None) or "(unnamed)"
+    host = normalize_host(conn.host)
+    wanted = normalize_host(registry)
+    if not host:
+        if not explicit and (conn.login or conn.password):
+            raise CredentialScopeError(
+                f"registry connection {conn_id!r} (the default, registry_default_conn_id) has no host, so its "
+                f"credentials will not be sent to {registry}: set the connection's host to {registry}, or map "
+                f"{registry} to a connection in the registry_connections setting"
+            )
+    elif host != wanted:
+        if explicit:
+            raise CredentialScopeError(
+                f"registry connection {conn_id!r} is mapped to {registry} (registry_connections) but its host is "
+                f"{host}: its credentials will not be sent to {registry}; set the connection's host to {registry} "
+                f"(or leave it empty), or map {registry} to the connection made for it"
+            )
         return None
     if not conn.login or not conn.password:
         return None
@@ -45,6 +82,7 @@ class RegistryHook(BaseHook):
         self.conn_id = settings.registry_connections.get(registry, settings.registry_default_conn_id)
         self.explicit = registry in settings.registry_connections
         self.retries = settings.push_retries if retries is None else retries
+        self.token_realms = tuple(settings.registry_token_realms)
         self._credentials: tuple[str, str] | bool | None = False
 
     @property
@@ -55,7 +93,7 @@ class RegistryHook(BaseHook):
         return self._credentials  # type: ignore[return-value]
 
     def _lookup(self) -> tuple[str, str] | None:
-        from airflow.exceptions import AirflowNotFoundException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
         try:
             conn = self.get_connection(self.conn_id)
@@ -64,9 +102,14 @@ class RegistryHook(BaseHook):
                 raise
             self.log.info("No connection %r: using %s anonymously", self.conn_id, self.registry)
             return None
-        credentials = credentials_from_connection(conn, self.registry, explicit=self.explicit)
-        if credentials is None and conn.host and conn.host.rstrip("/") != self.registry:
-            self.log.info("Connection %r is for %s, not %s: anonymous access", self.conn_id, conn.host, self.registry)
+        try:
+            credentials = credentials_from_connection(conn, self.registry, explicit=self.explicit)
+        except CredentialScopeError as exc:
+            # A misconfigured Connection: retrying cannot fix it, so the task fails at once.
+            raise AirflowFailException(str(exc)) from exc
+        host = normalize_host(conn.host)
+        if credentials is None and host and host != normalize_host(self.registry):
+            self.log.info("Connection %r is for %s, not %s: anonymous access", self.conn_id, host, self.registry)
         return credentials
 
     @property
@@ -80,6 +123,7 @@ class RegistryHook(BaseHook):
             username=creds[0] if creds else None,
             password=creds[1] if creds else None,
             retries=self.retries,
+            token_realms=self.token_realms,
         )
 
 

@@ -49,10 +49,13 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
     constraints are the newest allowed set, which the rebuild installs with.
     """
 
+    timeout_setting = "timeout_verify_minutes"  # fetches the sources and resolves each Python version
+
     def execute(self, context: Any) -> dict[str, Any]:
         settings = run_settings()
         request = self.request
-        with BranchFiles(request.source_repo, cons.constraints_branch(request.branch)) as branch_files:
+        with BranchFiles(request.source_repo, cons.constraints_branch(request.branch), timeout=settings.git_timeout,
+                         ls_remote_timeout=settings.git_ls_remote_timeout) as branch_files:
             existing = {
                 name.removeprefix("constraints-").removesuffix(".txt"): branch_files.read(name) or ""
                 for name in branch_files.names()
@@ -146,6 +149,8 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
 class GenerateConstraintsOperator(ImageFactoryOperator):
     """``constraints-X.Y.txt`` from the tested CI image: a header, then ``pip freeze`` run inside it."""
 
+    timeout_setting = "timeout_short_minutes"
+
     def execute(self, context: Any) -> dict[str, str]:
         settings = run_settings()
         engine = EngineHook(settings=settings).get_conn()
@@ -172,6 +177,7 @@ class CommitConstraintsOperator(ImageFactoryOperator):
     """
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "generated")
+    timeout_setting = "timeout_push_minutes"  # a fetch and a push, each up to git_timeout
 
     def __init__(self, *, generated: Sequence[Mapping[str, str]] | Any, **kwargs: Any):
         super().__init__(**kwargs)
@@ -189,7 +195,8 @@ class CommitConstraintsOperator(ImageFactoryOperator):
             self.log.info("push is off for this run: constraints are not committed.")
             return {"committed": None, "files": [], "skipped": "push is off"}
         branch = cons.constraints_branch(request.branch)
-        with BranchFiles(request.source_repo, branch) as checkout:
+        with BranchFiles(request.source_repo, branch, timeout=settings.git_timeout,
+                         ls_remote_timeout=settings.git_ls_remote_timeout) as checkout:
             changed = {name: text for name, text in files.items() if cons.files_differ(checkout.read(name), text)}
             for name in sorted(set(files) - set(changed)):
                 self.log.info("%s unchanged on %s (comments aside): not committed", name, branch)

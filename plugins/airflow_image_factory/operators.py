@@ -8,25 +8,34 @@ works on one Python version, that version; names come from :mod:`naming`, cache 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.cache import cache_images, plan_cache
 from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.engine import BuildSpec, Engine, labels_of
-from airflow_image_factory.exceptions import PromotionRefused, RegistryError, VerificationFailed
+from airflow_image_factory.exceptions import (
+    BaseImageMissing,
+    ImageFactoryError,
+    PromotionRefused,
+    RegistryError,
+    RegistryUnavailable,
+    VerificationFailed,
+)
 from airflow_image_factory.git import fetch_commit, prune_commit_cache
 from airflow_image_factory.hooks import EngineHook, RegistryHook
 from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
@@ -34,9 +43,9 @@ from airflow_image_factory.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.naming import ImageKind, ImageSet, images_for
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_path, plan_promotion
-from airflow_image_factory.registry import parse_reference
+from airflow_image_factory.registry import RegistryClient, parse_reference
 from airflow_image_factory.request import BuildRequest
-from airflow_image_factory.settings import VARIABLE_NAME, Settings, include_dir, load_settings
+from airflow_image_factory.settings import TIME_BOUNDS, VARIABLE_NAME, Settings, include_dir, load_settings
 from airflow_image_factory.sources import read_source_tree, stage_sources, write_metadata_wheels
 
 DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
@@ -46,6 +55,13 @@ API_SERVER_HEALTH_TIMEOUT = 240.0
 log = logging.getLogger(__name__)
 
 
+# Asking whether a registry accepts connections at all: tries at 0, 0 and 1 s (urllib3's back-off), enough
+# for one restarting; every real call then retries what may pass (5xx, 429, drops) push_retries times.
+REACHABILITY_RETRIES = 2
+REACHABILITY_TIMEOUT = 10.0
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
 def run_settings() -> Settings:
     """Settings as a task sees them: file < environment < the Airflow Variable (read now, not at parse)."""
     from airflow.sdk import Variable
@@ -53,13 +69,111 @@ def run_settings() -> Settings:
     return load_settings(variable=Variable.get(VARIABLE_NAME, default=None))
 
 
+def step_timeout(setting: str | None, settings: Settings | None = None) -> timedelta:
+    """A task's ``execution_timeout``: the ``timeout_*_minutes`` setting named (``None``: the largest of
+    them). Read when the DAG is parsed, from the file and the environment (Airflow needs it then)."""
+    settings = settings or load_settings()
+    minutes = getattr(settings, setting) if setting else max(getattr(settings, name) for name in TIME_BOUNDS)
+    return timedelta(minutes=minutes)
+
+
+# ---- errors no retry can mend ------------------------------------------------------------------------
+
+
+def _connect_failed(exc: BaseException | None) -> BaseException | None:
+    """The urllib3 error when ``exc`` (or what it wraps) is a connection that was never made: refused,
+    no route, a name that does not resolve, a connect timeout. A connection dropped later is not one."""
+    from urllib3.exceptions import ConnectTimeoutError  # NewConnectionError and NameResolutionError too
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for candidate in (exc, getattr(exc, "reason", None), *(exc.args[:1] if exc.args else ())):
+            if isinstance(candidate, ConnectTimeoutError):
+                return candidate
+            if isinstance(getattr(candidate, "reason", None), ConnectTimeoutError):
+                return candidate.reason
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _why_not_connected(error: BaseException) -> str:
+    match = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", str(error))
+    return match.group(1).strip() if match else type(error).__name__
+
+
+def fail_at_once(exc: BaseException) -> BaseException:
+    """What the task should raise for ``exc``: :class:`AirflowFailException` (no retry) when no retry can
+    mend it - a domain error marked ``permanent``, named by its field, or a registry that does not accept
+    connections - else ``exc`` itself."""
+    if isinstance(exc, AirflowFailException):
+        return exc
+    if isinstance(exc, ImageFactoryError) and exc.permanent:
+        text = str(exc)
+        if exc.field and not text.startswith(f"{exc.field}:"):
+            text = f"{exc.field}: {text}"
+        return AirflowFailException(text)
+    if isinstance(exc, RegistryUnavailable) and _connect_failed(exc) is not None:
+        return AirflowFailException(f"registry: {exc} (a registry that does not accept connections is not retried)")
+    return exc
+
+
+def fails_at_once(function: _F) -> _F:
+    """Decorate a task's body (or ``execute``) so that :func:`fail_at_once` decides what it raises."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            converted = fail_at_once(exc)
+            if converted is exc:
+                raise
+            raise converted from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fail_if_unreachable(registry: str, *, field: str = "registry") -> None:
+    """Fail the task at once, naming ``field``, when ``registry`` does not accept connections (refused,
+    unknown host, no route): about a second, not the client's full retries twice over. Any answer at
+    all - 200, 401, even 503 - passes: the real calls then retry what may pass."""
+    client = RegistryClient(registry, retries=REACHABILITY_RETRIES, backoff=0.5, timeout=REACHABILITY_TIMEOUT)
+    started = time.monotonic()
+    try:
+        client.session.get(f"{client.base_url}/v2/", timeout=REACHABILITY_TIMEOUT, allow_redirects=False).close()
+    except requests.RequestException as exc:
+        error = _connect_failed(exc)
+        if error is None:
+            return
+        raise AirflowFailException(
+            f"{field}: registry {registry} does not accept connections ({_why_not_connected(error)}; "
+            f"{REACHABILITY_RETRIES + 1} tries in {time.monotonic() - started:.1f}s): not retried"
+        ) from exc
+    finally:
+        client.close()
+
+
 class ImageFactoryOperator(BaseOperator):
-    """Common ground: the request, the Python version, settings, and the names made from them."""
+    """Common ground: the request, the Python version, settings, and the names made from them.
+
+    Every step has an ``execution_timeout`` from the ``timeout_setting`` its class names (an explicit
+    ``execution_timeout`` wins; ``None``: the largest bound), and its ``execute`` fails at once, without
+    the task's retries, on errors no retry can mend (:func:`fail_at_once`).
+    """
 
     template_fields: Sequence[str] = ("build_request", "python")
     ui_color = "#e8f1fb"
+    timeout_setting: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "execute" in cls.__dict__:
+            cls.execute = fails_at_once(cls.__dict__["execute"])  # type: ignore[method-assign]
 
     def __init__(self, *, build_request: dict[str, Any] | Any, python: str | Any = "", **kwargs: Any):
+        if kwargs.get("execution_timeout") is None:
+            kwargs["execution_timeout"] = step_timeout(self.timeout_setting)
         super().__init__(**kwargs)
         self.build_request = build_request
         self.python = python
@@ -106,15 +220,19 @@ class PreparePythonBaseOperator(ImageFactoryOperator):
     promotion publishes it as ``REG/REPO/BRANCH/python:X.Y-slim-<debian>``.
     """
 
+    timeout_setting = "timeout_push_minutes"
+
     def execute(self, context: Any) -> dict[str, Any]:
         settings = run_settings()
         images = self.images
         upstream = images.upstream_python_base
+        fail_if_unreachable(upstream.registry, field="python_base_mirror" if settings.python_base_mirror
+                            else "python_base_upstream")
         upstream_hook = self.registry_hook(settings, upstream.registry)
         with upstream_hook.get_conn() as client:
             digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
         if digest is None:
-            raise VerificationFailed(f"upstream base image {upstream.ref()} does not exist")
+            raise BaseImageMissing(f"python base image: {upstream.ref()} not found (python_versions {self.python})")
         pinned = upstream.ref(digest)
         engine = EngineHook(settings=settings).get_conn()
         self.log.info("Upstream base %s is %s", upstream.ref(), digest)
@@ -145,6 +263,7 @@ class BuildImageOperator(ImageFactoryOperator):
     """
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base", "constraints")
+    timeout_setting = "timeout_build_minutes"
     _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
     # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
     from_sources = True
@@ -189,6 +308,7 @@ class BuildImageOperator(ImageFactoryOperator):
         registry_hook = self.registry_hook(settings)
         present: dict[str, bool] = {}
         if request.cache == "pulled":
+            fail_if_unreachable(request.registry)
             with registry_hook.get_conn() as client:
                 present = {ref: client.manifest_digest(*_repo_and_tag(ref)) is not None for ref in cache_refs}
         plan = plan_cache(request.cache, cache_refs, present)
@@ -259,7 +379,9 @@ class BuildImageOperator(ImageFactoryOperator):
         with self.registry_hook(settings, upstream.registry).get_conn() as client:
             digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
         if digest is None:
-            raise VerificationFailed(f"upstream base image {upstream.ref()} (the UI's build base) does not exist")
+            raise BaseImageMissing(
+                f"python base image: {upstream.ref()} not found (python_versions {python}: the UI's build base)"
+            )
         return upstream.ref(digest)
 
     def _build_manifest_image(self, engine: Engine, images: ImageSet, ci_image_id: str) -> str:
@@ -329,6 +451,8 @@ class VerifyImageOperator(ImageFactoryOperator):
     PROD: ``airflow version``, ``pip check``, not root, no node/npm, and the api-server's health
     endpoint answering within a bound.
     """
+
+    timeout_setting = "timeout_verify_minutes"
 
     def __init__(self, *, kind: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -433,6 +557,7 @@ class PushImageOperator(ImageFactoryOperator):
     """Push the tested ``name:SHA`` image; returns the registry's digest (``None`` when push is off)."""
 
     operator_extra_links = (RegistryImageLink(),)
+    timeout_setting = "timeout_push_minutes"
 
     def __init__(self, *, kind: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -443,12 +568,13 @@ class PushImageOperator(ImageFactoryOperator):
             self.log.info("push is off for this run: %s stays local", self.images[self.kind].ref(self.sha))
             return None
         settings = run_settings()
+        # A registry that is down fails here in about a second, and is not retried; not after every
+        # engine try has spent ~50 s in the daemon's own per-layer retries.
+        fail_if_unreachable(self.request.registry)
         hook = self.registry_hook(settings)
         engine = EngineHook(settings=settings).get_conn()
         ref = self.images[self.kind].ref(self.sha)
         with hook.get_conn() as client:
-            # A registry that is down fails here within seconds (the client's bounded retries), not
-            # after every engine try has spent ~50 s in the daemon's own per-layer retries.
             client.ping()
         digest = engine.push(ref, auth=hook.credentials, retries=settings.push_retries, on_line=self.stream)
         self.log.info("Pushed %s as %s", ref, digest)
@@ -466,6 +592,7 @@ class PromoteImagesOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "outcomes", "python_bases")
     operator_extra_links = (RegistryImageLink(),)
+    timeout_setting = "timeout_promote_minutes"  # longer than promotion_lock_timeout (settings checks it)
 
     def __init__(self, *, outcomes: Sequence[Mapping[str, Any]] | Any, python_bases: Sequence[Mapping] | Any,
                  **kwargs: Any):
@@ -573,6 +700,8 @@ class TidyEngineOperator(ImageFactoryOperator):
     promotion that did not happen) stay, for the user to run or debug. Later builds take their cache
     from the registry, so this costs a layer download, not a rebuild.
     """
+
+    timeout_setting = "timeout_short_minutes"
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("trigger_rule", "all_done")

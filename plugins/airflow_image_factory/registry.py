@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -82,6 +83,13 @@ _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
 _TOKEN_MARGIN = 10.0  # refresh tokens this many seconds before they expire
+# Token realms credentials may go to over plain http too (https realms and the registry's own host
+# need no entry); the ``registry_token_realms`` setting replaces this list.
+DEFAULT_TOKEN_REALMS = ("auth.docker.io", "ghcr.io")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Manifests are at most 4 MiB by the distribution spec; tag lists and catalog pages are paginated.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_BODY_DEADLINE_FACTOR = 4  # a whole body must arrive within this many request timeouts
 _MAX_PAGES = 10_000  # guards pagination against a registry that loops its Link header
 
 
@@ -406,6 +414,10 @@ class RegistryClient:
     seconds, each wait - and any ``Retry-After`` - capped at ``max_backoff``. A given ``session``
     is used for its TLS/proxy settings, but gets the client's retrying adapter mounted on it.
     ``stats`` counts the traffic. Safe to share between threads.
+
+    Credentials go to the registry's own scheme and host:port only, and to a Bearer challenge's token
+    realm only when it is https, on the registry's own host:port, or on a host[:port] in
+    ``token_realms``; anonymous token requests may go to any http(s) realm.
     """
 
     def __init__(
@@ -421,6 +433,7 @@ class RegistryClient:
         session: requests.Session | None = None,
         max_backoff: float = 30.0,
         user_agent: str = "airflow-image-factory",
+        token_realms: Iterable[str] = DEFAULT_TOKEN_REALMS,
     ):
         host = host.strip().rstrip("/")
         if "://" in host:  # tolerate "https://host" and let it pick the scheme
@@ -436,6 +449,7 @@ class RegistryClient:
         self.base_url = f"{self.scheme}://{_bracket_ipv6(self.api_host)}"
         self.username = username
         self._password = password
+        self.token_realms = frozenset(filter(None, (_host_port(realm) for realm in token_realms)))
         self.retries = retries
         self.timeout = timeout
         self.stats = RegistryStats()
@@ -704,7 +718,8 @@ class RegistryClient:
         """
         method = method.upper()
         url = urljoin(self.base_url + "/", path)
-        own_host = urlsplit(url).netloc == urlsplit(self.base_url).netloc
+        # Credentials never leave the registry's own scheme and host:port (e.g. for a Location or a Link).
+        own_host = _endpoint(url) == _endpoint(self.base_url)
         shown = urlsplit(url).path
         scopes = tuple(scope)
 
@@ -756,7 +771,9 @@ class RegistryClient:
                 data=data,
                 timeout=self.timeout,
                 allow_redirects=allow_redirects,
+                stream=True,
             )
+            self._read_bounded(resp, method, url)
         except requests.exceptions.RetryError as exc:  # only if a status retry raised anyway
             raise RegistryUnavailable(
                 f"registry {host} unavailable: {method} {path} failed after {self.retries + 1} tries: {exc}"
@@ -780,6 +797,41 @@ class RegistryClient:
                 status=resp.status_code,
             )
         return resp
+
+    def _read_bounded(self, resp: requests.Response, method: str, url: str) -> None:
+        """Read the body, refusing one larger than any registry document or slower than a deadline.
+
+        This client never downloads layers (blobs are mounted), so every answer is a small JSON
+        document; a registry that streams gigabytes or drips a byte at a time must not hold a task.
+        """
+        deadline = time.monotonic() + self.timeout * _BODY_DEADLINE_FACTOR
+        body = bytearray()
+        try:
+            while chunk := self._read_some(resp, method, url):
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise RegistryError(
+                        f"registry {urlsplit(url).netloc}: {method} {urlsplit(url).path} answered more than "
+                        f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; no registry document is that large"
+                    )
+                if time.monotonic() > deadline:
+                    raise RegistryUnavailable(
+                        f"registry {urlsplit(url).netloc}: {method} {urlsplit(url).path} sent its answer too slowly "
+                        f"(not done after {self.timeout * _BODY_DEADLINE_FACTOR:.0f}s)"
+                    )
+        finally:
+            resp.close()
+        resp._content = bytes(body)  # what requests' own .content does after reading the stream
+
+    @staticmethod
+    def _read_some(resp: requests.Response, method: str, url: str) -> bytes:
+        # read1: what has arrived (a plain read waits for the whole chunk, so a drip would hold it).
+        try:
+            return resp.raw.read1(64 * 1024, decode_content=True) or b""
+        except urllib3.exceptions.HTTPError as exc:
+            raise RegistryUnavailable(
+                f"registry {urlsplit(url).netloc}: {method} {urlsplit(url).path} broke off its answer: {exc}"
+            ) from exc
 
     def _auth_headers(self, scopes: tuple[str, ...]) -> dict[str, str]:
         """Credentials to send up front, once we know which scheme the registry wants."""
@@ -857,7 +909,8 @@ class RegistryClient:
         params += [("scope", s) for s in _merge_scopes(scopes)]
         # Basic credentials go to the realm only; anonymous token requests are allowed by the spec.
         creds = self._basic_header() if self.username and self._password is not None else {}
-        realm_host = urlsplit(realm).netloc
+        realm_host = urlsplit(realm).netloc.rpartition("@")[2]
+        self._check_realm(realm, credentialed=bool(creds))
         resp = self._send("GET", realm, params, {"Accept": "application/json"}, None, creds, True, kind="token")
         self.stats._add("token_fetches")
         if resp.status_code in (401, 403):
@@ -888,6 +941,35 @@ class RegistryClient:
 
         log.debug("got a token from %s for %s", realm_host, " ".join(_merge_scopes(scopes)) or "(no scope)")
         return token
+
+    def _check_realm(self, realm: str, *, credentialed: bool) -> None:
+        """Refuse a realm that is not http(s), and one our credentials must not travel to.
+
+        Credentials go to a realm over https, on the registry's own host:port, or on a host[:port] of
+        ``token_realms``; a plain-http realm elsewhere (another host, or another port of the
+        registry's host) would hand them to whoever the registry's challenge names, in clear text.
+        """
+        shown = self._redact(realm)
+        endpoint = _endpoint(realm)
+        if endpoint is None or endpoint[0] not in _DEFAULT_PORTS:
+            raise RegistryAuthError(
+                f"registry {self.registry} named token realm {shown!r}, which is not an http(s) URL", status=401
+            )
+        if not credentialed or endpoint[0] == "https":
+            return
+        scheme, hostname, port = endpoint
+        own = _endpoint(self.base_url)
+        if own is not None and (hostname, port) == own[1:]:
+            return
+        # An allow-list entry without a port means the realm scheme's default port.
+        if any(h == hostname and (p or _DEFAULT_PORTS[scheme]) == port for h, p in self.token_realms):
+            return
+        raise RegistryAuthError(
+            f"registry {self.registry} named token realm {shown!r}: plain http on another host than the "
+            f"registry's own, so the credentials of user {self.username!r} were not sent there (allow the "
+            "host in the registry_token_realms setting, or make the realm https)",
+            status=401,
+        )
 
     def _paginate(self, path: str, key: str, scope: list[str], page_size: int | None) -> list[str]:
         items: list[str] = []
@@ -967,6 +1049,33 @@ def _check_digest(digest: str) -> str:
     if not is_digest(digest):
         raise ValueError(f"{digest!r} is not a digest")
     return digest
+
+
+def _endpoint(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, hostname, port)`` of an absolute URL, the port made explicit from the scheme's
+    default (0 for other schemes); None when there is no host or the port is malformed."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS.get(scheme, 0)
+
+
+def _host_port(entry: str) -> tuple[str, int | None] | None:
+    """``(hostname, port or None)`` of a ``registry_token_realms`` entry (``host[:port]``, a scheme and a
+    trailing slash tolerated); None for an empty or malformed one."""
+    text = entry.strip().lower()
+    text = text.split("://", 1)[1] if "://" in text else text
+    parts = urlsplit("//" + text.split("/", 1)[0])
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname else None
 
 
 def _is_loopback(host: str) -> bool:

@@ -11,9 +11,11 @@ push steps of a branch build with the release's names; promotion copies tested d
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -36,7 +38,16 @@ from airflow_image_factory.operators import (
     TidyEngineOperator,
     VerifyImageOperator,
 )
-from airflow_image_factory.request import BuildRequest, RequestRecord, validate_request
+from airflow_image_factory.request import (
+    _GIT_HOST,
+    BuildRequest,
+    RequestRecord,
+    invalid,
+    screen_conf,
+    show,
+    validate_request,
+    version_error,
+)
 from airflow_image_factory.settings import Settings
 
 RELEASE_PARAM_NAMES = (
@@ -48,11 +59,17 @@ RELEASE_PARAM_NAMES = (
     "cache_branch",
     "constraints_url",
 )
-# A released Airflow version: final X.Y.Z, or a pre-release X.Y.Z{a,b,rc}N (no dev/post builds).
-_RELEASE_VERSION = re.compile(r"(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?")
+# A released Airflow version: final X.Y.Z, or a pre-release X.Y.Z{a,b,rc}N (no dev/post builds), in its
+# canonical PEP 440 form (request.version_error): "03.3.2" would publish tags no other release matches.
+_RELEASE_VERSION = re.compile(r"(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?", re.ASCII)
+_RELEASE_EXAMPLE = "released version such as 3.3.2 or 3.4.0rc1"
 # Tags of released images: X.Y.Z[-pythonA.B] (X.Y-pythonA.B and latest say nothing new about versions).
-_RELEASED_TAG = re.compile(r"(?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)(?:-python(?P<python>3\.\d+))?")
-_CONSTRAINTS_FIELDS = re.compile(r"\{(\w*)\}")
+_RELEASED_TAG = re.compile(r"(?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)(?:-python(?P<python>3\.\d+))?", re.ASCII)
+# The constraints URL template: these placeholders only, bare ({version}, never {version:>9}, {version!r},
+# {version.__class__} or {python[0]}), in an https:// URL made of plain URL characters.
+CONSTRAINTS_PLACEHOLDERS = ("version", "python")
+MAX_CONSTRAINTS_URL_LENGTH = 2000
+_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#&+=%,-]+", re.ASCII)
 
 
 # ---- the request -------------------------------------------------------------------------------
@@ -73,7 +90,50 @@ class ReleaseRequest(RequestRecord):
         return constraints_location(self.constraints_url, self.version, python)
 
 
+def constraints_template_error(template: str) -> str | None:
+    """None when ``template`` is empty or an https:// URL whose only placeholders are a bare ``{version}``
+    and ``{python}`` in its path; otherwise what is wrong (without echoing more than a few characters)."""
+    if not template:
+        return None
+    if len(template) > MAX_CONSTRAINTS_URL_LENGTH:
+        return f"must be at most {MAX_CONSTRAINTS_URL_LENGTH} characters"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # a lone '{' or '}'
+        return f"is not a valid template ({exc}): placeholders are written {{version}} and {{python}}"
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in CONSTRAINTS_PLACEHOLDERS or spec or conversion is not None:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return (f"placeholder {show(written, 30)} is not allowed: only {{version}} and {{python}}, "
+                    "without format spec, conversion, attribute or index")
+    if not template.startswith("https://"):
+        return "must be an https:// URL (or empty: no constraints)"
+    head = parsed[0][0] if parsed else template
+    if "/" not in head[len("https://"):]:
+        return "must name its host literally: {version} and {python} belong in the path"
+    url = template.format(version="0.0.0", python="3.0")
+    if not _URL_CHARS.fullmatch(url):
+        return "must hold only letters, digits and . _ ~ : / ? # & + = % , - (no spaces, quotes or braces)"
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return "must not hold credentials"
+    try:
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        return "has a port out of range"
+    if not parts.hostname or not _GIT_HOST.fullmatch(parts.hostname):
+        return "must name a host (letters, digits, '.' and '-', not starting with '-')"
+    if any(segment in ("..", ".") for segment in parts.path.split("/")):
+        return "must not hold '.' or '..' path segments"
+    return None
+
+
 def constraints_location(template: str, version: str, python: str) -> str:
+    """The constraints URL of one build; refuses a template :func:`constraints_template_error` rejects."""
+    if problem := constraints_template_error(template):
+        raise InvalidBuildRequest("constraints_url", problem)
     return template.format(version=version, python=python) if template else ""
 
 
@@ -91,40 +151,38 @@ def release_defaults(settings: Settings) -> dict[str, Any]:
 
 
 def validate_release_request(conf: Mapping[str, Any] | None, settings: Settings) -> ReleaseRequest:
-    """``conf`` over the settings → a ReleaseRequest; raises InvalidBuildRequests naming every bad field."""
-    conf = dict(conf or {})
-    errors = [
-        InvalidBuildRequest(name, f"unknown field; known fields are {', '.join(RELEASE_PARAM_NAMES)}")
-        for name in sorted(set(conf) - set(RELEASE_PARAM_NAMES))
-    ]
-    values = {**release_defaults(settings), **{k: v for k, v in conf.items() if k in RELEASE_PARAM_NAMES}}
+    """``conf`` over the settings → a ReleaseRequest; raises InvalidBuildRequests naming every bad field.
+
+    Pure: the index lookup of the version (:func:`airflow_image_factory.index.check_airflow_release`) is
+    the DAG's validate task's second step.
+    """
+    conf, errors = screen_conf(conf, RELEASE_PARAM_NAMES, what="release request")
+    values = {**release_defaults(settings), **conf}
 
     version = values["version"]
-    if not isinstance(version, str) or not _RELEASE_VERSION.fullmatch(version):
-        errors.append(
-            InvalidBuildRequest("version", f"{version!r} is not a released version such as 3.3.2 or 3.4.0rc1")
-        )
+    version_problem = (
+        f"must be a string, got {type(version).__name__}" if not isinstance(version, str)
+        else version_error(version, _RELEASE_VERSION, _RELEASE_EXAMPLE)
+    )
+    if version_problem:
+        errors.append(InvalidBuildRequest("version", version_problem))
 
     constraints = values["constraints_url"]
+    # The settings' template is checked as strictly as a conf's, and the error says where it came from.
+    origin = "" if "constraints_url" in conf else " (the release_constraints_url setting)"
     if constraints is None:
         constraints = ""
     if not isinstance(constraints, str):
         errors.append(InvalidBuildRequest("constraints_url", f"must be text, got {type(constraints).__name__}"))
-    elif bad := sorted(set(_CONSTRAINTS_FIELDS.findall(constraints)) - {"version", "python"}):
-        errors.append(
-            InvalidBuildRequest("constraints_url", f"only {{version}} and {{python}} may be filled in, not {bad}")
-        )
-    elif constraints and not re.fullmatch(r"(https?|file)://\S+|docker-context-files/\S+", constraints):
-        errors.append(InvalidBuildRequest(
-            "constraints_url", "must be an http(s):// or file:// URL or a docker-context-files/ path, or empty"
-        ))
+    elif problem := constraints_template_error(constraints):
+        errors.append(InvalidBuildRequest("constraints_url", f"{problem}{origin}"))
 
     # Shared fields follow the build request's own rules (the build steps reuse that request).
     build = None
     shared = {
         "branch": values["cache_branch"], "python_versions": values["python_versions"],
         "registry": values["registry"], "repository": values["repository"],
-        "airflow_version": version if isinstance(version, str) and _RELEASE_VERSION.fullmatch(version) else "0.0.0",
+        "airflow_version": "0.0.0" if version_problem else version,
         "push": True, "cache": "pulled", "upgrade_to_newer_dependencies": False, "commit_sha": None,
         "test_command": None,
     }
@@ -138,11 +196,12 @@ def validate_release_request(conf: Mapping[str, Any] | None, settings: Settings)
     if build is not None and default_python not in build.python_versions:
         errors.append(InvalidBuildRequest(
             "default_python",
-            f"{default_python!r} must be one of the release's python_versions ({', '.join(build.python_versions)})",
+            f"{show(default_python)} must be one of the release's python_versions "
+            f"({', '.join(build.python_versions)})",
         ))
 
     if errors or build is None:
-        raise InvalidBuildRequests(errors, "release request")
+        raise invalid(errors, "release request")
     return ReleaseRequest(
         version=version,
         python_versions=build.python_versions,
@@ -214,7 +273,7 @@ def plan_release_tags(
     existing = list(existing_tags)
     minor = _RELEASE_VERSION.fullmatch(version)
     if not minor:
-        raise ReleaseRefused(f"{version!r} is not a released version")
+        raise ReleaseRefused(f"{show(version)} is not a released version")
     newest_in_minor = is_newest(version, existing, same_minor=True)
     newest = is_newest(version, existing)
     tags = []

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests, RetagRefused
 from airflow_image_factory.naming import ImageKind, ImageName, image_set
-from airflow_image_factory.request import RequestRecord, _branch_error, validate_request
+from airflow_image_factory.request import RequestRecord, _branch_error, invalid, screen_conf, show, validate_request
 from airflow_image_factory.settings import Settings
 
 RETAG_PARAM_NAMES = (
@@ -69,12 +69,8 @@ def retag_defaults(settings: Settings) -> dict[str, Any]:
 
 def validate_retag_request(conf: Mapping[str, Any] | None, settings: Settings) -> RetagRequest:
     """``conf`` over the settings → a RetagRequest; raises InvalidBuildRequests naming every bad field."""
-    conf = dict(conf or {})
-    errors: list[InvalidBuildRequest] = [
-        InvalidBuildRequest(name, f"unknown field; known fields are {', '.join(RETAG_PARAM_NAMES)}")
-        for name in sorted(set(conf) - set(RETAG_PARAM_NAMES))
-    ]
-    values = {**retag_defaults(settings), **{k: v for k, v in conf.items() if k in RETAG_PARAM_NAMES}}
+    conf, errors = screen_conf(conf, RETAG_PARAM_NAMES, what="retag request")
+    values = {**retag_defaults(settings), **conf}
 
     # The fields a build request shares are checked by the build request's own rules, under our names.
     shared = {
@@ -102,10 +98,10 @@ def validate_retag_request(conf: Mapping[str, Any] | None, settings: Settings) -
 
     dry_run = values["dry_run"]
     if not isinstance(dry_run, bool):
-        errors.append(InvalidBuildRequest("dry_run", f"must be true or false, got {dry_run!r}"))
+        errors.append(InvalidBuildRequest("dry_run", f"must be true or false, got {show(dry_run)}"))
 
     if errors or build is None:
-        raise InvalidBuildRequests(errors, "retag request")
+        raise invalid(errors, "retag request")
     return RetagRequest(
         source_branch=build.branch,
         target_branch=target,

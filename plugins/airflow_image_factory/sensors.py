@@ -84,6 +84,13 @@ class ImageAvailableSensor(BaseSensorOperator):
         timeout: float = 3600,
         **kwargs: Any,
     ):
+        if kwargs.get("execution_timeout") is None:
+            from airflow_image_factory.operators import step_timeout
+
+            # Airflow also ends a deferral at execution_timeout: past the wait's own bound (which fails
+            # with AirflowSensorTimeout, naming the candidates) and its backstop, plus a short run.
+            kwargs["execution_timeout"] = timedelta(
+                seconds=_seconds(timeout) + DEFERRAL_TIMEOUT_MARGIN) + step_timeout("timeout_short_minutes")
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.candidates = candidates
         self.kind = kind
@@ -152,6 +159,10 @@ class ImageAvailableSensor(BaseSensorOperator):
             raise RegistryError("cannot wait for the image: " + "; ".join(outcome.permanent.values()))
         self.log.info("Not yet in any of %s", ", ".join(c.ref for c in candidates))
         return PokeReturnValue(is_done=False)
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _credentials_now(candidate: Candidate) -> tuple[str, str] | None:

@@ -96,6 +96,9 @@ class Settings:
     smoke_health_interval: int = 10
     smoke_postgres_image: str = "docker.io/library/postgres:15-bookworm"
     smoke_timeout: int = 900
+    # registry token realms (registry.py): hosts a registry's Bearer challenge may send credentials to
+    # over plain http (https realms and the registry's own host:port need no entry)
+    registry_token_realms: tuple[str, ...] = ("auth.docker.io", "ghcr.io")
     # registries / releases (release_images): defaults here too, like the smoke settings
     release_default_python: str = ""
     release_constraints_url: str = (
@@ -105,6 +108,15 @@ class Settings:
     sources_cache_dir: str = ""
     sources_cache_keep: int = 20
     git_timeout: int = 300
+    # time bounds: every task's execution_timeout (minutes, per kind of step; read at parse time, so from
+    # the file and the environment only) and the git ls-remote bound (seconds); defaults here too
+    timeout_build_minutes: int = 120
+    timeout_verify_minutes: int = 45
+    timeout_push_minutes: int = 30
+    timeout_promote_minutes: int = 60
+    timeout_smoke_minutes: int = 60
+    timeout_short_minutes: int = 10
+    git_ls_remote_timeout: int = 30
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:
@@ -234,4 +246,22 @@ def load_settings(
             f"build_cache_keep_gb must be -1 (leave the build cache alone) or a size in GiB, "
             f"got {merged['build_cache_keep_gb']}"
         )
+    _check_time_bounds(merged)
     return Settings(**merged, sources=tuple(origins))
+
+
+TIME_BOUNDS = tuple(f.name for f in fields(Settings) if f.name.startswith("timeout_") and f.name.endswith("_minutes"))
+
+
+def _check_time_bounds(merged: Mapping[str, Any]) -> None:
+    """A bound of 0 would fail every task at its start; a promotion bound under the lock wait would kill a
+    waiting promotion before it can say who holds the lock."""
+    for name in (*TIME_BOUNDS, "git_ls_remote_timeout", "git_timeout"):
+        if name in merged and merged[name] < 1:
+            raise SettingsError(f"{name} must be at least 1, got {merged[name]}")
+    promote, lock_wait = merged.get("timeout_promote_minutes", 60), merged["promotion_lock_timeout"]
+    if promote * 60 <= lock_wait:
+        raise SettingsError(
+            f"timeout_promote_minutes ({promote}) must be longer than promotion_lock_timeout ({lock_wait} s): "
+            "promote_latest waits that long for the lock before it pushes anything"
+        )

@@ -6,12 +6,13 @@ Nothing here touches the network or the metadata database at import or parse tim
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, get_current_context, task, task_group
 
-from airflow_image_factory.exceptions import CommitNotOnBranch, InvalidBuildRequest, SourceRepositoryError
-from airflow_image_factory.git import branch_head, commit_on_branch
+from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch, InvalidBuildRequest
+from airflow_image_factory.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
 from airflow_image_factory.naming import CONVENTIONS
 from airflow_image_factory.nightly_operators import (
     CheckForUpdatesOperator,
@@ -25,13 +26,30 @@ from airflow_image_factory.operators import (
     PushImageOperator,
     TidyEngineOperator,
     VerifyImageOperator,
+    fail_if_unreachable,
+    fails_at_once,
     mapped_values,
     run_settings,
+    step_timeout,
 )
 from airflow_image_factory.request import CACHE_MODES, BuildRequest, validate_request
 from airflow_image_factory.settings import Settings
 
 log = logging.getLogger(__name__)
+# The execution_timeout of the small tasks here (settings: timeout_short_minutes); read once, when the
+# DAG files import this module, from the file and the environment. The operators size their own.
+SHORT = step_timeout("timeout_short_minutes")
+
+
+def dag_default_args(settings: Settings) -> dict[str, Any]:
+    """The ``default_args`` of every DAG: its owner, one retry 30 s later, and a bounded run for any
+    task that does not size its own (``timeout_short_minutes``; the operators here each name theirs)."""
+    return {
+        "owner": "airflow-images",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=30),
+        "execution_timeout": step_timeout("timeout_short_minutes", settings),
+    }
 
 
 def build_params(settings: Settings) -> dict[str, Param]:
@@ -81,7 +99,7 @@ NIGHTLY_FIXED_FIELDS = ("branch", "commit_sha", "upgrade_to_newer_dependencies")
 
 
 # A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
-@task(multiple_outputs=False, retries=0)
+@task(multiple_outputs=False, retries=0, execution_timeout=SHORT)
 def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> dict[str, Any]:
     """The run's conf over the settings (file < environment < Variable) → one validated request.
 
@@ -99,15 +117,18 @@ def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> d
     return request.to_dict()
 
 
-def resolve_branch_sha(source_repo: str, branch: str) -> str:
-    """The commit ``branch`` points at in ``source_repo``, read with ``git ls-remote`` (no clone)."""
-    sha = branch_head(source_repo, branch)
+def resolve_branch_sha(source_repo: str, branch: str, *, timeout: float = LS_REMOTE_TIMEOUT) -> str:
+    """The commit ``branch`` points at in ``source_repo``, read with ``git ls-remote`` (no clone).
+
+    A missing branch, or a repository that cannot be read, is permanent (fails the task at once)."""
+    sha = branch_head(source_repo, branch, timeout=timeout)
     if sha is None:
-        raise SourceRepositoryError(f"branch {branch!r} does not exist in {source_repo}")
+        raise BranchNotFound(f"branch: {branch!r} does not exist in {shown_url(source_repo)}")
     return sha
 
 
-@task
+@task(execution_timeout=SHORT)
+@fails_at_once
 def resolve_sha(build_request: dict[str, Any]) -> dict[str, Any]:
     """Fix the commit the whole run builds: the given ``commit_sha``, or the branch head now.
 
@@ -115,25 +136,25 @@ def resolve_sha(build_request: dict[str, Any]) -> dict[str, Any]:
     another branch's code.
     """
     request = BuildRequest.from_dict(build_request)
+    settings = run_settings()
     if request.commit_sha:
-        settings = run_settings()
-        full = commit_on_branch(request.source_repo, request.commit_sha, request.branch, timeout=settings.git_timeout)
+        full = commit_on_branch(request.source_repo, request.commit_sha, request.branch, timeout=settings.git_timeout,
+                                ls_remote_timeout=settings.git_ls_remote_timeout)
         if full is None:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            # No retry mends this: fail at once, naming the field.
-            raise AirflowFailException(str(CommitNotOnBranch(
+            # No retry mends this (permanent): the task fails at once, naming the field.
+            raise CommitNotOnBranch(
                 f"commit_sha: {request.commit_sha} is not a commit of branch {request.branch!r} of "
                 f"{request.source_repo} (images named after a branch hold only that branch's code)"
-            )))
+            )
         log.info("Building the given commit %s (on %s)", full, request.branch)
         return request.with_sha(full).to_dict()  # images are tagged with the full SHA
-    sha = resolve_branch_sha(request.source_repo, request.branch)
+    sha = resolve_branch_sha(request.source_repo, request.branch, timeout=settings.git_ls_remote_timeout)
     log.info("Branch %s of %s is at %s", request.branch, request.source_repo, sha)
     return request.with_sha(sha).to_dict()
 
 
-@task
+@task(execution_timeout=SHORT)
+@fails_at_once
 def branch_constraints(build_request: dict[str, Any]) -> dict[str, str]:
     """``constraints-X.Y.txt`` of each Python version from ``constraints-BRANCH`` of the source repository,
     read once so every build of the run installs the same pins. A missing file: one warning, and that
@@ -147,7 +168,9 @@ def branch_constraints(build_request: dict[str, Any]) -> dict[str, str]:
         return {}
     branch = constraints_branch(request.branch)
     found: dict[str, str] = {}
-    with BranchFiles(request.source_repo, branch) as files:
+    settings = run_settings()
+    with BranchFiles(request.source_repo, branch, timeout=settings.git_timeout,
+                     ls_remote_timeout=settings.git_ls_remote_timeout) as files:
         for python in request.python_versions:
             text = files.read(constraints_file_name(python))
             if text is None:
@@ -160,7 +183,8 @@ def branch_constraints(build_request: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-@task
+@task(execution_timeout=SHORT)
+@fails_at_once
 def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
     """Fork mode: a fork's sources, or no write access to the registry → build and test, publish nothing.
 
@@ -175,6 +199,7 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
         log.info("push is off for this run: everything is built and tested, nothing is published")
         return request.to_dict()
     settings = run_settings()
+    fail_if_unreachable(request.registry)  # the run's first registry call: a registry that is down fails here
     probe = images_for(request, request.python_versions[0]).ci
     with RegistryHook(request.registry, settings=settings).get_conn() as client:
         can_write = client.can_push(probe.path)
@@ -191,13 +216,13 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
     return BuildRequest.from_dict({**request.to_dict(), "push": False}).to_dict()
 
 
-@task
+@task(execution_timeout=SHORT)
 def python_versions(build_request: dict[str, Any]) -> list[str]:
     """The list the per-version groups are mapped over (Airflow maps over a task's whole return value)."""
     return list(build_request["python_versions"])
 
 
-@task
+@task(execution_timeout=SHORT)
 def version_outcome(python: str, ci_digest: str | None, prod_digest: str | None) -> dict[str, Any]:
     """Reached only when every build, check and push of this version succeeded."""
     digests = {k: v for k, v in (("ci", ci_digest), ("prod", prod_digest)) if v}
@@ -297,24 +322,24 @@ def run_last(last: Any, *, after_all_since: set[str]) -> Any:
     return last
 
 
-@task.short_circuit
+@task.short_circuit(execution_timeout=SHORT)
 def anything_to_rebuild(plan: dict[str, Any]) -> bool:
     """False skips the rest of the branch's run: nothing is built, pushed or committed."""
     return bool(plan["rebuild"])
 
 
-@task
+@task(execution_timeout=SHORT)
 def rebuild_request(build_request: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """The request narrowed to the versions that changed; they install the resolved newest set."""
     return {**build_request, "python_versions": list(plan["rebuild"]), "upgrade_to_newer_dependencies": False}
 
 
-@task
+@task(execution_timeout=SHORT)
 def versions_of(plan: dict[str, Any]) -> list[str]:
     return list(plan["rebuild"])
 
 
-@task
+@task(execution_timeout=SHORT)
 def upgraded_constraints(plan: dict[str, Any]) -> dict[str, str]:
     return dict(plan["constraints"])
 
@@ -341,14 +366,14 @@ def fail_run_if_a_task_failed():
     return watcher
 
 
-@task(task_id="fail_run_if_a_task_failed", trigger_rule="one_failed")
+@task(task_id="fail_run_if_a_task_failed", trigger_rule="one_failed", execution_timeout=SHORT)
 def _watcher() -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
     raise AirflowFailException("a task of this run failed (see the failed task's log); no latest was changed")
 
 
-@task(trigger_rule="all_done")
+@task(trigger_rule="all_done", execution_timeout=SHORT)
 def report(build_request: dict[str, Any], outcomes: list | None, published: list | None) -> list[dict[str, str]]:
     """One table of every image and digest of the run, in the log and as the run's last XCom."""
     from airflow_image_factory.naming import images_for
@@ -377,7 +402,8 @@ def _kind(value: str):
     return ImageKind(value)
 
 
-@task
+@task(execution_timeout=SHORT)
+@fails_at_once
 def released_images_to_rebuild() -> list[dict[str, Any]]:
     """Released ``X.Y.Z-pythonA.B`` images whose Python base has a new digest upstream (AIP-26).
 
@@ -392,6 +418,7 @@ def released_images_to_rebuild() -> list[dict[str, Any]]:
     settings = run_settings()
     request = validate_request({k: v for k, v in conf.items() if k not in NIGHTLY_FIXED_FIELDS}, settings)
     released_repo = release_image(request.registry, request.repository)
+    fail_if_unreachable(request.registry)
     with RegistryHook(request.registry, settings=settings).get_conn() as client:
         released = read_released_images(client, released_repo.path)
     if not released:
@@ -425,4 +452,5 @@ def rebuild_released_images():
 
     return TriggerDagRunOperator.partial(
         task_id="rebuild_released_images", trigger_dag_id="release_images", wait_for_completion=False,
+        execution_timeout=SHORT,
     ).expand(conf=released_images_to_rebuild())

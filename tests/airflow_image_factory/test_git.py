@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_image_factory import git
-from airflow_image_factory.exceptions import SourceRepositoryError
+from airflow_image_factory.exceptions import BranchNotFound, SourceRepositoryError, SourceRepositoryUnreadable
 from airflow_image_factory.git import BranchFiles, branch_head
 
 AUTHOR = "Image factory test <test@example.invalid>"
@@ -58,8 +59,10 @@ def test_file_names_must_be_plain(remote):
 
 
 def test_an_unreadable_repository_is_a_clear_error(tmp_path):
-    with pytest.raises(SourceRepositoryError, match="cannot read"):
+    unreadable = r"source_repo: cannot read .*nope\.git: .*does not appear to be a git repository$"
+    with pytest.raises(SourceRepositoryUnreadable, match=unreadable) as error:
         branch_head(str(tmp_path / "nope.git"), "main")
+    assert error.value.permanent and "\n" not in str(error.value)  # git's one-line reason, no retry
 
 
 # --- fetch_commit, prune_commit_cache, is_ancestor ---
@@ -237,7 +240,8 @@ def test_a_sha_naming_a_blob_is_not_a_commit(work, remote, tmp_path):
 
 
 def test_an_unreadable_remote_is_named(tmp_path):
-    with pytest.raises(SourceRepositoryError, match=r"cannot fetch commit .* from .*nope\.git"):
+    unreadable = r"source_repo: cannot read .*nope\.git: .*does not appear to be a git repository$"
+    with pytest.raises(SourceRepositoryUnreadable, match=unreadable):
         git.fetch_commit(str(tmp_path / "nope.git"), "a" * 40, tmp_path / "cache")
 
 
@@ -310,7 +314,7 @@ def test_an_unknown_sha_is_no_ancestor(history, url):
 
 
 def test_a_missing_branch_is_an_error_naming_it(history, url):
-    with pytest.raises(SourceRepositoryError, match="branch no-such-branch does not exist"):
+    with pytest.raises(BranchNotFound, match=f"branch: 'no-such-branch' does not exist in {re.escape(url)}"):
         git.is_ancestor(url, history["c1"], "no-such-branch")
 
 
@@ -343,3 +347,105 @@ def test_a_commit_not_on_the_branch_is_not_fetched_lazily(history, url, tmp_path
 def test_a_timeout_names_the_remote():
     with pytest.raises(SourceRepositoryError, match=r"git hang of https://example.invalid/x.git timed out after 0.2s"):
         git._git(["-c", "alias.hang=!sleep 3", "hang"], timeout=0.2, remote="https://example.invalid/x.git")
+
+
+# --- a remote that accepts the connection and then says nothing ---
+
+
+class SilentRemote:
+    """A loopback TCP server that accepts every connection, reads what it is sent, and never answers.
+
+    ``closed`` counts the connections whose other end went away: the git process holding one (git
+    itself for git://, its git-remote-http child for http://) has been killed.
+    """
+
+    def __init__(self):
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.accepted = 0
+        self.closed = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            threading.Thread(target=self._hold, args=(connection,), daemon=True).start()
+
+    def _hold(self, connection):
+        with connection:
+            while connection.recv(65536):
+                pass
+        with self._lock:
+            self.closed += 1
+
+    def close(self):
+        self._server.close()
+
+
+@pytest.fixture
+def silent_remote():
+    remote = SilentRemote()
+    yield remote
+    remote.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("scheme", ["git", "http"])
+def test_a_silent_remote_fails_within_the_ls_remote_bound_naming_it(silent_remote, scheme):
+    url = f"{scheme}://127.0.0.1:{silent_remote.port}/x" + (".git" if scheme == "http" else "")
+    started = time.monotonic()
+    with pytest.raises(SourceRepositoryError, match=f"git ls-remote .*of {re.escape(url)} timed out after 2s") as error:
+        branch_head(url, "main", timeout=2)
+    assert time.monotonic() - started < 5
+    assert not error.value.permanent  # a remote that hangs now may answer on the task's retry
+    assert silent_remote.accepted == 1
+    # The process group went: nothing of git holds the connection any more.
+    deadline = time.monotonic() + 3
+    while silent_remote.closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert silent_remote.closed == 1
+
+
+@pytest.mark.timeout(30)
+def test_credentials_in_a_remote_url_never_reach_the_message(silent_remote, tmp_path):
+    url = f"http://robot:s3cret-token@127.0.0.1:{silent_remote.port}/x.git"
+    with pytest.raises(SourceRepositoryError) as error:
+        branch_head(url, "main", timeout=1)
+    assert f"http://127.0.0.1:{silent_remote.port}/x.git" in str(error.value)
+    assert "s3cret-token" not in str(error.value) and "robot" not in str(error.value)
+    unreadable = f"https://robot:s3cret-token@{tmp_path.name}.invalid/x.git"
+    with pytest.raises(SourceRepositoryError) as error:
+        branch_head(unreadable, "main", timeout=10)
+    assert "s3cret-token" not in str(error.value)
+
+
+def test_shown_url_drops_userinfo_only():
+    assert git.shown_url("https://user:tok@example.com:8443/a/b.git") == "https://example.com:8443/a/b.git"
+    assert git.shown_url("https://example.com/a.git") == "https://example.com/a.git"
+    assert git.shown_url("git@github.com:apache/airflow.git") == "git@github.com:apache/airflow.git"
+    assert git.shown_url("/srv/git/source.git") == "/srv/git/source.git"
+
+
+def test_a_timeout_kills_what_git_started(tmp_path):
+    """The whole process group goes, not only git: here a shell alias and the sleep it runs."""
+    marker = tmp_path / "still-running"
+    hang = f"!sleep 3 && touch {marker}"
+    with pytest.raises(SourceRepositoryError, match=r"timed out after 0\.3s"):
+        git._git(["-c", f"alias.hang={hang}", "hang"], timeout=0.3)
+    time.sleep(3.5)
+    assert not marker.exists()
+
+
+def test_commit_lookup_fails_fast_on_a_missing_branch_or_an_unreadable_repository(history, url, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(BranchNotFound, match="branch: 'nope' does not exist"):
+        git.commit_on_branch(url, history["c1"], "nope")
+    with pytest.raises(SourceRepositoryUnreadable, match="source_repo: cannot read"):
+        git.commit_on_branch(str(tmp_path / "missing.git"), history["c1"], "main")
+    assert time.monotonic() - started < 5

@@ -107,3 +107,39 @@ def test_a_missing_source_refuses_the_whole_retag():
 def test_request_round_trips_through_xcom_form():
     r = request(python_versions=["3.11"], dry_run=True)
     assert type(r).from_dict(r.to_dict()) == r
+
+
+# ---- hardening: the conf's shape, git's ref rules, capped messages --------------------------------
+
+
+@pytest.mark.parametrize("conf", [["target_branch", "v3-3-test"], "v3-3-test", 3, [], ""])
+def test_a_retag_conf_that_is_not_an_object_is_refused(conf):
+    with pytest.raises(InvalidBuildRequests) as info:
+        validate_retag_request(conf, SETTINGS)
+    assert str(info.value).startswith("invalid retag request (conf): conf: must be an object")
+
+
+@pytest.mark.parametrize("branch", ["v3.lock/test", "v3/.x", "release.lock/3"])
+def test_branch_components_git_refuses_are_refused(branch):
+    for field in ("target_branch", "source_branch"):
+        with pytest.raises(InvalidBuildRequests) as info:
+            request(**{field: branch})
+        assert [e.field for e in info.value.errors] == [field]
+
+
+def test_deep_or_huge_retag_values_name_their_field_in_short_messages():
+    deep: object = "v3"
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidBuildRequests) as info:
+        validate_retag_request({"target_branch": deep, "source_branch": "m" * 100_000, "z" * 5000: 1,
+                                "dry_run": ["x" * 1000]}, SETTINGS)
+    from airflow_image_factory.request import show_name
+
+    assert {e.field for e in info.value.errors} == {"target_branch", "source_branch", show_name("z" * 5000), "dry_run"}
+    assert len(show_name("z" * 5000)) <= 40
+    assert all(len(str(e)) < 300 for e in info.value.errors)
+    # the refused target_branch is reported for its shape only, not also as missing
+    assert [e.message for e in info.value.errors if e.field == "target_branch"] == [
+        "is nested more than 32 levels deep"
+    ]

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from airflow_image_factory.exceptions import CredentialScopeError
 from airflow_image_factory.triggers import (
     ERROR,
     FOUND,
@@ -135,6 +136,7 @@ def test_a_refusing_registry_does_not_stop_the_wait_on_another(registry_host):
 
 class _Conn:
     def __init__(self, host, login, password):
+        self.conn_id = "registry_conn"
         self.host, self.login, self.password = host, login, password
 
 
@@ -143,11 +145,19 @@ class _Conn:
     [
         (None, False, None),
         (_Conn("ghcr.io", "u", "p"), False, ("u", "p")),
+        (_Conn("https://GHCR.io/", "u", "p"), False, ("u", "p")),  # hosts are compared normalised
         (_Conn("docker.pkg.github.com", "u", "p"), False, None),  # the default conn is for another host
-        (_Conn("docker.pkg.github.com", "u", "p"), True, ("u", "p")),  # named for this registry: used
-        (_Conn("", "u", "p"), False, ("u", "p")),
+        # A secret goes only to the host its connection names: a mapped conn naming another host, and a
+        # default conn naming none, are refused rather than sent (tests/.../test_credential_scope.py).
+        (_Conn("docker.pkg.github.com", "u", "p"), True, CredentialScopeError),
+        (_Conn("", "u", "p"), False, CredentialScopeError),
+        (_Conn("", "u", "p"), True, ("u", "p")),  # mapped to this registry: the mapping names the host
         (_Conn("ghcr.io", "u", ""), False, None),
     ],
 )
 def test_connection_rule(conn, explicit, expected):
+    if expected is CredentialScopeError:
+        with pytest.raises(CredentialScopeError, match=r"registry_conn.*ghcr\.io"):
+            credentials_from_connection(conn, "ghcr.io", explicit=explicit)
+        return
     assert credentials_from_connection(conn, "ghcr.io", explicit=explicit) == expected

@@ -131,3 +131,100 @@ def test_nightly_tidies_each_branch_after_its_constraints_commit(dagbag):
         branch = tidy.task_id.rsplit(".", 1)[0]
         assert {f"{branch}.commit_constraints", f"{branch}.promote_latest"} <= tidy.upstream_task_ids
         assert not any(u.startswith(f"{branch}.check_for_updates") for u in tidy.upstream_task_ids)
+
+
+def _is_validate(task_id: str) -> bool:
+    return task_id.rsplit(".", 1)[-1].startswith("validate")
+
+
+def test_every_task_waits_for_the_conf_check(dagbag):
+    """A rejected conf stops everything: every task is downstream of a validate task (the nightly's
+    released-images check asks the registry, so it must not run on a conf nobody checked)."""
+    for dag_id, dag in dagbag.dags.items():
+        checks = {t.task_id for t in dag.tasks if _is_validate(t.task_id)}
+        assert checks, f"{dag_id} has no validate task"
+        for task in dag.tasks:
+            if task.task_id in checks:
+                continue
+            assert checks & task.get_flat_relative_ids(upstream=True), f"{dag_id}.{task.task_id} runs unchecked"
+
+
+def test_the_nightly_checks_its_conf_before_every_branch_and_the_registry(dagbag):
+    dag = dagbag.dags["nightly_images"]
+    gate = dag.task_dict["validate_conf"]
+    assert gate.retries == 0 and not gate.upstream_task_ids
+    downstream = gate.get_flat_relative_ids(upstream=False)
+    assert set(dag.task_dict) - {"validate_conf"} == downstream
+    assert "released_images_to_rebuild" in gate.downstream_task_ids
+
+
+def _dag_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_integrity_{name}", DAGS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_context(monkeypatch):
+    """Call a DAG file's validate task body directly, with ``conf`` as the run's conf."""
+    from types import SimpleNamespace
+
+    import airflow_image_factory.operators as operators
+    from airflow_image_factory.settings import load_settings
+
+    monkeypatch.setattr(operators, "run_settings", lambda: load_settings(env={}))
+
+    def call(module, task_name: str, conf):
+        monkeypatch.setattr(module, "get_current_context", lambda: {"dag_run": SimpleNamespace(conf=conf)})
+        return getattr(module, task_name).function()
+
+    return call
+
+
+def test_the_release_validate_task_asks_the_index_once_and_only_for_a_valid_request(run_context, monkeypatch):
+    import airflow_image_factory.index as index
+    from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
+
+    asked = []
+    monkeypatch.setattr(index, "check_airflow_release", lambda version, **kw: asked.append((version, kw)))
+    module = _dag_module("release_images")
+    result = run_context(module, "validate_release", {"version": "3.3.2", "default_python": "3.12"})
+    assert result["release"]["version"] == "3.3.2"
+    assert asked == [("3.3.2", {"ca_bundle": ""})]
+    with pytest.raises(InvalidBuildRequests, match="conf: must be an object"):
+        run_context(module, "validate_release", ["3.3.2"])
+    with pytest.raises(InvalidBuildRequests, match="version"):
+        run_context(module, "validate_release", {"version": "03.3.2", "default_python": "3.12"})
+    assert len(asked) == 1  # a rejected conf never reaches the index
+
+    def missing(version, **kw):
+        raise InvalidBuildRequest("version", f"{version} is not a release of apache-airflow")
+
+    monkeypatch.setattr(index, "check_airflow_release", missing)
+    with pytest.raises(InvalidBuildRequest, match=r"version: 3\.3\.3 is not a release"):
+        run_context(module, "validate_release", {"version": "3.3.3", "default_python": "3.12"})
+
+
+@pytest.mark.parametrize(
+    ("dag_file", "task_name", "conf", "says"),
+    [
+        ("nightly_images", "validate_conf", ["main"], "conf: must be an object"),
+        ("nightly_images", "validate_conf", {"branch": "main"}, "branch: is not a field of the nightly run"),
+        ("nightly_images", "validate_conf", {"cache": "x" * 500}, "cache: "),
+        ("retag_images", "validate_retag", "main", "conf: must be an object"),
+        ("retag_images", "validate_retag", [], "conf: must be an object"),  # not taken for an empty conf
+    ],
+)
+def test_dag_validate_tasks_refuse_bad_confs(run_context, dag_file, task_name, conf, says):
+    from airflow_image_factory.exceptions import InvalidBuildRequests
+
+    with pytest.raises(InvalidBuildRequests, match=says) as info:
+        run_context(_dag_module(dag_file), task_name, conf)
+    assert all(len(str(e)) < 300 for e in info.value.errors)
+
+
+def test_the_nightly_validate_task_passes_a_good_conf(run_context):
+    assert run_context(_dag_module("nightly_images"), "validate_conf", {"python_versions": ["3.11"]}) is None

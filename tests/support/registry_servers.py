@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -55,6 +56,9 @@ class RegistryServer:
     def client(self, *, anonymous: bool = False, **kwargs: object) -> RegistryClient:
         """A client with this registry's credentials (unless ``anonymous``) and fast test retries."""
         options: dict[str, object] = {"retries": 2, "backoff": 0.05, "timeout": 10}
+        if self.token_server is not None:
+            # The token server is plain http on another port: credentials go there only when allowed.
+            options["token_realms"] = (urlsplit(self.token_server.realm).netloc,)
         if not anonymous and self.username:
             options.update(username=self.username, password=self.password)
         options.update(kwargs)

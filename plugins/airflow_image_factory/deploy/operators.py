@@ -55,6 +55,7 @@ class SmokeOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "kubernetes_image")
     ui_color = "#e3f4e8"
+    timeout_setting = "timeout_smoke_minutes"
 
     def __init__(self, *, kubernetes_image: dict[str, Any] | Any = None, mode: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -111,6 +112,8 @@ class SmokeOperator(ImageFactoryOperator):
 
 class BuildKubernetesImageOperator(ImageFactoryOperator):
     """``REG/REPO/BRANCH/kubernetes/pythonX.Y:TAG`` FROM the PROD image ``:TAG`` (the run's SHA, else latest)."""
+
+    timeout_setting = "timeout_build_minutes"
 
     def __init__(self, *, tag: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
