@@ -152,19 +152,25 @@ class _ShapeError(InvalidBuildRequest):
     """A field :func:`screen_conf` refused: its default took its place, so later errors about it are moot."""
 
 
+def conf_object(conf: Any, what: str = "build request") -> dict[str, Any]:
+    """A run's conf as a dict to add fields to: None is empty, anything but an object is refused."""
+    if conf is None:
+        return {}
+    if not isinstance(conf, Mapping):
+        raise InvalidBuildRequests(
+            [InvalidBuildRequest("conf", f"must be an object of field names and values, got {type(conf).__name__}")],
+            what,
+        )
+    return dict(conf)
+
+
 def screen_conf(
     conf: Any, known: Iterable[str], *, what: str = "build request"
 ) -> tuple[dict[str, Any], list[InvalidBuildRequest]]:
     """The checks every validator runs first: ``conf`` is an object (raises at once otherwise), its
     unknown fields are named (a few, the rest counted), and each known field's value is JSON of
     bounded depth and size. Returns the fields fit to validate and the errors found so far."""
-    if conf is None:
-        return {}, []
-    if not isinstance(conf, Mapping):
-        raise InvalidBuildRequests(
-            [InvalidBuildRequest("conf", f"must be an object of field names and values, got {type(conf).__name__}")],
-            what,
-        )
+    conf = conf_object(conf, what)
     known = tuple(known)
     errors: list[InvalidBuildRequest] = []
     unknown = sorted((show_name(name) for name in conf if name not in known), key=str)

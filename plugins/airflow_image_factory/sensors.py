@@ -15,9 +15,9 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from airflow_image_factory.exceptions import RegistryError
+from airflow_image_factory.exceptions import CredentialScopeError, RegistryError
 from airflow_image_factory.naming import ImageKind, NamingContext, convention
 from airflow_image_factory.triggers import (
     ERROR,
@@ -128,6 +128,7 @@ class ImageAvailableSensor(BaseSensorOperator):
                 candidates=[c.to_dict() for c in candidates],
                 poke_interval=self.poke_interval,
                 deadline=time.time() + self.timeout,
+                token_realms=_token_realms(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),
@@ -146,13 +147,18 @@ class ImageAvailableSensor(BaseSensorOperator):
                 f"({event.get('rounds')} round(s); last errors: {event.get('errors') or 'none'})"
             )
         if status == ERROR:
+            if event.get("permanent"):
+                raise AirflowFailException(f"cannot wait for the image: {event.get('message')}")
             raise RegistryError(f"cannot wait for the image: {event.get('message')}")
         raise RegistryError(f"unexpected trigger event {event!r}")
 
     def poke(self, context: Any) -> PokeReturnValue:
         candidates = self._resolved()
-        credentials = {c.registry: _credentials_now(c) for c in candidates}
-        outcome = probe_candidates(candidates, credentials)
+        try:
+            credentials = {c.registry: _credentials_now(c) for c in candidates}
+        except CredentialScopeError as exc:
+            raise AirflowFailException(f"cannot wait for the image: {exc}") from exc
+        outcome = probe_candidates(candidates, credentials, token_realms=_token_realms())
         if outcome.found:
             return PokeReturnValue(is_done=True, xcom_value=_result(outcome.found))
         if outcome.all_failed_for_good:
@@ -163,6 +169,13 @@ class ImageAvailableSensor(BaseSensorOperator):
 
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _token_realms() -> tuple[str, ...]:
+    """The hosts a plain-http token realm may get credentials from (the registry_token_realms setting)."""
+    from airflow_image_factory.operators import run_settings
+
+    return tuple(run_settings().registry_token_realms)
 
 
 def _credentials_now(candidate: Candidate) -> tuple[str, str] | None:

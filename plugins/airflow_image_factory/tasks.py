@@ -32,7 +32,7 @@ from airflow_image_factory.operators import (
     run_settings,
     step_timeout,
 )
-from airflow_image_factory.request import CACHE_MODES, BuildRequest, validate_request
+from airflow_image_factory.request import CACHE_MODES, BuildRequest, conf_object, validate_request
 from airflow_image_factory.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> d
     ``branch`` fixes the branch (the nightly run's per-branch groups); the conf may not name another.
     """
     context = get_current_context()
-    conf = dict(context["dag_run"].conf or {})
+    conf = conf_object(context["dag_run"].conf)
     if branch is not None:
         for fixed in NIGHTLY_FIXED_FIELDS:
             if fixed in conf:
@@ -414,7 +414,7 @@ def released_images_to_rebuild() -> list[dict[str, Any]]:
     from airflow_image_factory.naming import images_for, release_image
     from airflow_image_factory.release import plan_rebuilds, read_released_images
 
-    conf = dict(get_current_context()["dag_run"].conf or {})
+    conf = conf_object(get_current_context()["dag_run"].conf)
     settings = run_settings()
     request = validate_request({k: v for k, v in conf.items() if k not in NIGHTLY_FIXED_FIELDS}, settings)
     released_repo = release_image(request.registry, request.repository)

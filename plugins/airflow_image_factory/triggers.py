@@ -19,9 +19,14 @@ from typing import Any
 import requests
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_image_factory.exceptions import RegistryAuthError, RegistryError, RegistryUnavailable
+from airflow_image_factory.exceptions import (
+    CredentialScopeError,
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnavailable,
+)
 from airflow_image_factory.hooks import credentials_from_connection
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.registry import DEFAULT_TOKEN_REALMS, RegistryClient
 
 FOUND, TIMEOUT, ERROR = "found", "timeout", "error"
 PROBE_RETRIES = 1  # a round is cheap and repeats anyway; do not let one HEAD stall it
@@ -67,7 +72,10 @@ class ProbeRound:
 
 
 def probe_candidates(
-    candidates: Sequence[Candidate], credentials: Mapping[str, tuple[str, str] | None]
+    candidates: Sequence[Candidate],
+    credentials: Mapping[str, tuple[str, str] | None],
+    *,
+    token_realms: Sequence[str] = DEFAULT_TOKEN_REALMS,
 ) -> ProbeRound:
     """One manifest HEAD per candidate, in order; the first that has the image wins."""
     permanent: dict[str, str] = {}
@@ -80,6 +88,7 @@ def probe_candidates(
             password=creds[1] if creds else None,
             retries=PROBE_RETRIES,
             timeout=PROBE_TIMEOUT,
+            token_realms=token_realms,
         )
         try:
             with client:
@@ -117,11 +126,20 @@ class ImageAvailableTrigger(BaseTrigger):
     every candidate failed in a way waiting will not fix (credentials refused, bad request).
     """
 
-    def __init__(self, *, candidates: Sequence[Mapping[str, Any]], poke_interval: float, deadline: float):
+    def __init__(
+        self,
+        *,
+        candidates: Sequence[Mapping[str, Any]],
+        poke_interval: float,
+        deadline: float,
+        token_realms: Sequence[str] = DEFAULT_TOKEN_REALMS,
+    ):
         super().__init__()
         self.candidates = [Candidate.from_dict(c) for c in candidates]
         self.poke_interval = float(poke_interval)
         self.deadline = float(deadline)
+        # The triggerer has no settings: the worker hands it the registry_token_realms setting.
+        self.token_realms = tuple(token_realms)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -130,6 +148,7 @@ class ImageAvailableTrigger(BaseTrigger):
                 "candidates": [c.to_dict() for c in self.candidates],
                 "poke_interval": self.poke_interval,
                 "deadline": self.deadline,
+                "token_realms": list(self.token_realms),
             },
         )
 
@@ -158,13 +177,17 @@ class ImageAvailableTrigger(BaseTrigger):
         try:
             credentials = await self._credentials()
         except Exception as exc:
-            yield TriggerEvent({"status": ERROR, "message": f"cannot read registry credentials: {exc}"})
+            # A misconfigured Connection (CredentialScopeError) does not mend by waiting or retrying.
+            yield TriggerEvent({"status": ERROR, "message": f"cannot read registry credentials: {exc}",
+                                "permanent": isinstance(exc, CredentialScopeError)})
             return
         rounds = 0
         while True:
             rounds += 1
             # The registry client is synchronous (requests); a thread keeps the event loop free.
-            outcome = await asyncio.to_thread(probe_candidates, self.candidates, credentials)
+            outcome = await asyncio.to_thread(
+                probe_candidates, self.candidates, credentials, token_realms=self.token_realms
+            )
             if outcome.found:
                 self.log.info("Found %s after %d round(s)", outcome.found["ref"], rounds)
                 yield TriggerEvent({**outcome.found, "rounds": rounds})

@@ -228,3 +228,21 @@ def test_dag_validate_tasks_refuse_bad_confs(run_context, dag_file, task_name, c
 
 def test_the_nightly_validate_task_passes_a_good_conf(run_context):
     assert run_context(_dag_module("nightly_images"), "validate_conf", {"python_versions": ["3.11"]}) is None
+
+
+@pytest.mark.parametrize("conf", [["main"], [], "main", 3, [["branch", "main"]]])
+@pytest.mark.parametrize("branch", [None, "main"], ids=["build_images", "nightly_branch"])
+def test_the_build_validate_task_refuses_a_conf_that_is_not_an_object(monkeypatch, conf, branch):
+    # dict() of a list of pairs would make an object of it; a conf must be one already.
+    from types import SimpleNamespace
+
+    import airflow_image_factory.operators as operators
+    import airflow_image_factory.tasks as tasks
+    from airflow_image_factory.exceptions import InvalidBuildRequests
+    from airflow_image_factory.settings import load_settings
+
+    monkeypatch.setattr(operators, "run_settings", lambda: load_settings(env={}))
+    monkeypatch.setattr(tasks, "run_settings", lambda: load_settings(env={}), raising=False)
+    monkeypatch.setattr(tasks, "get_current_context", lambda: {"dag_run": SimpleNamespace(conf=conf)})
+    with pytest.raises(InvalidBuildRequests, match="conf: must be an object"):
+        tasks.validate.function(branch=branch)
