@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow_image_factory import constraints as cons
 from airflow_image_factory.engine import labels_of
-from airflow_image_factory.exceptions import ManifestNotFound, VerificationFailed
+from airflow_image_factory.exceptions import BaseImageMissing, ManifestNotFound, VerificationFailed
 from airflow_image_factory.git import BranchFiles
 from airflow_image_factory.hooks import EngineHook
 from airflow_image_factory.naming import LATEST, ImageKind, ImageName, images_for
@@ -70,7 +70,7 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
             write_metadata_wheels(tree, Path(wheels))
             for python in request.python_versions:
                 images = images_for(request, python)
-                base = self._base_findings(settings, images.upstream_python_base, images.python_base)
+                base = self._base_findings(settings, python, images.upstream_python_base, images.python_base)
                 missing = self._missing_images(settings, [images.ci, images.prod])
                 revision = None if missing else revision_reason(
                     self.sha, self._published_revisions(settings, [images.ci, images.prod]))
@@ -112,11 +112,14 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
                 for image in images
             }
 
-    def _base_findings(self, settings: Settings, upstream: ImageName, published: ImageName) -> BaseFindings:
+    def _base_findings(
+        self, settings: Settings, python: str, upstream: ImageName, published: ImageName
+    ) -> BaseFindings:
         with self.registry_hook(settings, upstream.registry).get_conn() as client:
             upstream_digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
         if upstream_digest is None:
-            raise VerificationFailed(f"upstream base image {upstream.ref()} does not exist")
+            # Waiting will not make it appear (a Python or Debian the upstream does not publish).
+            raise BaseImageMissing(f"python base image: {upstream.ref()} not found (python_versions {python})")
         with self.registry_hook(settings, published.registry).get_conn() as client:
             try:
                 config = client.image_config(published.path, published.fixed_tag)

@@ -315,3 +315,30 @@ def test_the_smoke_steps_are_sized_by_the_smoke_setting(dagbag):
     smoke = dagbag.dags["smoke_deploy"].task_dict
     deploys = [t for t in smoke.values() if type(t).__name__ == "SmokeDeployOperator"]
     assert deploys and all(t.execution_timeout == timedelta(minutes=settings.timeout_smoke_minutes) for t in deploys)
+
+
+def test_the_nightly_check_of_a_base_the_upstream_lacks_is_permanent_and_names_the_python():
+    from airflow_image_factory.exceptions import BaseImageMissing
+    from airflow_image_factory.naming import ImageName
+    from airflow_image_factory.nightly_operators import CheckForUpdatesOperator
+
+    class NoSuchImage:  # a registry client fake: the upstream has no such tag
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def manifest_digest(self, path, tag):
+            return None
+
+    class Hook:
+        def get_conn(self):
+            return NoSuchImage()
+
+    operator = CheckForUpdatesOperator(task_id="check", build_request={})
+    operator.registry_hook = lambda settings, registry=None: Hook()  # type: ignore[method-assign]
+    upstream = ImageName("docker.io", "library/python", "3.19-slim-bookworm")
+    with pytest.raises(BaseImageMissing, match=r"3\.19-slim-bookworm not found \(python_versions 3\.19\)") as info:
+        operator._base_findings(load_settings(), "3.19", upstream, upstream)
+    assert info.value.permanent
