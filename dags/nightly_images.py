@@ -61,7 +61,7 @@ def validate_conf() -> None:
 )
 def nightly_images():
     gate = validate_conf()
-    before = task_ids_so_far()
+    before = task_ids_so_far(gate)
     for branch in SETTINGS.nightly_branches:
         with TaskGroup(group_id=re.sub(r"[^A-Za-z0-9_-]", "_", branch)):
             nightly_branch(SETTINGS, check_publishing(resolve_sha(validate(branch=branch))))

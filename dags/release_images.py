@@ -76,7 +76,7 @@ def validate_release() -> dict:
 )
 def release_images():
     request = validate_release()
-    before = task_ids_so_far()
+    before = task_ids_so_far(request)
     per_version = release_python_images(request["build"], request["constraints_url"], SETTINGS.build_pool)
     groups = per_version.expand(python=python_versions(request["build"]))
     PublishReleaseOperator(task_id="publish", release_request=request["release"], staged=groups["staged"])

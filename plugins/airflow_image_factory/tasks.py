@@ -282,7 +282,7 @@ def publish_versions(
 ) -> PromoteImagesOperator:
     """Build, verify and push each of ``versions``, promote them all or none, report; optionally commit
     the constraints generated from the tested CI images (after the promotion succeeded)."""
-    before = task_ids_so_far()
+    before = task_ids_so_far(build_request)
     per_version = python_version_images(
         build_request, settings.build_pool, constraints=constraints, generate_constraints=commit_constraints
     )
@@ -303,20 +303,27 @@ def publish_versions(
     return promote
 
 
-def task_ids_so_far() -> set[str]:
-    """The ids of the tasks the DAG being defined has now (for :func:`run_last`)."""
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
+def dag_of(node: Any) -> Any:
+    """The DAG ``node`` - an operator, or the output (``XComArg``) of a task - was created in.
 
-    return set(DagContext.get_current().task_dict)
+    Public API only (``operator.dag``, ``XComArg.operator``/``iter_references``): the helpers here take the
+    DAG from a task made inside it rather than from Airflow's internal "DAG being defined" context."""
+    operator = getattr(node, "operator", None)
+    if operator is None and hasattr(node, "iter_references"):
+        operator = next((ref for ref, _ in node.iter_references()), None)
+    return (node if operator is None else operator).dag
+
+
+def task_ids_so_far(node: Any) -> set[str]:
+    """The ids of the tasks the DAG of ``node`` (a task, or a task's output) has now (for :func:`run_last`)."""
+    return set(dag_of(node).task_dict)
 
 
 def run_last(last: Any, *, after_all_since: set[str]) -> Any:
-    """Make ``last`` wait for every task added to the DAG since ``after_all_since`` (a set of task ids),
+    """Make ``last`` wait for every task added to its DAG since ``after_all_since`` (a set of task ids),
     however they ended: with only the promotion upstream, a failed version would let it start while
     another version still builds or pushes."""
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    dag = DagContext.get_current()
+    dag = dag_of(last)
     for task_id in set(dag.task_dict) - after_all_since - {last.task_id}:
         dag.task_dict[task_id] >> last
     return last

@@ -1,0 +1,78 @@
+"""The DAG-wiring helpers of tasks.py: public Airflow API only, the DAG taken from a task made in it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, task
+
+from airflow_image_factory.tasks import dag_of, fail_run_if_a_task_failed, run_last, task_ids_so_far
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@task
+def _produce() -> int:
+    return 1
+
+
+def _dag_with(*task_ids: str) -> tuple[DAG, dict[str, EmptyOperator]]:
+    with DAG("wiring") as dag:
+        tasks = {task_id: EmptyOperator(task_id=task_id) for task_id in task_ids}
+    return dag, tasks
+
+
+def test_dag_of_an_operator_a_task_output_and_a_mapped_output():
+    with DAG("wiring") as dag:
+        operator = EmptyOperator(task_id="a")
+        output = _produce()
+        mapped = output.map(lambda value: value)
+    assert dag_of(operator) is dag
+    assert dag_of(output) is dag
+    assert dag_of(mapped) is dag
+
+
+def test_run_last_needs_no_dag_being_defined():
+    # Outside any `with DAG` / @dag body: Airflow's current-DAG context is empty; the DAG comes from `last`.
+    dag, tasks = _dag_with("early", "build", "push", "tidy")
+    before = {"early"}
+    run_last(tasks["tidy"], after_all_since=before)
+    assert tasks["tidy"].upstream_task_ids == {"build", "push"}
+    assert set(dag.task_dict) == {"early", "build", "push", "tidy"}
+
+
+def test_task_ids_so_far_reads_the_dag_of_the_given_task():
+    with DAG("wiring"):
+        output = _produce()
+        EmptyOperator(task_id="a")
+    assert task_ids_so_far(output) == {"_produce", "a"}
+
+
+def test_the_watcher_is_downstream_of_every_task_of_its_dag():
+    with DAG("wiring") as dag:
+        EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
+        watcher = fail_run_if_a_task_failed()
+    assert watcher.operator.upstream_task_ids == set(dag.task_dict) - {watcher.operator.task_id}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+    return modules
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(REPO_ROOT / "plugins" / "airflow_image_factory").rglob("*.py"), *(REPO_ROOT / "dags").glob("*.py")]),
+    ids=lambda p: str(p.relative_to(REPO_ROOT)),
+)
+def test_no_private_airflow_module_is_imported(path):
+    private = sorted(m for m in _imported_modules(path) if m.startswith("airflow") and "._" in m)
+    assert not private, f"{path.name} imports Airflow's private {private}"
