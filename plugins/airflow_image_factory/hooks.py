@@ -71,7 +71,8 @@ def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bo
 class RegistryHook(BaseHook):
     """Owns the credentials of one registry and hands out a :class:`RegistryClient` for it."""
 
-    conn_name_attr = "registry_conn_id"
+    # Airflow's convention: the attribute this names holds the hook's connection id.
+    conn_name_attr = "conn_id"
     default_conn_name = "image_factory_registry"
     conn_type = "docker"
     hook_name = "Image factory registry"

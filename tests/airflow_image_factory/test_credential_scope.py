@@ -208,6 +208,20 @@ def test_hosts_are_compared_normalised(a: str, b: str, same: bool) -> None:
     assert (normalize_host(a) == normalize_host(b)) is same
 
 
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"registry_default_conn_id": "the_default"}, "the_default"),
+        ({"registry_connections": {"ghcr.io": "ghcr_writer"}}, "ghcr_writer"),
+    ],
+    ids=["default", "mapped"],
+)
+def test_conn_name_attr_names_the_attribute_holding_the_connection_id(changes, expected) -> None:
+    # Airflow's convention: getattr(hook, hook.conn_name_attr) is the connection the hook uses.
+    hook = RegistryHook("ghcr.io", settings=settings(**changes))
+    assert getattr(hook, hook.conn_name_attr) == expected == hook.conn_id
+
+
 def test_default_connection_without_host_is_refused_and_nothing_is_sent(
     serve, connection, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
