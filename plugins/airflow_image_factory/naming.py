@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from airflow_image_factory.settings import DEFAULT_DEBIAN
+
 if TYPE_CHECKING:
     from airflow_image_factory.request import BuildRequest
 
@@ -207,7 +209,7 @@ def images_for(request: BuildRequest, python: str) -> ImageSet:
         repository=request.repository,
         branch=request.branch,
         python=python,
-        debian=request.debian.get(python, "bookworm"),
+        debian=request.debian.get(python, DEFAULT_DEBIAN),
         naming=request.naming,
         python_base_source=request.python_base_source,
     )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from packaging.version import InvalidVersion, Version
 
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
-from airflow_image_factory.settings import Settings, plain
+from airflow_image_factory.settings import DEFAULT_PYTHON_BASE_UPSTREAM, Settings, plain
 
 PARAM_NAMES = (
     "branch",
@@ -317,7 +317,7 @@ class BuildRequest(RequestRecord):
     naming: str
     # Derived from settings at validation time, so later tasks never re-read settings.
     debian: Mapping[str, str] = field(default_factory=dict)
-    python_base_source: str = "docker.io/library/python"
+    python_base_source: str = DEFAULT_PYTHON_BASE_UPSTREAM
 
     def with_sha(self, sha: str) -> BuildRequest:
         return BuildRequest.from_dict({**self.to_dict(), "commit_sha": sha})

@@ -21,7 +21,7 @@ from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests, RetagRefused
 from airflow_image_factory.naming import ImageKind, ImageName, image_set
 from airflow_image_factory.request import RequestRecord, _branch_error, invalid, screen_conf, show, validate_request
-from airflow_image_factory.settings import Settings
+from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM, Settings
 
 RETAG_PARAM_NAMES = (
     "source_branch",
@@ -144,8 +144,8 @@ def plan_retag(request: RetagRequest) -> tuple[RetagStep, ...]:
     for python in request.python_versions:
         common = {
             "registry": request.registry, "repository": request.repository, "python": python,
-            "debian": request.debian.get(python, "bookworm"), "naming": request.naming,
-            "python_base_source": "docker.io/library/python",  # unused: only branch images move
+            "debian": request.debian.get(python, DEFAULT_DEBIAN), "naming": request.naming,
+            "python_base_source": DEFAULT_PYTHON_BASE_UPSTREAM,  # unused: only branch images move
         }
         source = image_set(branch=request.source_branch, **common)
         target = image_set(branch=request.target_branch, **common)

@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryError
 from airflow_image_factory.naming import ImageKind, NamingContext, convention
+from airflow_image_factory.settings import DEFAULT_DEBIAN
 from airflow_image_factory.triggers import (
     ERROR,
     FOUND,
@@ -78,7 +79,7 @@ class ImageAvailableSensor(BaseSensorOperator):
         python: str,
         kind: str = ImageKind.PROD.value,
         tag: str | None = None,
-        debian: str = "bookworm",
+        debian: str = DEFAULT_DEBIAN,
         deferrable: bool = True,
         poke_interval: float = 30,
         timeout: float = 3600,

@@ -23,6 +23,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 ENV_PREFIX = "IMAGE_FACTORY_"
 VARIABLE_NAME = "image_factory_settings"
+# The one home of these two defaults in code: the fallbacks of a request or sensor that does not carry its
+# own (``default_debian`` and ``python_base_upstream`` of include/defaults.toml say the same, checked by a test).
+DEFAULT_DEBIAN = "bookworm"
+DEFAULT_PYTHON_BASE_UPSTREAM = "docker.io/library/python"
 
 
 def _find_defaults_file(env: Mapping[str, str] | None = None) -> Path:

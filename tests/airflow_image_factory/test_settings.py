@@ -71,3 +71,43 @@ def test_bad_overrides_are_named(env, variable, message):
 def test_defaults_file_can_be_moved(tmp_path):
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(env={"IMAGE_FACTORY_DEFAULTS_FILE": str(tmp_path / "missing.toml")})
+
+
+def test_the_code_defaults_of_debian_and_the_python_base_match_the_settings_file():
+    from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
+
+    settings = load_settings(env={})
+    assert settings.default_debian == DEFAULT_DEBIAN
+    assert settings.python_base_upstream == DEFAULT_PYTHON_BASE_UPSTREAM
+
+
+def test_a_request_without_debian_or_base_source_falls_back_to_the_settings_defaults():
+    from airflow_image_factory.naming import images_for
+    from airflow_image_factory.request import BuildRequest
+    from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
+
+    request = BuildRequest(
+        branch="main", python_versions=("3.12",), registry="ghcr.io", repository="apache/airflow",
+        source_repo="https://github.com/apache/airflow.git", commit_sha=None, cache="pulled", push=False,
+        upgrade_to_newer_dependencies=False, airflow_version="3.0.0", test_command=None, naming="slash",
+    )
+    assert request.python_base_source == DEFAULT_PYTHON_BASE_UPSTREAM
+    assert images_for(request, "3.12").upstream_python_base.ref() == (
+        f"{DEFAULT_PYTHON_BASE_UPSTREAM}:3.12-slim-{DEFAULT_DEBIAN}"
+    )
+
+
+@pytest.mark.parametrize("literal", ["bookworm", "docker.io/library/python"])
+def test_one_module_owns_each_default(literal):
+    """The default Debian release and Python base repository are spelled once, in settings.py."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spelled = sorted(
+        str(path.relative_to(root))
+        for path in [*(root / "plugins").rglob("*.py"), *(root / "dags").glob("*.py")]
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value == literal
+    )
+    assert spelled == ["plugins/airflow_image_factory/settings.py"]
