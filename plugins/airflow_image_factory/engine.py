@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_image_factory.exceptions import BuildFailed, EngineError
+from airflow_image_factory.reference import split_tag
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,15 @@ def find_buildkit_cli(preferred: str = "") -> str:
     )
 
 
+def name_and_tag(ref: str) -> tuple[str, str]:
+    """``[host[:port]/]path[:tag]`` → (name as written, tag) for the engine's push, pull and tag calls.
+
+    Split by :func:`reference.split_tag`: the port colon of ``localhost:5000/a/b`` is not a tag; no tag
+    is ``latest`` (what ``docker push``/``pull``/``tag`` take a name without one for)."""
+    name, tag, _ = split_tag(ref)
+    return name, tag or "latest"
+
+
 class Engine:
     """A Docker engine: BuildKit builds through the CLI, the rest through the Docker SDK."""
 
@@ -270,7 +280,7 @@ class Engine:
     ) -> str:
         """Push ``name:tag`` with retries; returns the registry's manifest digest."""
         emit = on_line or log.info
-        name, _, tag = ref.rpartition(":")
+        name, tag = name_and_tag(ref)
         auth_config = {"username": auth[0], "password": auth[1]} if auth else None
         last_error = ""
         for attempt in range(1, retries + 1):
@@ -298,15 +308,15 @@ class Engine:
 
     def pull(self, ref: str, *, auth: tuple[str, str] | None = None) -> str:
         auth_config = {"username": auth[0], "password": auth[1]} if auth else None
-        name, _, tag = ref.rpartition(":") if "@" not in ref else (ref, "", None)
+        name, tag = name_and_tag(ref) if "@" not in ref else (ref, None)
         try:
-            image = self.client.images.pull(name, tag=tag or None, auth_config=auth_config)
+            image = self.client.images.pull(name, tag=tag, auth_config=auth_config)
         except Exception as exc:
             raise EngineError(f"pull of {ref} failed: {exc}") from exc
         return image.id
 
     def tag(self, image: str, ref: str) -> None:
-        name, _, tag = ref.rpartition(":")
+        name, tag = name_and_tag(ref)
         if not self.client.images.get(image).tag(name, tag):
             raise EngineError(f"could not tag {image} as {ref}")
 

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -36,10 +36,21 @@ from airflow_image_factory.exceptions import (
     RegistryError,
     RegistryUnavailable,
 )
+from airflow_image_factory.reference import (
+    _DOCKER_HUB_ALIASES,
+    _REPOSITORY_RE,
+    _TAG_RE,
+    DOCKER_HUB,
+    ImageReference,
+    is_digest,
+    parse_reference,
+    split_image_reference,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DOCKER_HUB",
     "DOCKER_MANIFEST_LIST",
     "DOCKER_MANIFEST_V2",
     "MANIFEST_MEDIA_TYPES",
@@ -71,15 +82,7 @@ _FOREIGN_LAYER_TYPES = frozenset(
     }
 )
 
-DOCKER_HUB = "docker.io"
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _DOCKER_HUB_API = "registry-1.docker.io"
-
-# Grammar from distribution's reference package (lower-case path components, tag, digest).
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
 _TOKEN_MARGIN = 10.0  # refresh tokens this many seconds before they expire
@@ -94,66 +97,7 @@ _MAX_PAGES = 10_000  # guards pagination against a registry that loops its Link 
 
 
 # --------------------------------------------------------------------------- references
-
-
-class ImageReference(NamedTuple):
-    """``registry``, ``repository`` and ``reference`` (a tag or a ``sha256:...`` digest)."""
-
-    registry: str
-    repository: str
-    reference: str
-
-    @property
-    def is_digest(self) -> bool:
-        return is_digest(self.reference)
-
-    def __str__(self) -> str:
-        sep = "@" if self.is_digest else ":"
-        return f"{self.registry}/{self.repository}{sep}{self.reference}"
-
-
-def is_digest(reference: str) -> bool:
-    return bool(_DIGEST_RE.fullmatch(reference))
-
-
-def parse_reference(image: str, *, default_tag: str = "latest") -> ImageReference:
-    """Split ``[registry/]repository[:tag][@digest]`` with Docker's normalisation rules.
-
-    The first path component is a registry when it holds a ``.`` or ``:``, is ``localhost``, or has
-    upper-case letters (repositories cannot). Otherwise the registry is ``docker.io``, where
-    single-component names get ``library/``. A digest wins over a tag when both are given.
-    """
-    rest = image.strip()
-    if not rest:
-        raise ValueError("empty image reference")
-    digest = None
-    if "@" in rest:
-        rest, digest = rest.split("@", 1)
-        if not is_digest(digest):
-            raise ValueError(f"{image!r}: {digest!r} is not a digest")
-    tag = None
-    last_slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    if colon > last_slash:  # a ':' after the last '/' separates the tag, not a registry port
-        rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG_RE.fullmatch(tag):
-            raise ValueError(f"{image!r}: {tag!r} is not a valid tag")
-    first, sep, remainder = rest.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
-        registry, repository = first, remainder
-    else:
-        registry, repository = DOCKER_HUB, rest
-    if registry.lower() in _DOCKER_HUB_ALIASES:
-        registry = DOCKER_HUB
-        if "/" not in repository:
-            repository = f"library/{repository}"
-    if not _REPOSITORY_RE.fullmatch(repository):
-        raise ValueError(f"{image!r}: {repository!r} is not a valid repository name")
-    return ImageReference(registry, repository, digest or tag or default_tag)
-
-
-# The name the callers asked for; both spellings are kept.
-split_image_reference = parse_reference
+# Parsed in reference.py (pure); re-exported here, where the callers have always found them.
 
 
 def _check_repository(repository: str) -> str:
