@@ -21,6 +21,7 @@ from datetime import datetime
 
 from airflow.sdk import TaskGroup, dag, get_current_context, task
 
+from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.settings import load_settings
 from airflow_image_factory.tasks import (
     NIGHTLY_FIXED_FIELDS,
@@ -39,6 +40,7 @@ SETTINGS = load_settings()  # file + environment only: no Variable lookup at par
 
 
 @task(retries=0)  # a rejected request fails the same way every time
+@fails_at_once
 def validate_conf() -> None:
     """The run's conf, for every nightly branch and the released-images check, before anything runs."""
     from airflow_image_factory.operators import run_settings

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.release import (
     PublishReleaseOperator,
     ReleaseTidyOperator,
@@ -34,6 +35,7 @@ DEFAULTS = release_defaults(SETTINGS)
 
 
 @task(multiple_outputs=True, retries=0)  # a rejected request fails the same way every time
+@fails_at_once
 def validate_release() -> dict:
     """The run's conf over the settings → the release request, and the build request its steps reuse.
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from airflow.sdk import Param, dag, get_current_context, task
 
 from airflow_image_factory.naming import CONVENTIONS
+from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.retag import RetagImagesOperator, retag_defaults
 from airflow_image_factory.settings import load_settings
 from airflow_image_factory.tasks import dag_default_args
@@ -21,6 +22,7 @@ DEFAULTS = retag_defaults(SETTINGS)
 
 
 @task(retries=0)  # a rejected request fails the same way every time
+@fails_at_once
 def validate_retag() -> dict:
     """The run's conf over the settings → one validated retag request (errors name the field)."""
     from airflow_image_factory.operators import run_settings

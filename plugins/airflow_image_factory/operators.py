@@ -119,7 +119,10 @@ def fail_at_once(exc: BaseException) -> BaseException:
 
 
 def fails_at_once(function: _F) -> _F:
-    """Decorate a task's body (or ``execute``) so that :func:`fail_at_once` decides what it raises."""
+    """Decorate a task's body (or ``execute``) so that :func:`fail_at_once` decides what it raises.
+
+    The one way errors become non-retriable: every ``@task`` body of the package and its DAG files carries
+    it (under the ``@task``), and :class:`ImageFactoryOperator` wraps each subclass's ``execute`` with it."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -37,6 +37,7 @@ from airflow_image_factory.operators import (
     PushImageOperator,
     TidyEngineOperator,
     VerifyImageOperator,
+    fails_at_once,
 )
 from airflow_image_factory.request import (
     _GIT_HOST,
@@ -504,6 +505,7 @@ def release_python_images(build_request: Any, constraints_url: Any, pool: str):
     from airflow_image_factory.operators import PreparePythonBaseOperator
 
     @task
+    @fails_at_once
     def staged(python: str, digest: str | None) -> dict[str, Any]:
         return {"python": python, "digest": digest}
 

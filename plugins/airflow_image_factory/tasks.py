@@ -100,6 +100,7 @@ NIGHTLY_FIXED_FIELDS = ("branch", "commit_sha", "upgrade_to_newer_dependencies")
 
 # A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
 @task(multiple_outputs=False, retries=0, execution_timeout=SHORT)
+@fails_at_once
 def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> dict[str, Any]:
     """The run's conf over the settings (file < environment < Variable) → one validated request.
 
@@ -217,12 +218,14 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(execution_timeout=SHORT)
+@fails_at_once
 def python_versions(build_request: dict[str, Any]) -> list[str]:
     """The list the per-version groups are mapped over (Airflow maps over a task's whole return value)."""
     return list(build_request["python_versions"])
 
 
 @task(execution_timeout=SHORT)
+@fails_at_once
 def version_outcome(python: str, ci_digest: str | None, prod_digest: str | None) -> dict[str, Any]:
     """Reached only when every build, check and push of this version succeeded."""
     digests = {k: v for k, v in (("ci", ci_digest), ("prod", prod_digest)) if v}
@@ -330,23 +333,27 @@ def run_last(last: Any, *, after_all_since: set[str]) -> Any:
 
 
 @task.short_circuit(execution_timeout=SHORT)
+@fails_at_once
 def anything_to_rebuild(plan: dict[str, Any]) -> bool:
     """False skips the rest of the branch's run: nothing is built, pushed or committed."""
     return bool(plan["rebuild"])
 
 
 @task(execution_timeout=SHORT)
+@fails_at_once
 def rebuild_request(build_request: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """The request narrowed to the versions that changed; they install the resolved newest set."""
     return {**build_request, "python_versions": list(plan["rebuild"]), "upgrade_to_newer_dependencies": False}
 
 
 @task(execution_timeout=SHORT)
+@fails_at_once
 def versions_of(plan: dict[str, Any]) -> list[str]:
     return list(plan["rebuild"])
 
 
 @task(execution_timeout=SHORT)
+@fails_at_once
 def upgraded_constraints(plan: dict[str, Any]) -> dict[str, str]:
     return dict(plan["constraints"])
 
@@ -374,6 +381,7 @@ def fail_run_if_a_task_failed():
 
 
 @task(task_id="fail_run_if_a_task_failed", trigger_rule="one_failed", execution_timeout=SHORT)
+@fails_at_once
 def _watcher() -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -381,6 +389,7 @@ def _watcher() -> None:
 
 
 @task(trigger_rule="all_done", execution_timeout=SHORT)
+@fails_at_once
 def report(build_request: dict[str, Any], outcomes: list | None, published: list | None) -> list[dict[str, str]]:
     """One table of every image and digest of the run, in the log and as the run's last XCom."""
     from airflow_image_factory.naming import images_for

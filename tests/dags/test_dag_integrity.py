@@ -246,3 +246,19 @@ def test_the_build_validate_task_refuses_a_conf_that_is_not_an_object(monkeypatc
     monkeypatch.setattr(tasks, "get_current_context", lambda: {"dag_run": SimpleNamespace(conf=conf)})
     with pytest.raises(InvalidBuildRequests, match="conf: must be an object"):
         tasks.validate.function(branch=branch)
+
+
+def test_every_task_body_maps_permanent_errors_one_way(dagbag):
+    """Every @task body of every DAG goes through operators.fails_at_once (ImageFactoryOperator wraps each
+    execute with it), so a permanent domain error fails the task at once the same way everywhere."""
+    from airflow_image_factory.operators import fails_at_once
+
+    wrapper_code = fails_at_once(lambda: None).__code__
+    unwrapped = sorted(
+        f"{dag_id}.{t.task_id}"
+        for dag_id, dag in dagbag.dags.items()
+        for t in dag.tasks
+        if callable(getattr(t, "python_callable", None))
+        and getattr(t.python_callable, "__code__", None) is not wrapper_code
+    )
+    assert not unwrapped, f"task bodies not wrapped by fails_at_once: {unwrapped}"

@@ -14,6 +14,7 @@ from airflow_image_factory.deploy.operators import (
     SmokeDeployOperator,
     SmokeTeardownOperator,
 )
+from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.request import BuildRequest
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def published_pythons(request: BuildRequest, event_names: Iterable[str]) -> list
 
 
 @task
+@fails_at_once
 def narrow_to_published(build_request: dict[str, Any]) -> dict[str, Any]:
     """A run started by a new PROD ``latest`` deploys the versions that were published, not every version."""
     context = get_current_context()
@@ -46,6 +48,7 @@ def narrow_to_published(build_request: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
+@fails_at_once
 def smoke_pythons(build_request: dict[str, Any]) -> list[str]:
     return list(build_request["python_versions"])
 

@@ -1,0 +1,64 @@
+"""Errors no retry can mend fail a task at once, one way everywhere: ``operators.fail_at_once``, applied by
+``fails_at_once`` to every @task body (and by ImageFactoryOperator to every ``execute``)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_image_factory.exceptions import BranchNotFound, ImageFactoryError, RegistryError
+from airflow_image_factory.operators import fails_at_once
+
+
+@task(retries=3)
+@fails_at_once
+def _body(error: BaseException | None = None) -> str:
+    if error is not None:
+        raise error
+    return "done"
+
+
+def _run(error: BaseException | None) -> str:
+    """The task as Airflow's worker runs it: the operator's execute calls the decorated body."""
+    with DAG("permanent_errors"):
+        operator = _body(error).operator
+    return operator.execute(context={"ti": SimpleNamespace(), "outlet_events": {}, "inlet_events": {}})
+
+
+def test_a_permanent_domain_error_in_a_task_body_fails_at_once_naming_its_field():
+    error = BranchNotFound("no such branch 'nope'")
+    assert error.permanent
+    with pytest.raises(AirflowFailException, match=r"^branch: no such branch 'nope'$") as info:
+        _run(error)
+    assert info.value.__cause__ is error
+
+
+@pytest.mark.parametrize(
+    "error", [RegistryError("registry answered 500"), ImageFactoryError("transient"), ValueError("a bug")],
+    ids=["registry", "domain", "other"],
+)
+def test_an_error_that_is_not_permanent_is_raised_as_it_is_so_the_task_retries(error):
+    assert not getattr(error, "permanent", False)
+    with pytest.raises(type(error)) as info:
+        _run(error)
+    assert info.value is error
+    assert not isinstance(info.value, AirflowFailException)
+
+
+def test_a_task_body_that_succeeds_is_untouched():
+    assert _run(None) == "done"
+
+
+def test_a_packaged_task_maps_a_permanent_error_the_same_way(monkeypatch):
+    import airflow_image_factory.tasks as tasks
+    from airflow_image_factory.settings import load_settings
+
+    monkeypatch.setattr(tasks, "run_settings", lambda: load_settings(env={}))
+    monkeypatch.setattr(tasks, "branch_head", lambda *args, **kwargs: None)
+    request = tasks.validate_request({"branch": "nope"}, load_settings(env={})).to_dict()
+    with pytest.raises(AirflowFailException, match=r"^branch: 'nope' does not exist in ") as info:
+        tasks.resolve_sha.function(request)
+    assert isinstance(info.value.__cause__, BranchNotFound)
