@@ -15,23 +15,9 @@ from airflow.sdk import BaseHook
 
 from airflow_image_factory.engine import Engine
 from airflow_image_factory.exceptions import CredentialScopeError
-from airflow_image_factory.registry import _DOCKER_HUB_ALIASES, DOCKER_HUB, RegistryClient
+from airflow_image_factory.reference import normalize_host
+from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.settings import Settings
-
-
-def normalize_host(host: str | None) -> str:
-    """A registry host as Connections and settings spell it, compared: ``https://GHCR.io/`` → ``ghcr.io``.
-
-    Lower case; no scheme, user info, path or trailing slash; the port stays (``localhost:5000`` is
-    not ``localhost:5001``). Docker Hub's aliases (``index.docker.io``, ...) are ``docker.io``.
-    """
-    text = (host or "").strip().lower()
-    for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
-            text = text[len(scheme) :]
-            break
-    text = text.split("/", 1)[0].rsplit("@", 1)[-1]
-    return DOCKER_HUB if text in _DOCKER_HUB_ALIASES else text
 
 
 def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bool) -> tuple[str, str] | None:

@@ -12,8 +12,10 @@ from typing import NamedTuple
 
 __all__ = [
     "DOCKER_HUB",
+    "DOCKER_HUB_ALIASES",
     "ImageReference",
     "is_digest",
+    "normalize_host",
     "parse_reference",
     "split_domain",
     "split_image_reference",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 DOCKER_HUB = "docker.io"
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 # Grammar from distribution's reference package (lower-case path components, tag, digest).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -90,7 +92,7 @@ def parse_reference(image: str, *, default_tag: str = "latest") -> ImageReferenc
         raise ValueError(f"{image!r}: {tag!r} is not a valid tag")
     host, repository = split_domain(rest)
     registry = host or DOCKER_HUB
-    if registry.lower() in _DOCKER_HUB_ALIASES:
+    if registry.lower() in DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
         if "/" not in repository:
             repository = f"library/{repository}"
@@ -101,3 +103,18 @@ def parse_reference(image: str, *, default_tag: str = "latest") -> ImageReferenc
 
 # The name the callers asked for; both spellings are kept.
 split_image_reference = parse_reference
+
+
+def normalize_host(host: str | None) -> str:
+    """A registry host as Connections and settings spell it, compared: ``https://GHCR.io/`` → ``ghcr.io``.
+
+    Lower case; no scheme, user info, path or trailing slash; the port stays (``localhost:5000`` is
+    not ``localhost:5001``). Docker Hub's aliases (``index.docker.io``, ...) are ``docker.io``.
+    """
+    text = (host or "").strip().lower()
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    text = text.split("/", 1)[0].rsplit("@", 1)[-1]
+    return DOCKER_HUB if text in DOCKER_HUB_ALIASES else text

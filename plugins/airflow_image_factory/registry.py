@@ -37,10 +37,10 @@ from airflow_image_factory.exceptions import (
     RegistryUnavailable,
 )
 from airflow_image_factory.reference import (
-    _DOCKER_HUB_ALIASES,
     _REPOSITORY_RE,
     _TAG_RE,
     DOCKER_HUB,
+    DOCKER_HUB_ALIASES,
     ImageReference,
     is_digest,
     parse_reference,
@@ -386,7 +386,7 @@ class RegistryClient:
         if not host:
             raise ValueError("registry host is empty")
         self.registry = host
-        self.api_host = _DOCKER_HUB_API if host.lower() in _DOCKER_HUB_ALIASES else host
+        self.api_host = _DOCKER_HUB_API if host.lower() in DOCKER_HUB_ALIASES else host
         self.scheme = (scheme or ("http" if _is_loopback(self.api_host) else "https")).lower()
         if self.scheme not in ("http", "https"):
             raise ValueError(f"unsupported scheme {scheme!r}")

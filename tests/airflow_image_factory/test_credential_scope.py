@@ -21,7 +21,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryAuthError
-from airflow_image_factory.hooks import RegistryHook, credentials_from_connection, normalize_host
+from airflow_image_factory.hooks import RegistryHook, credentials_from_connection
+from airflow_image_factory.reference import normalize_host
 from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.settings import Settings, load_settings
 
