@@ -68,6 +68,8 @@ class CredentialScopeError(ImageFactoryError):
     Retrying cannot fix this; the Connection's host (or the ``registry_connections`` mapping) must.
     """
 
+    permanent = True
+
 
 class EngineError(ImageFactoryError):
     """The container engine is missing, unreachable, or refused an operation."""
@@ -128,8 +130,18 @@ class RetagRefused(ImageFactoryError):
     """A retag cannot run as asked: a source image is missing, or a copy landed on another digest."""
 
 
+class RetagSourceMissing(RetagRefused):
+    """A source image of the retag does not exist: it stays missing however often the task retries."""
+
+    permanent = True
+    field = "source_branch"
+
+
 class ReleaseRefused(ImageFactoryError):
-    """A release cannot be published: bad version, or a tag would not point at the tested digest."""
+    """A release cannot be published: bad version, a tested image is missing, or a tag would not point
+    at the tested digest. A retry would publish from the same staged images, so none is made."""
+
+    permanent = True
 
 
 class DependencyResolutionFailed(ImageFactoryError):

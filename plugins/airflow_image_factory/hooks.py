@@ -80,7 +80,7 @@ class RegistryHook(BaseHook):
         return self._credentials  # type: ignore[return-value]
 
     def _lookup(self) -> tuple[str, str] | None:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
         try:
             conn = self.get_connection(self.conn_id)
@@ -89,11 +89,9 @@ class RegistryHook(BaseHook):
                 raise
             self.log.info("No connection %r: using %s anonymously", self.conn_id, self.registry)
             return None
-        try:
-            credentials = credentials_from_connection(conn, self.registry, explicit=self.explicit)
-        except CredentialScopeError as exc:
-            # A misconfigured Connection: retrying cannot fix it, so the task fails at once.
-            raise AirflowFailException(str(exc)) from exc
+        # A misconfigured Connection raises CredentialScopeError, a permanent error: the task's
+        # fails_at_once boundary fails it without a retry.
+        credentials = credentials_from_connection(conn, self.registry, explicit=self.explicit)
         host = normalize_host(conn.host)
         if credentials is None and host and host != normalize_host(self.registry):
             self.log.info("Connection %r is for %s, not %s: anonymous access", self.conn_id, host, self.registry)

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 from packaging.version import InvalidVersion, Version
 
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, release_asset
@@ -449,6 +448,7 @@ class PublishReleaseOperator(BaseOperator):
         self.release_request = release_request
         self.staged = staged
 
+    @fails_at_once  # permanent errors (a missing source, a refused release) are not retried
     def execute(self, context: Any) -> list[dict[str, str]]:
         from airflow_image_factory.hooks import RegistryHook
         from airflow_image_factory.operators import run_settings
@@ -459,8 +459,7 @@ class PublishReleaseOperator(BaseOperator):
         staged = {s["python"]: s["digest"] for s in items if s and s.get("digest")}
         missing = [p for p in release.python_versions if p not in staged]
         if missing:
-            # Retrying cannot produce the missing image: fail now.
-            raise AirflowFailException(f"no tested image for Python {', '.join(missing)}: nothing is published")
+            raise ReleaseRefused(f"no tested image for Python {', '.join(missing)}: nothing is published")
         target = release_image(release.registry, release.repository)
         staging = release_staging_image(release.registry, release.repository)
         hook = RegistryHook(release.registry, settings=run_settings())

@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
-from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests, RetagRefused
+from airflow_image_factory.exceptions import (
+    InvalidBuildRequest,
+    InvalidBuildRequests,
+    RetagRefused,
+    RetagSourceMissing,
+)
 from airflow_image_factory.naming import ImageKind, ImageName, image_set
+from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.request import RequestRecord, _branch_error, invalid, screen_conf, show, validate_request
 from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM, Settings
 
@@ -184,7 +189,7 @@ def decide_retag(
     """
     missing = [s.source_ref for s in steps if not source_digests.get(s.source_ref)]
     if missing:
-        raise RetagRefused(
+        raise RetagSourceMissing(
             f"source image(s) missing, nothing was copied: {', '.join(missing)} "
             "(has the source branch published latest for these Python versions?)"
         )
@@ -218,6 +223,7 @@ class RetagImagesOperator(BaseOperator):
         super().__init__(**kwargs)
         self.retag_request = retag_request
 
+    @fails_at_once  # permanent errors (a missing source, a refused release) are not retried
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from airflow_image_factory.hooks import RegistryHook
         from airflow_image_factory.operators import run_settings
@@ -228,11 +234,7 @@ class RetagImagesOperator(BaseOperator):
         with hook.get_conn() as client:
             sources = {s.source_ref: client.manifest_digest(s.source.path, s.tag) for s in steps}
             targets = {s.target_ref: client.manifest_digest(s.target.path, s.tag) for s in steps}
-            try:
-                actions = decide_retag(steps, sources, targets)
-            except RetagRefused as exc:
-                # A missing source stays missing: fail now instead of retrying.
-                raise AirflowFailException(str(exc)) from exc
+            actions = decide_retag(steps, sources, targets)  # a missing source is permanent: no retry
             if not request.dry_run:
                 for action in actions:
                     if action.action != COPY:

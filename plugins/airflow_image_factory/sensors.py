@@ -15,10 +15,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryError
 from airflow_image_factory.naming import ImageKind, NamingContext, convention
+from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.settings import DEFAULT_DEBIAN
 from airflow_image_factory.triggers import (
     ERROR,
@@ -135,6 +136,7 @@ class ImageAvailableSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),
         )
 
+    @fails_at_once
     def execute_complete(self, context: Any, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         event = dict(event or {})
         status = event.get("status")
@@ -148,17 +150,15 @@ class ImageAvailableSensor(BaseSensorOperator):
                 f"({event.get('rounds')} round(s); last errors: {event.get('errors') or 'none'})"
             )
         if status == ERROR:
-            if event.get("permanent"):
-                raise AirflowFailException(f"cannot wait for the image: {event.get('message')}")
+            if event.get("permanent"):  # the trigger marks a Connection scope error so
+                raise CredentialScopeError(f"cannot wait for the image: {event.get('message')}")
             raise RegistryError(f"cannot wait for the image: {event.get('message')}")
         raise RegistryError(f"unexpected trigger event {event!r}")
 
+    @fails_at_once
     def poke(self, context: Any) -> PokeReturnValue:
         candidates = self._resolved()
-        try:
-            credentials = {c.registry: _credentials_now(c) for c in candidates}
-        except CredentialScopeError as exc:
-            raise AirflowFailException(f"cannot wait for the image: {exc}") from exc
+        credentials = {c.registry: _credentials_now(c) for c in candidates}  # a scope error: no retry
         outcome = probe_candidates(candidates, credentials, token_realms=_token_realms())
         if outcome.found:
             return PokeReturnValue(is_done=True, xcom_value=_result(outcome.found))

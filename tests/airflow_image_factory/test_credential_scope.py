@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryAuthError
 from airflow_image_factory.hooks import RegistryHook, credentials_from_connection
+from airflow_image_factory.operators import fail_at_once
 from airflow_image_factory.reference import normalize_host
 from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.settings import Settings, load_settings
@@ -230,11 +231,12 @@ def test_default_connection_without_host_is_refused_and_nothing_is_sent(
     registry = serve(basic_registry)
     conn_id = connection("cs_default_no_host", "")
     hook = RegistryHook(registry.host, settings=settings(registry_default_conn_id=conn_id))
-    with pytest.raises(AirflowFailException) as err:  # fails the task without a retry
+    with pytest.raises(CredentialScopeError) as err:
         with hook.get_conn() as c:
             c.ping()
-    assert isinstance(err.value.__cause__, CredentialScopeError)
-    message = str(err.value)
+    failed = fail_at_once(err.value)  # what the task boundary raises: a failure without a retry
+    assert isinstance(failed, AirflowFailException)
+    message = str(failed)
     assert conn_id in message and registry.host in message and "set the connection's host" in message
     assert registry.leaks() == []
     assert_secret_kept(err.value, caplog, capsys)
@@ -294,10 +296,10 @@ def test_mapped_connection_naming_another_host_is_refused(
     other = serve(basic_registry)
     conn_id = connection("cs_mapped_conflict", f"https://{other.host}/")
     hook = RegistryHook(registry.host, settings=settings(registry_connections={registry.host: conn_id}))
-    with pytest.raises(AirflowFailException) as err:
+    with pytest.raises(CredentialScopeError) as err:
         with hook.get_conn() as c:
             c.ping()
-    assert isinstance(err.value.__cause__, CredentialScopeError)
+    assert isinstance(fail_at_once(err.value), AirflowFailException)
     assert conn_id in str(err.value) and registry.host in str(err.value) and other.host in str(err.value)
     assert registry.leaks() == [] and other.requests == []
     assert_secret_kept(err.value, caplog, capsys)

@@ -62,3 +62,27 @@ def test_a_packaged_task_maps_a_permanent_error_the_same_way(monkeypatch):
     with pytest.raises(AirflowFailException, match=r"^branch: 'nope' does not exist in ") as info:
         tasks.resolve_sha.function(request)
     assert isinstance(info.value.__cause__, BranchNotFound)
+
+
+def test_operators_outside_the_build_flow_fail_at_once_too(monkeypatch):
+    """retag, release and the sensor are not ImageFactoryOperators: each decorates its own entry points."""
+    from airflow_image_factory.release import PublishReleaseOperator
+    from airflow_image_factory.retag import RetagImagesOperator
+    from airflow_image_factory.sensors import ImageAvailableSensor
+
+    for method in (RetagImagesOperator.execute, PublishReleaseOperator.execute,
+                   ImageAvailableSensor.poke, ImageAvailableSensor.execute_complete):
+        assert getattr(method, "__wrapped__", None) is not None, method.__qualname__
+
+
+def test_a_release_with_an_untested_python_fails_at_once_naming_it():
+    from airflow_image_factory.release import PublishReleaseOperator
+
+    operator = PublishReleaseOperator(
+        task_id="publish", staged=[{"python": "3.11", "digest": "sha256:" + "a" * 64}],
+        release_request={"version": "3.3.2", "python_versions": ["3.11", "3.13"], "default_python": "3.11",
+                         "registry": "registry.example", "repository": "r/airflow", "cache_branch": "main",
+                         "constraints_url": ""},
+    )
+    with pytest.raises(AirflowFailException, match="no tested image for Python 3.13"):
+        operator.execute(context={})
