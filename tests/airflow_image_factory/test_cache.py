@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_image_factory.cache import CacheStrategy, plan_cache
+from airflow_image_factory.cache import CacheStrategy, plan_cache, plan_ui_assets
 from airflow_image_factory.exceptions import CacheImageMissing
 
 PROD = "ghcr.io/apache/airflow/main/prod/python3.11:latest"
@@ -76,3 +76,27 @@ def test_a_branch_other_than_main_also_reuses_mains_cache_after_its_own():
         PROD,
     ]
     assert cache_images(ImageKind.CI, images_for(main, "3.11")) == ["ghcr.io/apache/airflow/main/ci/python3.11:latest"]
+
+
+# ---- the compiled UI ------------------------------------------------------------------------------
+
+UI_REF = "reg.example/apache/airflow/ui-assets:" + "k" * 64
+
+
+@pytest.mark.parametrize(
+    ("strategy", "present", "may_push", "source", "publish_first", "no_cache"),
+    [
+        ("pulled", True, True, "image", False, False),  # the registry has it: no UI is compiled
+        ("pulled", True, False, "image", False, False),  # read-only use, even when nothing is pushed
+        ("pulled", False, True, "image", True, False),  # compiled once, pushed, then taken from there
+        ("pulled", False, False, "build", False, False),  # nothing may be pushed: compiled in the build
+        ("disabled", True, True, "image", True, True),  # every layer built: compiled anew
+        ("disabled", False, False, "build", False, True),
+        ("local", True, True, "build", False, False),  # the registry is not asked
+        ("local", False, False, "build", False, False),
+    ],
+)
+def test_where_the_compiled_ui_comes_from(strategy, present, may_push, source, publish_first, no_cache):
+    plan = plan_ui_assets(strategy, UI_REF, present, may_push=may_push)
+    assert (plan.source.value, plan.publish_first, plan.no_cache) == (source, publish_first, no_cache)
+    assert plan.note.startswith("compiled UI")

@@ -84,5 +84,5 @@ def test_a_release_with_an_untested_python_fails_at_once_naming_it():
                          "registry": "registry.example", "repository": "r/airflow", "cache_branch": "main",
                          "constraints_url": ""},
     )
-    with pytest.raises(AirflowFailException, match="no tested image for Python 3.13"):
+    with pytest.raises(AirflowFailException, match=r"no tested image for Python 3\.13"):
         operator.execute(context={})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -11,12 +12,14 @@ import pytest
 
 from airflow_image_factory.exceptions import SourceTreeInvalid
 from airflow_image_factory.sources import (
+    UI_SOURCE_DIRS,
     Distribution,
     SourceTree,
     internal_requirements,
     read_source_tree,
     source_path_included,
     stage_sources,
+    ui_sources_key,
     write_metadata_wheels,
 )
 
@@ -178,3 +181,53 @@ def test_staging_copies_only_what_the_filter_allows_and_keeps_symlinks(checkout,
     assert (dest / "airflow-core/src/airflow/_shared/logging").is_symlink()
     assert (dest / "airflow-core/src/airflow/_shared/logging/__init__.py").read_text() == "x = 1\n"
     assert files == len([p for p in staged if not (dest / p).is_symlink()])
+
+
+# ---- the content key of the compiled UI ---------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> list[Path]:
+    path = tmp_path / "recipe" / "Dockerfile"
+    path.parent.mkdir()
+    path.write_text("FROM scratch AS ui-build\n")
+    return [path]
+
+
+def _write(root: Path, relative: str, text: str) -> None:
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (root / relative).write_text(text)
+
+
+def test_the_ui_key_follows_the_ui_sources_and_the_recipe_only(checkout, recipe):
+    key = ui_sources_key(checkout, recipe)
+    assert len(key) == 64 and key == ui_sources_key(checkout, recipe)  # stable
+    _write(checkout, "airflow-core/src/airflow/models.py", "changed = True\n")  # Python only
+    _write(checkout, "airflow-core/pyproject.toml", CORE.replace("3.4.0.dev0", "3.4.0.dev7"))  # a version bump
+    assert ui_sources_key(checkout, recipe) == key
+    _write(checkout, "airflow-core/src/airflow/ui/src/main.tsx", "export {}\n")  # a UI file added
+    with_ui_change = ui_sources_key(checkout, recipe)
+    assert with_ui_change != key
+    _write(checkout, f"{UI_SOURCE_DIRS[1]}/package.json", "{}")  # the other UI
+    assert ui_sources_key(checkout, recipe) != with_ui_change
+    before_recipe = ui_sources_key(checkout, recipe)
+    recipe[0].write_text("FROM scratch AS ui-build\nARG PNPM_VERSION=11\n")
+    assert ui_sources_key(checkout, recipe) != before_recipe
+
+
+def test_the_ui_key_tells_a_renamed_file_and_a_mode_change_apart(checkout, recipe):
+    ui = checkout / UI_SOURCE_DIRS[0]
+    key = ui_sources_key(checkout, recipe)
+    (ui / "package.json").rename(ui / "package2.json")
+    renamed = ui_sources_key(checkout, recipe)
+    assert renamed != key
+    (ui / "package2.json").chmod(0o755)
+    assert ui_sources_key(checkout, recipe) != renamed
+
+
+def test_the_ui_dirs_are_the_ones_the_dockerfile_compiles():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY --from=airflow-sources /(\S+) ", dockerfile, re.MULTILINE)
+    assert tuple(copied) == UI_SOURCE_DIRS

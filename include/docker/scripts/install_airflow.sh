@@ -10,6 +10,8 @@
 #                                        requirements (docker-context-files/airflow-build-requirements.txt)
 # install_airflow.sh distributions OUT   build the wheels of the sources at /airflow-sources (with
 #                                        the compiled UI of /ui-assets in place) into OUT
+# install_airflow.sh from-sources        distributions into a temporary directory, then
+#                                        from-distributions of it (one layer; nothing for pypi)
 # install_airflow.sh from-distributions DIR
 #                                        install the wheels in DIR over the dependencies (--no-deps);
 #                                        nothing when DIR has none (AIRFLOW_INSTALL_FROM=pypi)
@@ -45,7 +47,7 @@
 #                                     (default /docker-context-files)
 set -euo pipefail
 
-what="${1:?usage: install_airflow.sh dependencies | distributions OUT | from-distributions DIR | editable DIR | packages PKG...}"
+what="${1:?usage: install_airflow.sh dependencies | wheel-builder | from-sources | distributions OUT | from-distributions DIR | editable DIR | packages PKG...}"
 shift
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -54,7 +56,17 @@ export PIP_PROGRESS_BAR=off
 export PIP_ROOT_USER_ACTION=ignore
 
 builder=/opt/wheel-builder
+if [[ "${what}" == "from-sources" ]]; then
+    dist=$(mktemp -d)
+    bash "${BASH_SOURCE[0]}" distributions "${dist}"
+    bash "${BASH_SOURCE[0]}" from-distributions "${dist}"
+    rm -rf "${dist}"
+    exit 0
+fi
 if [[ "${what}" == "wheel-builder" ]]; then
+    if [[ "${AIRFLOW_INSTALL_FROM:-pypi}" != "sources" ]]; then
+        exit 0  # nothing is built from sources
+    fi
     requirements_file="${DOCKER_CONTEXT_FILES_DIR:-/docker-context-files}/airflow-build-requirements.txt"
     python3 -m venv "${builder}"
     if [[ -s "${requirements_file}" ]]; then
