@@ -199,33 +199,43 @@ RUN --mount=type=secret,id=extra_ca,required=false \
 
 ARG AIRFLOW_UID="50000"
 ARG AIRFLOW_USER_HOME_DIR=/home/airflow
+# The official image's environment: what its entrypoint, its docs' "extend the image" Dockerfiles and
+# the chart rely on. Example DAGs are off, as there.
 ENV AIRFLOW_HOME=/opt/airflow \
+    AIRFLOW_UID=${AIRFLOW_UID} \
+    AIRFLOW_USER_HOME_DIR=${AIRFLOW_USER_HOME_DIR} \
     AIRFLOW_VENV=/opt/airflow/venv \
     VIRTUAL_ENV=/opt/airflow/venv \
     PATH="/opt/airflow/venv/bin:${PATH}" \
+    AIRFLOW__CORE__LOAD_EXAMPLES="false" \
+    DUMB_INIT_SETSID="1" \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     LANG=C.UTF-8 \
     LC_ALL=C.UTF-8
 
 # Group 0 and group-writable directories: the image also runs under an arbitrary uid
-# (OpenShift, `--user 12345:0`).
+# (OpenShift, `--user 12345:0`); /etc/passwd is group-writable so the entrypoint can name that uid.
 RUN useradd --uid "${AIRFLOW_UID}" --gid 0 --no-log-init --create-home \
         --home-dir "${AIRFLOW_USER_HOME_DIR}" --shell /bin/bash airflow \
     && mkdir -p "${AIRFLOW_HOME}/dags" "${AIRFLOW_HOME}/logs" "${AIRFLOW_HOME}/plugins" \
         "${AIRFLOW_HOME}/config" \
     && chown -R "${AIRFLOW_UID}:0" "${AIRFLOW_USER_HOME_DIR}" "${AIRFLOW_HOME}" \
-    && chmod -R g+rwX "${AIRFLOW_USER_HOME_DIR}" "${AIRFLOW_HOME}"
+    && chmod -R g+rwX "${AIRFLOW_USER_HOME_DIR}" "${AIRFLOW_HOME}" \
+    && chmod g=u /etc/passwd
 
+# Group-writable already (install_airflow.sh): `pip install` works under any uid of group 0.
 COPY --from=airflow-build-image --chown=${AIRFLOW_UID}:0 /opt/airflow/venv /opt/airflow/venv
 COPY --chmod=0755 include/docker/entrypoint_prod.sh /entrypoint
+COPY --chmod=0755 include/docker/clean-logs.sh /clean-logs
 
 WORKDIR ${AIRFLOW_HOME}
 USER ${AIRFLOW_UID}
 EXPOSE 8080
 
 ENTRYPOINT ["/usr/bin/dumb-init", "--", "/entrypoint"]
-CMD ["--help"]
+# No command: `airflow` alone, which prints its usage and exits 2, as the official image does.
+CMD []
 
 # Labels last: they change on every build and must not invalidate the layers above.
 ARG AIRFLOW_VERSION="3.3.2"
@@ -237,7 +247,8 @@ ARG VERSION="${AIRFLOW_VERSION}"
 ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
 ARG BASE_IMAGE_DIGEST=""
 # What the verification suite (include/docker/verify) checks the image against, when run here.
-ENV IMAGE_AIRFLOW_VERSION=${AIRFLOW_VERSION} \
+ENV AIRFLOW_VERSION=${AIRFLOW_VERSION} \
+    IMAGE_AIRFLOW_VERSION=${AIRFLOW_VERSION} \
     IMAGE_AIRFLOW_EXTRAS=${AIRFLOW_EXTRAS}
 LABEL org.opencontainers.image.title="Apache Airflow" \
       org.opencontainers.image.description="Apache Airflow production image" \

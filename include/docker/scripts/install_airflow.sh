@@ -114,6 +114,13 @@ if [[ ! -x "${venv}/bin/python" ]]; then
 fi
 pip=("${venv}/bin/python" -m pip)
 
+# The official image's venv is group-writable: `pip install` works under any uid of group 0. Only what
+# lacks the bits is changed, in the layer that wrote it (a chmod of every file would copy them all up).
+group_writable() {
+    find "${venv}" \( ! -perm -g+rw -o -type d ! -perm -g+x \) ! -type l -exec chmod g+rwX {} +
+}
+trap 'status=$?; if [[ ${status} -eq 0 ]]; then group_writable; fi' EXIT
+
 index_options=()
 if [[ "${from_context}" == "true" ]]; then
     if ! find "${context_dir}" -maxdepth 2 \( -name '*.whl' -o -name '*.tar.gz' -o -name '*.zip' \) \
