@@ -41,7 +41,7 @@ dag: stack
 	bash include/stack/run-dag.sh
 
 test: stack
-	source $(STACK_DIR)/env && $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	source $(STACK_DIR)/env && $(VENV)/bin/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)

@@ -76,3 +76,16 @@ def _imported_modules(path: Path) -> set[str]:
 def test_no_private_airflow_module_is_imported(path):
     private = sorted(m for m in _imported_modules(path) if m.startswith("airflow") and "._" in m)
     assert not private, f"{path.name} imports Airflow's private {private}"
+
+
+def test_a_nightly_rebuild_is_narrowed_to_the_versions_that_changed():
+    """check_for_updates decides per version; the rebuild builds, verifies and publishes those only."""
+    from airflow_image_factory.tasks import rebuild_request, versions_of
+
+    plan = {"rebuild": ["3.13"], "constraints": {"3.13": "a==1\n"}, "decisions": []}
+    request = {"branch": "main", "python_versions": ["3.11", "3.13"], "upgrade_to_newer_dependencies": True}
+    narrowed = rebuild_request.function(request, plan)
+    assert narrowed["python_versions"] == ["3.13"] == versions_of.function(plan)
+    # the resolved set is installed as constraints: no second, possibly different, eager resolution
+    assert narrowed["upgrade_to_newer_dependencies"] is False
+    assert narrowed["branch"] == "main" and request["python_versions"] == ["3.11", "3.13"]

@@ -183,13 +183,14 @@ def test_engine_push_gives_up_on_a_dead_registry(engine, small_image):
         started = time.monotonic()
         try:
             with pytest.raises(EngineError) as error:
-                engine.push(ref, retries=2, backoff=0.5)
+                engine.push(ref, retries=1, backoff=0.5)
         finally:
             engine.remove(ref)
         uploads = [e for e in proxy.events if e.method == "POST"]
-    # Each engine try is the daemon's own 5 tries per layer (5+10+15+20 s apart): bounded, but slow,
-    # which is why the push task asks the registry client first (see the never-recovers run).
-    assert len(uploads) == 2 * 5
-    assert time.monotonic() - started < 130
+    # One engine try is the daemon's own 5 tries per layer (5+10+15+20 s apart): bounded, but slow,
+    # which is why the push task asks the registry client first (see the never-recovers run). One try
+    # shows the bound; a further try repeats it (that the loop tries again: the killed-upload test above).
+    assert len(uploads) == 5
+    assert time.monotonic() - started < 70
     message = str(error.value)
-    assert ref in message and "failed after 2 tries" in message and "503" in message
+    assert ref in message and "failed after 1 tries" in message and "503" in message
