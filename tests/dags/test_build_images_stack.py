@@ -75,6 +75,19 @@ def test_pushed_images_left_the_engine(main_build, branch_sha):
     assert "build cache trimmed to" in log
 
 
+def test_the_compiled_ui_is_published_once_by_content_key(main_build, registry):
+    """The first PROD build stage compiles the UI and pushes REPO/ui-assets:<key>; every other PROD build of
+    the run (the other Python version, both PROD images) takes it from there and runs no node."""
+    tags = registry.list_tags(f"{REPO}/ui-assets")
+    assert len(tags) == 1 and re.fullmatch(r"[0-9a-f]{64}", tags[0]), tags
+    out = main_build.output
+    assert out.count("compiling it and pushing it first") == 1
+    assert f"compiled UI from {registry.registry}/{REPO}/ui-assets:{tags[0]}" in out  # the second version
+    assert out.count("compiled UI: as the PROD build stage") == len(stack_versions())
+    ran = re.findall(r"steps that ran: (.*)", out)
+    assert not [line for line in ran if "[ui-build" in line], "a build compiled the UI in its own stages"
+
+
 def test_prod_image_runs_airflow_as_non_root(main_build):
     registry_host = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
     image = f"{registry_host}/{REPO}/main/prod/python{stack_versions()[0]}:latest"
