@@ -408,7 +408,7 @@ class BuildImageOperator(ImageFactoryOperator):
             )
             self.log.info("Built %s: %s in %.1fs", ref, report.image_id, report.duration)
             present = engine.push(ref, auth=registry_hook.credentials, on_line=self.log.debug)
-        return _ui_assets_args(f"{image.ref()}@{present}")
+        return _ui_assets_args(f"{image.name}@{present}")
 
     def ui_build_image(self, settings: Settings) -> str:
         """The base the UI is compiled on: the Python base of the run's lowest Python version, pinned.

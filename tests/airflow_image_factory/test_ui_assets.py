@@ -1,0 +1,115 @@
+"""BuildImageOperator.ui_assets: where a PROD build of a branch takes the compiled UI from, orchestrated over
+small fakes of the engine and the registry (the real ones run in tests/dags/test_build_images_stack.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from airflow_image_factory.operators import UI_ASSETS_LABEL, UI_ASSETS_TARGET, BuildImageOperator
+from airflow_image_factory.request import validate_request
+from airflow_image_factory.settings import load_settings
+from airflow_image_factory.sources import UI_SOURCE_DIRS
+
+SHA = "a" * 40
+DIGEST = "sha256:" + "d" * 64
+
+
+@dataclass
+class FakeEngine:
+    local: dict[str, dict] = field(default_factory=dict)  # ref → inspect() attributes
+    built: list = field(default_factory=list)
+    pushed: list = field(default_factory=list)
+
+    def has_image(self, ref: str) -> bool:
+        return ref in self.local
+
+    def inspect(self, ref: str) -> dict:
+        return self.local[ref]
+
+    def build(self, spec, *, on_line=None):
+        self.built.append(spec)
+        return type("Report", (), {"image_id": "sha256:ui", "duration": 1.0})()
+
+    def push(self, ref: str, *, auth=None, on_line=None) -> str:
+        self.pushed.append(ref)
+        return DIGEST
+
+
+@dataclass
+class FakeRegistry:
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    asked: list = field(default_factory=list)
+    credentials = None
+
+    @contextlib.contextmanager
+    def get_conn(self):
+        yield self
+
+    def manifest_digest(self, path: str, tag: str) -> str | None:
+        self.asked.append((path, tag))
+        return self.tags.get((path, tag))
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    root = tmp_path / "context"
+    for relative in ("Dockerfile", "include/docker/scripts/compile_ui_assets.sh",
+                     "include/docker/scripts/with_extra_ca.sh"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(relative)
+    for directory in UI_SOURCE_DIRS:
+        (root / "airflow-sources" / directory).mkdir(parents=True)
+        (root / "airflow-sources" / directory / "package.json").write_text("{}")
+    return root
+
+
+def _operator(kind: str, **conf) -> BuildImageOperator:
+    request = validate_request({"branch": "main", "python_versions": ["3.11"], "commit_sha": SHA, **conf},
+                               load_settings(env={}))
+    return BuildImageOperator(task_id=f"build_{kind}", kind=kind, build_request=request.to_dict(), python="3.11",
+                              python_base={"pinned": "base@sha256:1", "upstream": "python", "digest": "sha256:1"})
+
+
+def test_a_missing_ui_image_is_built_once_pushed_and_taken_by_digest(context):
+    engine, registry = FakeEngine(), FakeRegistry()
+    args = _operator("prod-build").ui_assets(engine, context, {"A": "1"}, {}, registry)
+    [spec] = engine.built
+    assert spec.target == UI_ASSETS_TARGET and spec.build_args == {"A": "1"} and len(spec.tags) == 1
+    ref = spec.tags[0]
+    assert ref.startswith("ghcr.io/apache/airflow/ui-assets:") and engine.pushed == [ref]
+    assert args == {"UI_ASSETS_FROM": "image", "UI_ASSETS_IMAGE": f"ghcr.io/apache/airflow/ui-assets@{DIGEST}"}
+    # the key is the tag it asked the registry about
+    assert registry.asked == [("apache/airflow/ui-assets", ref.rsplit(":", 1)[1])]
+
+
+def test_a_present_ui_image_is_taken_without_building(context):
+    engine = FakeEngine()
+    probe = FakeRegistry()
+    _operator("prod-build").ui_assets(FakeEngine(), context, {}, {}, probe)
+    key = probe.asked[0][1]  # the content key of these UI sources
+    registry = FakeRegistry(tags={("apache/airflow/ui-assets", key): DIGEST})
+    args = _operator("prod-build").ui_assets(engine, context, {}, {}, registry)
+    assert engine.built == [] and engine.pushed == []
+    assert args["UI_ASSETS_IMAGE"] == f"ghcr.io/apache/airflow/ui-assets@{DIGEST}"
+
+
+def test_a_run_that_pushes_nothing_compiles_the_ui_in_its_build(context):
+    engine = FakeEngine()
+    args = _operator("prod-build", push=False).ui_assets(engine, context, {}, {}, FakeRegistry())
+    assert args == {"UI_ASSETS_FROM": "build"} and engine.built == [] and engine.pushed == []
+
+
+def test_the_prod_build_takes_what_its_build_stage_took(context):
+    stage = "ghcr.io/apache/airflow/main/prod-build/python3.11:" + SHA
+    taken = f"ghcr.io/apache/airflow/ui-assets@{DIGEST}"
+    registry = FakeRegistry()
+    engine = FakeEngine(local={stage: {"Config": {"Labels": {UI_ASSETS_LABEL: taken}}}})
+    assert _operator("prod").ui_assets(engine, context, {}, {}, registry) == {
+        "UI_ASSETS_FROM": "image", "UI_ASSETS_IMAGE": taken}
+    assert registry.asked == [] and engine.built == []
+    compiled_in_stage = FakeEngine(local={stage: {"Config": {"Labels": {UI_ASSETS_LABEL: "scratch"}}}})
+    assert _operator("prod").ui_assets(compiled_in_stage, context, {}, {}, registry) == {"UI_ASSETS_FROM": "build"}
