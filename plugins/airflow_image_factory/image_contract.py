@@ -101,7 +101,7 @@ def prod_checks(expected_version: str, *, airflow_uid: str = "50000") -> list[Im
             values={
                 "airflow_version": version,
                 "AIRFLOW_VERSION": version,
-                "load_examples": "False",
+                "load_examples": lambda value: value.lower() == "false",  # the env var, as written
                 "uid": airflow_uid,
                 "gid": "0",
                 "umask": "0002",
@@ -133,6 +133,6 @@ def prod_checks(expected_version: str, *, airflow_uid: str = "50000") -> list[Im
             command=None,
             environment=NO_DB_WAIT,
             exit_code=2,  # `airflow` alone: its usage, as an error
-            contains=("usage: airflow",),
+            contains=("the following arguments are required: GROUP_OR_COMMAND",),
         ),
     ]

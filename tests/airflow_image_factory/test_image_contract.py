@@ -42,7 +42,7 @@ def test_the_prod_checks_cover_the_official_contract():
     checks = {c.name: c for c in prod_checks("3.4.0.dev0")}
     default = checks["default user"]
     assert default.values["airflow_version"] == default.values["AIRFLOW_VERSION"] == "3.4.0.dev0"
-    assert default.values["umask"] == "0002" and default.values["load_examples"] == "False"
+    assert default.values["umask"] == "0002" and default.values["load_examples"]("false")
     assert default.environment["_AIRFLOW_DB_MIGRATE"] == "true" and default.command[0] == "bash"
     assert checks["arbitrary uid"].user == "12345:0"
     assert checks["group other than 0"].exit_code == 1
@@ -63,7 +63,10 @@ if [[ "$1 $2" == "config get-value" ]]; then
         "celery broker_url") echo "${FAKE_BROKER:-redis://127.0.0.1:1/0}" ;;
     esac
 fi
-if [[ $# -eq 0 ]]; then echo "usage: airflow [-h] GROUP_OR_COMMAND ..." >&2; exit 2; fi
+if [[ $# -eq 0 ]]; then
+    echo "airflow command error: the following arguments are required: GROUP_OR_COMMAND" >&2
+    exit 2
+fi
 exit 0
 """
 
@@ -93,7 +96,7 @@ def image_env(tmp_path: Path):
 
 def test_no_command_is_airflow_alone_and_exits_2(image_env):
     result, calls = image_env()
-    assert result.returncode == 2 and "usage: airflow" in result.stderr
+    assert result.returncode == 2 and "required: GROUP_OR_COMMAND" in result.stderr
     assert calls == ["airflow db check", "airflow "]
 
 
