@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import Param, get_current_context, task, task_group
 
-from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch, InvalidBuildRequest
+from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch
 from airflow_image_factory.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
 from airflow_image_factory.naming import CONVENTIONS
 from airflow_image_factory.nightly_operators import (
@@ -32,7 +32,13 @@ from airflow_image_factory.operators import (
     run_settings,
     step_timeout,
 )
-from airflow_image_factory.request import CACHE_MODES, BuildRequest, conf_object, validate_request
+from airflow_image_factory.request import (
+    CACHE_MODES,
+    BuildRequest,
+    conf_object,
+    validate_nightly_request,
+    validate_request,
+)
 from airflow_image_factory.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,13 +113,11 @@ def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> d
     ``branch`` fixes the branch (the nightly run's per-branch groups); the conf may not name another.
     """
     context = get_current_context()
-    conf = conf_object(context["dag_run"].conf)
-    if branch is not None:
-        for fixed in NIGHTLY_FIXED_FIELDS:
-            if fixed in conf:
-                raise InvalidBuildRequest(fixed, "is not a field of the nightly run (set nightly_branches instead)")
-        conf |= {"branch": branch, "upgrade_to_newer_dependencies": True}
-    request = validate_request(conf, run_settings(), allowed_extra=extra_fields)
+    if branch is not None:  # the nightly's rules, the same the run's validate_conf gate applied
+        [request] = validate_nightly_request(context["dag_run"].conf, run_settings(), branches=[branch],
+                                             fixed_fields=NIGHTLY_FIXED_FIELDS)
+    else:
+        request = validate_request(conf_object(context["dag_run"].conf), run_settings(), allowed_extra=extra_fields)
     log.info("Build request: %s", request.to_dict())
     return request.to_dict()
 
