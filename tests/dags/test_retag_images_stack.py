@@ -130,6 +130,6 @@ def test_missing_source_copies_nothing(registry, proxy):
     target = new_branch()
     result = run_dag("retag_images", {**conf(proxy, target), "source_branch": "no-such-branch-" + uuid.uuid4().hex[:6]})
     assert result.returncode != 0
-    assert "RetagRefused" in result.output
+    assert "RetagSourceMissing" in result.output and "source image(s) missing, nothing was copied" in result.output
     assert writes(proxy) == []
     assert json.dumps(registry.list_tags(f"{REPO}/{target}/ci/python{stack_versions()[0]}")) == "[]"
