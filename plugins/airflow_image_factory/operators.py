@@ -384,12 +384,12 @@ class BuildImageOperator(ImageFactoryOperator):
         if self.kind is ImageKind.PROD:
             stage = self.images.prod_build.ref(self.sha)
             if engine.has_image(stage):
-                taken = labels_of(engine.inspect(stage)).get(UI_ASSETS_LABEL, "")
+                label = labels_of(engine.inspect(stage)).get(UI_ASSETS_LABEL, "")
+                taken = label if "@" in label else None  # the label's default, "scratch": compiled there
                 self.log.info("compiled UI: as the PROD build stage %s took it (%s)", stage,
-                              taken if "@" in taken else "compiled in the build")
-                return _ui_assets_args(taken if "@" in taken else None)
-        root = context
-        key = ui_sources_key(root / SOURCES_IN_CONTEXT, [root / name for name in UI_RECIPE])
+                              taken or "compiled in the build")
+                return _ui_assets_args(taken)
+        key = ui_sources_key(context / SOURCES_IN_CONTEXT, [context / name for name in UI_RECIPE])
         image = ui_assets_image(request.registry, request.repository)
         ref = image.ref(key)
         present = None

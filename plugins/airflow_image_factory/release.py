@@ -448,7 +448,7 @@ class PublishReleaseOperator(BaseOperator):
         self.release_request = release_request
         self.staged = staged
 
-    @fails_at_once  # permanent errors (a missing source, a refused release) are not retried
+    @fails_at_once  # a refused release (an untested Python, a moved tag) is not retried
     def execute(self, context: Any) -> list[dict[str, str]]:
         from airflow_image_factory.hooks import RegistryHook
         from airflow_image_factory.operators import run_settings

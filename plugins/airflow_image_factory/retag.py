@@ -223,7 +223,7 @@ class RetagImagesOperator(BaseOperator):
         super().__init__(**kwargs)
         self.retag_request = retag_request
 
-    @fails_at_once  # permanent errors (a missing source, a refused release) are not retried
+    @fails_at_once  # a missing source image is permanent: not retried
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from airflow_image_factory.hooks import RegistryHook
         from airflow_image_factory.operators import run_settings
