@@ -29,11 +29,13 @@
 #                          ui-assets-build once per content of the UI sources, push it as
 #                          REPO/ui-assets:<content key> and pass it back as UI_ASSETS_IMAGE, so a
 #                          worker without build cache compiles no UI the registry already has
-#   airflow-build-image    base + compilers + headers; Airflow installed into a virtualenv
-#                          at /opt/airflow/venv (pushed as the "PROD build stage" image); from
-#                          sources, the wheels of the sources are built here, with the compiled
-#                          UI in place, so their build tools are layers of this pushed image too
-#   main                   base + runtime libraries + the virtualenv; user airflow (50000:0)
+#   airflow-dependencies   base + compilers + headers; Airflow's dependencies (from sources) or
+#                          Airflow itself (pypi) installed into a virtualenv at /opt/airflow/venv
+#   airflow-build-image    the above + (from sources) the wheels of the sources, built with the
+#                          compiled UI in place into /opt/airflow/dist and installed over the
+#                          dependencies; pushed as the "PROD build stage" image, the cache of both
+#   main                   base + runtime libraries + the dependencies' virtualenv + the wheels of
+#                          the sources in a small layer of their own; user airflow (50000:0)
 #
 # Build args: see the ARG lines below. Those that change on every build (REVISION, CREATED,
 # ...) are declared last and only feed LABELs, so a rebuild that changes just them reuses
@@ -98,7 +100,10 @@ COPY include/docker/airflow-sources.README.md /
 FROM ui-assets-${AIRFLOW_INSTALL_FROM} AS ui-assets
 
 ##############################################################################################
-FROM ${PYTHON_BASE_IMAGE} AS airflow-build-image
+# The dependencies of Airflow in the virtualenv, without Airflow's own distributions (from sources)
+# or with them (pypi). The PROD image copies this venv, so a source-only change leaves its largest
+# layer as it is; its parent, the build image, is what the DAGs push as the cache of this stage.
+FROM ${PYTHON_BASE_IMAGE} AS airflow-dependencies
 ARG PYTHON_BASE_IMAGE
 SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
 
@@ -135,10 +140,18 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
     bash /opt/image-scripts/with_extra_ca.sh bash /opt/image-scripts/install_airflow.sh dependencies
 
+##############################################################################################
+FROM airflow-dependencies AS airflow-build-image
+# A stage's ARGs are its own: those the steps and labels below read, again.
+ARG AIRFLOW_INSTALL_FROM
+ARG AIRFLOW_VERSION="3.3.2"
+ARG AIRFLOW_EXTRAS="postgres,mysql"
+
 # sources: the sources' build backends (pinned in their pyproject files) in a virtualenv of their own
 # (/opt/wheel-builder, never copied into the PROD image), then the wheels of the meta package,
-# airflow-core and task-sdk built from the sources with the compiled UI in place and installed over
-# the dependencies (--no-deps); pypi: nothing to do. A source-only change re-runs the last step only.
+# airflow-core and task-sdk built from the sources with the compiled UI in place into
+# /opt/airflow/dist (the PROD image installs them from there) and installed over the dependencies
+# (--no-deps); pypi: nothing to do. A source-only change re-runs the last step only.
 RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=cache,id=airflow-pip-cache,target=/root/.cache/pip,sharing=locked \
     --mount=type=bind,from=docker-context-files,target=/docker-context-files \
@@ -163,6 +176,8 @@ ARG CREATED=""
 ARG VERSION="${AIRFLOW_VERSION}"
 ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
 ARG BASE_IMAGE_DIGEST=""
+# The hash of every input of this build (the DAG's content key): a rebuild with the same key reuses it.
+ARG CONTENT_KEY=""
 # What the stage took the compiled UI from (name@digest; "scratch": compiled in the build). The DAGs'
 # PROD build of the same run reads it, so that it takes the same and reuses every layer of this stage.
 ARG UI_ASSETS_IMAGE
@@ -178,6 +193,7 @@ LABEL org.opencontainers.image.title="Apache Airflow PROD build stage" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${BASE_IMAGE_NAME}" \
       org.opencontainers.image.base.digest="${BASE_IMAGE_DIGEST}" \
+      org.apache.airflow.image-factory.content-key="${CONTENT_KEY}" \
       org.apache.airflow.image="airflow-build-image" \
       org.apache.airflow.version="${AIRFLOW_VERSION}" \
       org.apache.airflow.extras="${AIRFLOW_EXTRAS}" \
@@ -224,8 +240,16 @@ RUN useradd --uid "${AIRFLOW_UID}" --gid 0 --no-log-init --create-home \
     && chmod -R g+rwX "${AIRFLOW_USER_HOME_DIR}" "${AIRFLOW_HOME}" \
     && chmod g=u /etc/passwd
 
-# Group-writable already (install_airflow.sh): `pip install` works under any uid of group 0.
-COPY --from=airflow-build-image --chown=${AIRFLOW_UID}:0 /opt/airflow/venv /opt/airflow/venv
+# Group-writable already (install_airflow.sh): `pip install` works under any uid of group 0. The
+# dependencies first; Airflow's distributions (from sources) in a small layer of their own, installed
+# as the airflow user (umask 0002: group-writable), so a source-only change rebuilds only that layer.
+COPY --from=airflow-dependencies --chown=${AIRFLOW_UID}:0 /opt/airflow/venv /opt/airflow/venv
+USER ${AIRFLOW_UID}
+RUN --mount=type=bind,from=airflow-build-image,source=/opt/airflow/dist,target=/opt/airflow/dist \
+    --mount=type=bind,source=include/docker/scripts/install_airflow.sh,target=/opt/image-scripts/install_airflow.sh \
+    umask 0002 && PIP_NO_CACHE_DIR=1 PIP_NO_INDEX=1 \
+        bash /opt/image-scripts/install_airflow.sh from-distributions /opt/airflow/dist
+USER 0
 COPY --chmod=0755 include/docker/entrypoint_prod.sh /entrypoint
 COPY --chmod=0755 include/docker/clean-logs.sh /clean-logs
 
@@ -246,6 +270,8 @@ ARG CREATED=""
 ARG VERSION="${AIRFLOW_VERSION}"
 ARG BASE_IMAGE_NAME="${PYTHON_BASE_IMAGE}"
 ARG BASE_IMAGE_DIGEST=""
+# The hash of every input of this build (the DAG's content key): a rebuild with the same key reuses it.
+ARG CONTENT_KEY=""
 # What the verification suite (include/docker/verify) checks the image against, when run here.
 ENV AIRFLOW_VERSION=${AIRFLOW_VERSION} \
     IMAGE_AIRFLOW_VERSION=${AIRFLOW_VERSION} \
@@ -262,6 +288,7 @@ LABEL org.opencontainers.image.title="Apache Airflow" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${BASE_IMAGE_NAME}" \
       org.opencontainers.image.base.digest="${BASE_IMAGE_DIGEST}" \
+      org.apache.airflow.image-factory.content-key="${CONTENT_KEY}" \
       org.apache.airflow.image="airflow" \
       org.apache.airflow.version="${AIRFLOW_VERSION}" \
       org.apache.airflow.extras="${AIRFLOW_EXTRAS}" \

@@ -10,8 +10,8 @@
 #                                        requirements (docker-context-files/airflow-build-requirements.txt)
 # install_airflow.sh distributions OUT   build the wheels of the sources at /airflow-sources (with
 #                                        the compiled UI of /ui-assets in place) into OUT
-# install_airflow.sh from-sources        distributions into a temporary directory, then
-#                                        from-distributions of it (one layer; nothing for pypi)
+# install_airflow.sh from-sources        distributions into /opt/airflow/dist, then
+#                                        from-distributions of it (one layer; an empty dist/ for pypi)
 # install_airflow.sh from-distributions DIR
 #                                        install the wheels in DIR over the dependencies (--no-deps);
 #                                        nothing when DIR has none (AIRFLOW_INSTALL_FROM=pypi)
@@ -57,10 +57,10 @@ export PIP_ROOT_USER_ACTION=ignore
 
 builder=/opt/wheel-builder
 if [[ "${what}" == "from-sources" ]]; then
-    dist=$(mktemp -d)
+    # Kept in the build image: the PROD image installs the same wheels from there.
+    dist=/opt/airflow/dist
     bash "${BASH_SOURCE[0]}" distributions "${dist}"
     bash "${BASH_SOURCE[0]}" from-distributions "${dist}"
-    rm -rf "${dist}"
     exit 0
 fi
 if [[ "${what}" == "wheel-builder" ]]; then
