@@ -142,3 +142,42 @@ def plan_ui_assets(
     why = "the cache is local" if strategy is CacheStrategy.LOCAL else f"{ref} is missing and this run pushes nothing"
     return UiAssetsPlan(UiAssetsSource.BUILD, False, strategy is CacheStrategy.DISABLED,
                         f"compiled UI: compiled in the build ({why})")
+
+
+# ---- build avoidance: an image already published under the build's content key ------------------
+
+
+@dataclass(frozen=True)
+class ReusePlan:
+    # The published image (name:tag) whose content key equals this build's: reuse its digest. None: build.
+    reuse: str | None
+    note: str
+
+
+def reuse_blocker(strategy: CacheStrategy | str, key: str | None, *, rebuild: bool, push: bool) -> str | None:
+    """Why this build may not reuse a published image, or None when it may look for one.
+
+    Only with ``pulled`` (the run trusts the registry), a key (an eager upgrade or an install without
+    constraints resolves against the index as it is at build time: the same inputs need not give the
+    same image), push on (what is reused is the registry's image; a run that pushes nothing wants a
+    local one), and ``rebuild`` off (a user who asks for a build gets one).
+    """
+    if rebuild:
+        return "rebuild was asked for"
+    if CacheStrategy(strategy) is not CacheStrategy.PULLED:
+        return f"cache is {CacheStrategy(strategy).value}"
+    if not push:
+        return "push is off: the image must be built here"
+    if key is None:
+        return "the dependencies resolve against the index at build time (no constraints, or an eager upgrade)"
+    return None
+
+
+def plan_reuse(candidates: Sequence[str], published: Mapping[str, str | None], key: str) -> ReusePlan:
+    """The first of ``candidates`` (refs, most specific first) whose published content key (``published``:
+    ref → the key its label holds, None when missing or unlabelled) equals ``key``."""
+    for ref in candidates:
+        if published.get(ref) == key:
+            return ReusePlan(ref, f"content key {key[:12]} is published as {ref}: reusing it, nothing to build")
+    seen = ", ".join(f"{ref} ({(published.get(ref) or 'none')[:12]})" for ref in candidates)
+    return ReusePlan(None, f"content key {key[:12]} is not published ({seen or 'nothing to compare'}): building")

@@ -158,6 +158,10 @@ class GenerateConstraintsOperator(ImageFactoryOperator):
         settings = run_settings()
         engine = EngineHook(settings=settings).get_conn()
         image = self.images[ImageKind.CI].ref(self.sha)
+        if not engine.has_image(image):
+            # The build reused the published image (content key): it is in the registry, not here.
+            hook = self.registry_hook(settings)
+            self.log.info("%s is not on this engine: pulling it (%s)", image, engine.pull(image, auth=hook.credentials))
         result = engine.run(image, ["python", "-m", "pip", "freeze"], on_line=self.log.debug, timeout=300)
         if not result.ok:
             raise VerificationFailed(f"pip freeze in {image} failed (exit {result.exit_code}): {result.output[-800:]}")

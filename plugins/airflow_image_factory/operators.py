@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import re
@@ -24,13 +25,24 @@ import requests
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_image_factory import image_contract
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
-from airflow_image_factory.cache import CacheStrategy, UiAssetsSource, cache_images, plan_cache, plan_ui_assets
+from airflow_image_factory.cache import (
+    CacheStrategy,
+    UiAssetsSource,
+    cache_images,
+    plan_cache,
+    plan_reuse,
+    plan_ui_assets,
+    reuse_blocker,
+)
 from airflow_image_factory.constraints import parse_pins
+from airflow_image_factory.content import CONTENT_KEY_ARG, CONTENT_KEY_LABEL, content_key
 from airflow_image_factory.engine import BuildSpec, Engine, labels_of
 from airflow_image_factory.exceptions import (
     BaseImageMissing,
     ImageFactoryError,
+    ManifestNotFound,
     PromotionRefused,
     RegistryError,
     RegistryUnavailable,
@@ -41,9 +53,9 @@ from airflow_image_factory.hooks import EngineHook, RegistryHook
 from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
 from airflow_image_factory.image_contract import ImageCheck, prod_checks
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
-from airflow_image_factory.naming import ImageKind, ImageSet, images_for, ui_assets_image
+from airflow_image_factory.naming import ImageKind, ImageName, ImageSet, images_for, ui_assets_image
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
-from airflow_image_factory.promotion import PromotionLock, VersionOutcome, lock_path, plan_promotion
+from airflow_image_factory.promotion import SHA_PUSHED, PromotionLock, VersionOutcome, lock_path, plan_promotion
 from airflow_image_factory.registry import RegistryClient, parse_reference
 from airflow_image_factory.request import BuildRequest
 from airflow_image_factory.settings import TIME_BOUNDS, VARIABLE_NAME, Settings, include_dir, load_settings
@@ -271,6 +283,8 @@ class BuildImageOperator(ImageFactoryOperator):
     _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
     # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
     from_sources = True
+    # Whether an image published under the same content key is reused instead of built (branch builds).
+    reuses_published = True
 
     def __init__(
         self, *, kind: str, python_base: dict[str, Any] | Any, constraints: Mapping[str, str] | Any = None,
@@ -334,13 +348,23 @@ class BuildImageOperator(ImageFactoryOperator):
                                "VERSION": tree.version}
                 if self.kind is not ImageKind.CI:
                     build_args["UI_BUILD_IMAGE"] = self.ui_build_image(settings)
-                    build_args |= self.ui_assets(engine, context, build_args, secrets, registry_hook)
-                self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
-                              self.sha)
             if constraints:
                 build_args |= {"AIRFLOW_CONSTRAINTS_LOCATION": CONSTRAINTS_IN_CONTEXT,
                                "UPGRADE_TO_NEWER_DEPENDENCIES": "false"}
                 self.log.info("Installing with the given constraints (%d pins)", len(parse_pins(constraints)))
+            key = self.content_key(context, build_args)
+            reused = self.reuse_published(image, key, registry_hook)
+            if reused is not None:
+                reused |= {"cache": plan.to_dict(), **({"airflow_version": tree.version} if tree else {})}
+                if self.kind is ImageKind.CI:
+                    reused["manifest_image"] = self._build_manifest_image(engine, images, reused["image_id"])
+                return reused
+            build_args[CONTENT_KEY_ARG] = key or ""
+            if tree is not None:
+                if self.kind is not ImageKind.CI:
+                    build_args |= self.ui_assets(engine, context, build_args, secrets, registry_hook)
+                self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
+                              self.sha)
             spec = BuildSpec(
                 context=context,
                 dockerfile=self._DOCKERFILES[self.kind],
@@ -359,6 +383,8 @@ class BuildImageOperator(ImageFactoryOperator):
             "image": image.ref(self.sha),
             **report.to_dict(),
             "cache": plan.to_dict(),
+            "reused": None,
+            "content_key": key,
         }
         if tree is not None:
             summary["airflow_version"] = tree.version
@@ -370,6 +396,65 @@ class BuildImageOperator(ImageFactoryOperator):
             summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps, report.steps,
         )
         return summary
+
+    def content_key(self, context: Path, build_args: Mapping[str, str]) -> str | None:
+        """This build's content key (content.py), or None where equal inputs need not give an equal image:
+        an eager upgrade resolves against the index as it is at build time."""
+        if build_args.get("UPGRADE_TO_NEWER_DEPENDENCIES") == "true":
+            return None
+        return content_key(
+            kind=self.kind.value, context=context, dockerfile=self._DOCKERFILES[self.kind],
+            target=PROD_BUILD_TARGET if self.kind is ImageKind.PROD_BUILD else None, build_args=build_args,
+            checks=self.checks_identity(),
+        )
+
+    def checks_identity(self) -> tuple[str, ...]:
+        """What the image must pass before it is pushed: a reused image passed these very checks."""
+        if self.kind is ImageKind.CI:
+            return (self.request.test_command or DEFAULT_CI_TEST_COMMAND,)
+        # The PROD checks are this package's code: any change to them is a new key.
+        return (inspect.getsource(image_contract), inspect.getsource(VerifyImageOperator))
+
+    def reuse_published(self, image: ImageName, key: str | None, registry_hook: RegistryHook) -> dict | None:
+        """The summary of the published image whose content key is ``key`` (its ``:SHA``, then its
+        ``latest``), read from manifests and config blobs only; None when this build must run."""
+        request = self.request
+        why_not = "release images are built from the index" if not self.reuses_published else reuse_blocker(
+            request.cache, key, rebuild=request.rebuild, push=request.push)
+        if why_not is not None:
+            self.log.info("content key %s: not looking for a published image (%s)", (key or "none")[:12], why_not)
+            return None
+        started = time.monotonic()
+        # Only :SHA and latest are pushed after their checks passed; the PROD build stage only as latest.
+        tags = (self.sha, image.promoted_tag) if self.kind in SHA_PUSHED else (image.promoted_tag,)
+        candidates = [image.ref(tag) for tag in tags]
+        published: dict[str, str | None] = {}
+        found: dict[str, tuple[str, dict]] = {}
+        with registry_hook.get_conn() as client:
+            for tag, ref in zip(tags, candidates, strict=True):
+                try:
+                    manifest = client.get_manifest(image.path, tag)
+                    config = client.image_config(image.path, manifest.digest)
+                except ManifestNotFound:
+                    published[ref] = None
+                    continue
+                published[ref] = ((config.get("config") or {}).get("Labels") or {}).get(CONTENT_KEY_LABEL)
+                found[ref] = (manifest.digest, manifest.document)
+                if published[ref] == key:
+                    break
+        plan = plan_reuse(candidates, published, key)
+        self.log.info("%s", plan.note)
+        if plan.reuse is None:
+            return None
+        digest, document = found[plan.reuse]
+        seconds = time.monotonic() - started
+        self.log.info("Reused %s: %s, %.1fs, content key %s", plan.reuse, digest, seconds, key)
+        return {
+            "python": self.python, "kind": self.kind.value, "image": image.ref(self.sha), "reused": plan.reuse,
+            "digest": digest, "image_id": document["config"]["digest"], "content_key": key,
+            "duration_s": round(seconds, 1), "steps": 0, "cached_steps": 0, "ran_steps": [],
+            "size": sum(layer.get("size", 0) for layer in document.get("layers", [])), "tags": [],
+        }
 
     def ui_assets(
         self, engine: Engine, context: Path, build_args: Mapping[str, str], secrets: Mapping[str, str],
@@ -511,16 +596,24 @@ class VerifyImageOperator(ImageFactoryOperator):
     entrypoint), then the api-server's health endpoint and its UI answering within a bound.
     """
 
+    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "build")
     timeout_setting = "timeout_verify_minutes"
 
-    def __init__(self, *, kind: str, **kwargs: Any):
+    def __init__(self, *, kind: str, build: Mapping[str, Any] | Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.kind = ImageKind(kind)
+        # The build step's summary: an image it reused (content key) passed these checks when published.
+        self.build = build
 
     def execute(self, context: Any) -> dict[str, Any]:
+        image = self.images[self.kind].ref(self.sha)
+        if reused := reused_image(self.build):
+            self.log.info("%s is %s (content key %s), which passed these checks before it was published: "
+                          "not run again", image, reused, (self.build.get("content_key") or "")[:12])
+            return {"python": self.python, "kind": self.kind.value, "image": image, "checks": [],
+                    "reused": reused}
         settings = run_settings()
         engine = EngineHook(settings=settings).get_conn()
-        image = self.images[self.kind].ref(self.sha)
         # The version the image was built as (the sources' own version), from its label.
         expected_version = labels_of(engine.inspect(image)).get(VERSION_LABEL, "")
         checks = self._ci_checks() if self.kind is ImageKind.CI else prod_checks(expected_version)
@@ -603,12 +696,15 @@ class VerifyImageOperator(ImageFactoryOperator):
 class PushImageOperator(ImageFactoryOperator):
     """Push the tested ``name:SHA`` image; returns the registry's digest (``None`` when push is off)."""
 
+    template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "build")
     operator_extra_links = (RegistryImageLink(),)
     timeout_setting = "timeout_push_minutes"
 
-    def __init__(self, *, kind: str, **kwargs: Any):
+    def __init__(self, *, kind: str, build: Mapping[str, Any] | Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.kind = ImageKind(kind)
+        # The build step's summary: a reused image is tagged :SHA in the registry, nothing is uploaded.
+        self.build = build
 
     def execute(self, context: Any) -> str | None:
         if not self.request.push:
@@ -623,6 +719,12 @@ class PushImageOperator(ImageFactoryOperator):
         ref = self.images[self.kind].ref(self.sha)
         with hook.get_conn() as client:
             client.ping()
+            if reused := reused_image(self.build):
+                image = self.images[self.kind]
+                digest = client.tag(image.path, self.build["digest"], self.sha)
+                self.log.info("Tagged %s as %s: the published %s (content key), no layer moved", ref, digest, reused)
+                record_image_ref(context, ref)
+                return digest
         digest = engine.push(ref, auth=hook.credentials, retries=settings.push_retries, on_line=self.stream)
         self.log.info("Pushed %s as %s", ref, digest)
         record_image_ref(context, ref)
@@ -803,6 +905,11 @@ class TidyEngineOperator(ImageFactoryOperator):
             return
         report.removed.append(ref)
         self.log.info("removed %s from the engine (the registry holds it)", ref)
+
+
+def reused_image(build: Mapping[str, Any] | None) -> str | None:
+    """The published image a build step reused instead of building (its summary's ``reused``), or None."""
+    return build.get("reused") if isinstance(build, Mapping) else None
 
 
 def mapped_values(value: Any) -> list[Any]:

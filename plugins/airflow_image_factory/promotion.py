@@ -106,7 +106,8 @@ def plan_promotion(
     """All versions passed → a plan that moves ``latest`` for every version; otherwise nothing moves.
 
     ``local_images`` maps python → ImageKind value → the engine's image id or tag for the images
-    pushed for the first time at promotion (Python base, PROD build stage, CI manifest).
+    pushed for the first time at promotion (Python base, PROD build stage, CI manifest); one of them
+    with a digest in the outcome (a PROD build stage reused from the registry) is re-tagged instead.
     Pushes come first and re-tags last, so a failed upload leaves every ``latest`` of CI and PROD
     where it was; the re-tags are manifest PUTs only.
     """
@@ -129,8 +130,8 @@ def plan_promotion(
         for kind in PROMOTED:
             image = image_set[kind]
             target = image.ref(image.promoted_tag)
-            if kind in RETAGGED:
-                digest = outcome.digests.get(kind.value)
+            digest = outcome.digests.get(kind.value)
+            if kind in RETAGGED or digest:  # an image reused from the registry is re-tagged too
                 if not digest:
                     return PromotionPlan(
                         False, f"Python {version}: no tested {kind.value} digest was recorded; nothing moves"

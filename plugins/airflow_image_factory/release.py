@@ -390,6 +390,8 @@ class ReleaseBuildOperator(ReleaseImagesMixin, BuildImageOperator):
 
     template_fields: Sequence[str] = (*BuildImageOperator.template_fields, "constraints_url")
     from_sources = False
+    # A release image is built anew from the index each time it is asked for, never reused.
+    reuses_published = False
 
     def __init__(self, *, constraints_url: str | Any = "", **kwargs: Any):
         super().__init__(kind="prod", **kwargs)

@@ -27,6 +27,7 @@ PARAM_NAMES = (
     "cache",
     "push",
     "upgrade_to_newer_dependencies",
+    "rebuild",
     "airflow_version",
     "test_command",
     "naming",
@@ -315,6 +316,8 @@ class BuildRequest(RequestRecord):
     airflow_version: str
     test_command: str | None
     naming: str
+    # Build even where an image of the same content key is published (content.py).
+    rebuild: bool = False
     # Derived from settings at validation time, so later tasks never re-read settings.
     debian: Mapping[str, str] = field(default_factory=dict)
     python_base_source: str = DEFAULT_PYTHON_BASE_UPSTREAM
@@ -419,6 +422,7 @@ def validate_request(
 
     push = flag("push")
     upgrade = flag("upgrade_to_newer_dependencies")
+    rebuild = flag("rebuild")
 
     airflow_version = text("airflow_version")
     if airflow_version is not None and (
@@ -454,6 +458,7 @@ def validate_request(
         airflow_version=airflow_version,
         test_command=test_command,
         naming=naming,
+        rebuild=rebuild,
         debian={version: settings.debian_for(version) for version in python_versions},
         python_base_source=settings.python_base_source,
     )

@@ -59,6 +59,7 @@ class Settings:
     cache: str
     push: bool
     upgrade_to_newer_dependencies: bool
+    rebuild: bool
     airflow_version: str
     test_command: str
     naming: str

@@ -24,6 +24,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from airflow_image_factory.content import TreeHasher
 from airflow_image_factory.exceptions import SourceTreeInvalid
 
 try:  # Python 3.11+
@@ -208,29 +209,12 @@ def ui_sources_key(sources: Path, recipe: Iterable[Path]) -> str:
     ``sources`` (path, executable bit, bytes; symlinks by target) and the ``recipe`` files that compile
     it (the Dockerfile, its scripts). Same UI sources and recipe, same key, whatever the branch, commit
     or Python version: the compiled UI of one key is built once and reused by every build."""
-    digest = hashlib.sha256()
-
-    def add(label: str, data: bytes) -> None:
-        digest.update(f"{label}\0{len(data)}\0".encode())
-        digest.update(data)
-
+    hasher = TreeHasher()
     for top in UI_SOURCE_DIRS:
-        root = sources / top
-        if not root.is_dir():
-            add(f"missing:{top}", b"")
-            continue
-        for directory, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = Path(directory, name)
-                relative = path.relative_to(sources).as_posix()
-                if path.is_symlink():
-                    add(f"link:{relative}", os.readlink(path).encode())
-                else:
-                    add(f"file:{relative}:{os.access(path, os.X_OK):d}", path.read_bytes())
+        hasher.add_tree(sources, top)
     for path in recipe:
-        add(f"recipe:{path.name}", path.read_bytes())
-    return digest.hexdigest()
+        hasher.add(f"recipe:{path.name}", path.read_bytes())
+    return hasher.hexdigest()
 
 
 def _digest(text: str) -> str:

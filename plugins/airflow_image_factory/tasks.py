@@ -87,6 +87,11 @@ def build_params(settings: Settings) -> dict[str, Param]:
             d["upgrade_to_newer_dependencies"], type="boolean", title="Upgrade to newer dependencies",
             description="Resolve dependencies eagerly instead of using the constraints.",
         ),
+        "rebuild": Param(
+            d["rebuild"], type="boolean", title="Rebuild",
+            description="Build every image even where one of the same content key (same sources, "
+                        "constraints, base, Dockerfiles, build args and checks) is already published.",
+        ),
         "airflow_version": Param(
             d["airflow_version"], type="string", title="Airflow version",
             description="Installed from the index only where no sources are built (release images); a branch "
@@ -230,9 +235,13 @@ def python_versions(build_request: dict[str, Any]) -> list[str]:
 
 @task(execution_timeout=SHORT)
 @fails_at_once
-def version_outcome(python: str, ci_digest: str | None, prod_digest: str | None) -> dict[str, Any]:
-    """Reached only when every build, check and push of this version succeeded."""
-    digests = {k: v for k, v in (("ci", ci_digest), ("prod", prod_digest)) if v}
+def version_outcome(
+    python: str, ci_digest: str | None, prod_digest: str | None, prod_build: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Reached only when every build, check and push of this version succeeded. A PROD build stage that
+    was reused (content key) is promoted from its registry digest: it is not on this worker to push."""
+    stage_digest = prod_build.get("digest") if prod_build and prod_build.get("reused") else None
+    digests = {k: v for k, v in (("ci", ci_digest), ("prod", prod_digest), ("prod-build", stage_digest)) if v}
     return {"python": python, "passed": True, "digests": digests, "failures": []}
 
 
@@ -254,17 +263,17 @@ def python_version_images(
         ci = BuildImageOperator(task_id="build_ci", kind="ci", **build)
         prod_build = BuildImageOperator(task_id="build_prod_build", kind="prod-build", **build)
         prod = BuildImageOperator(task_id="build_prod", kind="prod", **build)
-        verify_ci = VerifyImageOperator(task_id="verify_ci", kind="ci", **common)
-        verify_prod = VerifyImageOperator(task_id="verify_prod", kind="prod", **common)
-        push_ci = PushImageOperator(task_id="push_ci", kind="ci", **common)
-        push_prod = PushImageOperator(task_id="push_prod", kind="prod", **common)
+        verify_ci = VerifyImageOperator(task_id="verify_ci", kind="ci", build=ci.output, **common)
+        verify_prod = VerifyImageOperator(task_id="verify_prod", kind="prod", build=prod.output, **common)
+        push_ci = PushImageOperator(task_id="push_ci", kind="ci", build=ci.output, **common)
+        push_prod = PushImageOperator(task_id="push_prod", kind="prod", build=prod.output, **common)
         prod_build >> prod
         ci >> verify_ci >> push_ci
         prod >> verify_prod >> push_prod
         # Both pushes wait for both checks: a version either passes whole or pushes nothing.
         [verify_ci, verify_prod] >> push_ci
         [verify_ci, verify_prod] >> push_prod
-        outcome = version_outcome(python, push_ci.output, push_prod.output)
+        outcome = version_outcome(python, push_ci.output, push_prod.output, prod_build.output)
         result = {"base": base.output, "outcome": outcome}
         if generate_constraints:
             generated = GenerateConstraintsOperator(task_id="constraints", **common)

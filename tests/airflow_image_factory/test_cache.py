@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_image_factory.cache import CacheStrategy, plan_cache, plan_ui_assets
+from airflow_image_factory.cache import CacheStrategy, plan_cache, plan_reuse, plan_ui_assets, reuse_blocker
 from airflow_image_factory.exceptions import CacheImageMissing
 
 PROD = "ghcr.io/apache/airflow/main/prod/python3.11:latest"
@@ -100,3 +100,40 @@ def test_where_the_compiled_ui_comes_from(strategy, present, may_push, source, p
     plan = plan_ui_assets(strategy, UI_REF, present, may_push=may_push)
     assert (plan.source.value, plan.publish_first, plan.no_cache) == (source, publish_first, no_cache)
     assert plan.note.startswith("compiled UI")
+
+
+# ---- build avoidance by content key -------------------------------------------------------------
+
+KEY = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("strategy", "key", "rebuild", "push", "blocked_by"),
+    [
+        ("pulled", KEY, False, True, None),
+        ("pulled", KEY, True, True, "rebuild"),
+        ("local", KEY, False, True, "cache is local"),
+        ("disabled", KEY, False, True, "cache is disabled"),
+        ("pulled", KEY, False, False, "push is off"),
+        ("pulled", None, False, True, "eager upgrade"),
+    ],
+)
+def test_when_a_build_may_reuse_a_published_image(strategy, key, rebuild, push, blocked_by):
+    why = reuse_blocker(strategy, key, rebuild=rebuild, push=push)
+    if blocked_by is None:
+        assert why is None
+    else:
+        assert why is not None and blocked_by in why
+
+
+def test_reuse_takes_the_first_candidate_published_under_the_key():
+    sha, latest = "reg/ci:abc", "reg/ci:latest"
+    assert plan_reuse([sha, latest], {sha: KEY, latest: KEY}, KEY).reuse == sha
+    assert plan_reuse([sha, latest], {sha: None, latest: KEY}, KEY).reuse == latest
+    assert plan_reuse([sha, latest], {latest: KEY}, KEY).reuse == latest  # :SHA not published
+
+
+def test_no_reuse_when_no_candidate_carries_the_key():
+    plan = plan_reuse(["reg/ci:abc", "reg/ci:latest"], {"reg/ci:abc": None, "reg/ci:latest": "b" * 64}, KEY)
+    assert plan.reuse is None
+    assert "building" in plan.note and "bbbbbbbbbbbb" in plan.note

@@ -41,18 +41,18 @@ DAGS: dict[str, tuple[Callable[[Any], Any], dict[str, Any], tuple[str, ...], tup
     "build_images": (
         lambda conf: validate_request(conf, SETTINGS), {},
         ("branch", "registry", "repository", "source_repo", "commit_sha", "cache", "airflow_version", "naming"),
-        ("push", "upgrade_to_newer_dependencies"),
+        ("push", "upgrade_to_newer_dependencies", "rebuild"),
     ),
     # smoke_deploy's validate task is build_images' (tasks.validate → validate_request)
     "smoke_deploy": (
         lambda conf: validate_request(conf, SETTINGS), {},
         ("branch", "registry", "repository", "source_repo", "commit_sha", "cache", "airflow_version", "naming"),
-        ("push",),
+        ("push", "rebuild"),
     ),
     "nightly_images": (
         _nightly, {},
         ("registry", "repository", "source_repo", "cache", "airflow_version", "naming"),
-        ("push",),
+        ("push", "rebuild"),
     ),
     "release_images": (
         lambda conf: validate_release_request(conf, SETTINGS), {"default_python": "3.12"},

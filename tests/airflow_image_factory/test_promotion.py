@@ -76,3 +76,16 @@ def test_fork_mode_reasons():
     assert fork == f"source repository https://github.com/someone/airflow.git is not the canonical {canonical}"
     no_token = fork_mode_reason(source_repo=canonical, can_write=False, **common)
     assert no_token and "no write access to ghcr.io" in no_token
+
+
+def test_a_reused_prod_build_stage_is_retagged_from_its_registry_digest():
+    """A build that reused the published PROD build stage (content key) has no local image of it: its
+    latest moves by manifest from the digest the build reused, like CI and PROD."""
+    stage = f"sha256:{'3' * 64}"
+    reused = {v: VersionOutcome(v, True, {**D[v], "prod-build": stage}) for v in VERSIONS}
+    no_stage = {v: {k: ref for k, ref in LOCAL[v].items() if k != "prod-build"} for v in VERSIONS}
+    plan = plan_promotion(push=True, python_versions=VERSIONS, outcomes=reused, images=IMAGES, local_images=no_stage)
+    assert plan.allowed, plan.reason
+    retags = {(s.python, s.kind): s.source_digest for s in plan.retags}
+    assert retags[("3.13", ImageKind.PROD_BUILD)] == stage
+    assert {s.kind for s in plan.pushes} == {ImageKind.PYTHON_BASE, ImageKind.CI_MANIFEST}

@@ -89,3 +89,13 @@ def test_a_nightly_rebuild_is_narrowed_to_the_versions_that_changed():
     # the resolved set is installed as constraints: no second, possibly different, eager resolution
     assert narrowed["upgrade_to_newer_dependencies"] is False
     assert narrowed["branch"] == "main" and request["python_versions"] == ["3.11", "3.13"]
+
+
+def test_a_version_outcome_carries_the_digest_of_a_reused_prod_build_stage():
+    from airflow_image_factory.tasks import version_outcome
+
+    ci, prod, stage = (f"sha256:{c * 64}" for c in "abc")
+    built = version_outcome.function("3.11", ci, prod, {"reused": None, "digest": None})
+    assert built["digests"] == {"ci": ci, "prod": prod}
+    reused = version_outcome.function("3.11", ci, prod, {"reused": "reg/prod-build:latest", "digest": stage})
+    assert reused["digests"] == {"ci": ci, "prod": prod, "prod-build": stage}

@@ -115,10 +115,31 @@ def test_failing_tests_change_no_latest(main_build, registry):
     assert "VerificationFailed" in result.output
 
 
-def test_second_identical_run_reuses_the_cache(main_build):
-    versions = stack_versions()[:1]  # the same cache logic for every version; one keeps the suite fast
-    result = run_dag("build_images", {"branch": "main", "python_versions": versions})
+def test_a_second_identical_run_builds_nothing_and_reuses_the_published_images(main_build, registry, branch_sha):
+    """Build avoidance by content key: the same commit, constraints, base, Dockerfiles and checks are
+    published already, so no build runs, no check runs again, :SHA is tagged from the published digest
+    (no layer pulled or pushed) and every latest stays the digest it was."""
+    version = stack_versions()[0]  # the same logic for every version; one keeps the suite fast
+    kinds = ("ci", "prod", "prod-build")
+    before = {k: digest(registry, f"{REPO}/main/{k}/python{version}", "latest") for k in kinds}
+    result = run_dag("build_images", {"branch": "main", "python_versions": [version]})
     assert result.returncode == 0, result.output[-4000:]
+    assert not re.findall(r"Built \S+: \S+, [\d.]+ MB", result.output)
+    reused = dict(re.findall(r"Reused \S+/main/(\S+)/python[\d.]+:\S+: (sha256:[0-9a-f]{64}), [\d.]+s, content key "
+                             r"[0-9a-f]{64}", result.output))
+    assert reused == before, reused
+    assert result.output.count("passed these checks before it was published: not run again") == 2
+    for kind in ("ci", "prod"):
+        assert digest(registry, f"{REPO}/main/{kind}/python{version}", branch_sha) == before[kind]
+    after = {k: digest(registry, f"{REPO}/main/{k}/python{version}", "latest") for k in kinds}
+    assert after == before
+
+
+def test_rebuild_builds_again_with_every_step_from_the_registry_cache(main_build):
+    versions = stack_versions()[:1]
+    result = run_dag("build_images", {"branch": "main", "python_versions": versions, "rebuild": True})
+    assert result.returncode == 0, result.output[-4000:]
+    assert "not looking for a published image (rebuild was asked for)" in result.output
     reports = re.findall(
         r"Built (\S+): \S+, [\d.]+ MB, [\d.]+s, (\d+)/(\d+) steps cached", result.output
     )
