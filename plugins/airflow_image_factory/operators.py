@@ -352,8 +352,9 @@ class BuildImageOperator(ImageFactoryOperator):
                 build_args |= {"AIRFLOW_CONSTRAINTS_LOCATION": CONSTRAINTS_IN_CONTEXT,
                                "UPGRADE_TO_NEWER_DEPENDENCIES": "false"}
                 self.log.info("Installing with the given constraints (%d pins)", len(parse_pins(constraints)))
+            hashing = time.monotonic()
             key = self.content_key(context, build_args)
-            reused = self.reuse_published(image, key, registry_hook)
+            reused = self.reuse_published(image, key, registry_hook, since=hashing)
             if reused is not None:
                 reused |= {"cache": plan.to_dict(), **({"airflow_version": tree.version} if tree else {})}
                 if self.kind is ImageKind.CI:
@@ -415,16 +416,19 @@ class BuildImageOperator(ImageFactoryOperator):
         # The PROD checks are this package's code: any change to them is a new key.
         return (inspect.getsource(image_contract), inspect.getsource(VerifyImageOperator))
 
-    def reuse_published(self, image: ImageName, key: str | None, registry_hook: RegistryHook) -> dict | None:
+    def reuse_published(
+        self, image: ImageName, key: str | None, registry_hook: RegistryHook, *, since: float | None = None
+    ) -> dict | None:
         """The summary of the published image whose content key is ``key`` (its ``:SHA``, then its
-        ``latest``), read from manifests and config blobs only; None when this build must run."""
+        ``latest``), read from manifests and config blobs only; None when this build must run. Its
+        duration counts from ``since`` (``time.monotonic()`` when the key's hashing began)."""
         request = self.request
         why_not = "release images are built from the index" if not self.reuses_published else reuse_blocker(
             request.cache, key, rebuild=request.rebuild, push=request.push)
         if why_not is not None:
             self.log.info("content key %s: not looking for a published image (%s)", (key or "none")[:12], why_not)
             return None
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         # Only :SHA and latest are pushed after their checks passed; the PROD build stage only as latest.
         tags = (self.sha, image.promoted_tag) if self.kind in SHA_PUSHED else (image.promoted_tag,)
         candidates = [image.ref(tag) for tag in tags]
@@ -448,11 +452,11 @@ class BuildImageOperator(ImageFactoryOperator):
             return None
         digest, document = found[plan.reuse]
         seconds = time.monotonic() - started
-        self.log.info("Reused %s: %s, %.1fs, content key %s", plan.reuse, digest, seconds, key)
+        self.log.info("Reused %s: %s, %.2fs, content key %s", plan.reuse, digest, seconds, key)
         return {
             "python": self.python, "kind": self.kind.value, "image": image.ref(self.sha), "reused": plan.reuse,
             "digest": digest, "image_id": document["config"]["digest"], "content_key": key,
-            "duration_s": round(seconds, 1), "steps": 0, "cached_steps": 0, "ran_steps": [],
+            "duration_s": round(seconds, 2), "steps": 0, "cached_steps": 0, "ran_steps": [],
             "size": sum(layer.get("size", 0) for layer in document.get("layers", [])), "tags": [],
         }
 
