@@ -21,7 +21,7 @@ import sys
 import time
 
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.registry import RegistryClient, parse_reference
 from airflow_image_factory.resolver import airflow_requirement, resolve_newest
 
 DOCKER = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"
@@ -48,7 +48,7 @@ def main() -> int:
     refs = [f"{registry}/{repo}:{tag}" for tag in tags for repo in (ours_repo, mirror)]
     layers: dict[str, int] = {}
     for ref in refs:
-        repo, _, tag = ref.split("/", 1)[1].rpartition(":")
+        _, repo, tag = parse_reference(ref)
         for blob in client.get_manifest(repo, tag).document.get("layers", []):
             layers[blob["digest"]] = blob["size"]
     for ref in refs:
