@@ -16,23 +16,7 @@ from packaging.version import InvalidVersion, Version
 
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
 from airflow_image_factory.reference import is_path_component
-from airflow_image_factory.settings import DEFAULT_PYTHON_BASE_UPSTREAM, Settings, plain
-
-PARAM_NAMES = (
-    "branch",
-    "python_versions",
-    "registry",
-    "repository",
-    "source_repo",
-    "commit_sha",
-    "cache",
-    "push",
-    "upgrade_to_newer_dependencies",
-    "rebuild",
-    "airflow_version",
-    "test_command",
-    "naming",
-)
+from airflow_image_factory.settings import DEFAULT_PYTHON_BASE_UPSTREAM, PARAM_NAMES, Settings, plain
 
 CACHE_MODES = ("pulled", "local", "disabled")
 
