@@ -23,6 +23,7 @@ import time
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL
 from airflow_image_factory.registry import RegistryClient, parse_reference
 from airflow_image_factory.resolver import airflow_requirement, resolve_newest
+from airflow_image_factory.settings import load_settings
 
 DOCKER = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"
 
@@ -32,7 +33,8 @@ def main() -> int:
     versions = json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))[:2]
     mirror = os.environ.get("IMAGE_FACTORY_PYTHON_BASE_MIRROR", f"{registry}/library/python").split("/", 1)[1]
     ours_repo = "apache/airflow/main/python"
-    tags = [f"{v}-slim-{'trixie' if v == '3.13' else 'bookworm'}" for v in versions]
+    debian_for = load_settings().debian_for
+    tags = [f"{v}-slim-{debian_for(v)}" for v in versions]
 
     client = RegistryClient(registry)
     started = time.monotonic()
