@@ -21,8 +21,9 @@ import sys
 import time
 
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.registry import RegistryClient, parse_reference
 from airflow_image_factory.resolver import airflow_requirement, resolve_newest
+from airflow_image_factory.settings import load_settings
 
 DOCKER = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"
 
@@ -32,7 +33,8 @@ def main() -> int:
     versions = json.loads(os.environ.get("IMAGE_FACTORY_PYTHON_VERSIONS", '["3.11", "3.13"]'))[:2]
     mirror = os.environ.get("IMAGE_FACTORY_PYTHON_BASE_MIRROR", f"{registry}/library/python").split("/", 1)[1]
     ours_repo = "apache/airflow/main/python"
-    tags = [f"{v}-slim-{'trixie' if v == '3.13' else 'bookworm'}" for v in versions]
+    debian_for = load_settings().debian_for
+    tags = [f"{v}-slim-{debian_for(v)}" for v in versions]
 
     client = RegistryClient(registry)
     started = time.monotonic()
@@ -48,7 +50,7 @@ def main() -> int:
     refs = [f"{registry}/{repo}:{tag}" for tag in tags for repo in (ours_repo, mirror)]
     layers: dict[str, int] = {}
     for ref in refs:
-        repo, _, tag = ref.split("/", 1)[1].rpartition(":")
+        _, repo, tag = parse_reference(ref)
         for blob in client.get_manifest(repo, tag).document.get("layers", []):
             layers[blob["digest"]] = blob["size"]
     for ref in refs:

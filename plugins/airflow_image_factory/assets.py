@@ -20,6 +20,7 @@ from airflow_image_factory.naming import (
     convention,
     release_image,
 )
+from airflow_image_factory.reference import split_tag
 
 ASSET_GROUP = "container-image"
 # Every run that publishes images adds one event per published reference through this alias.
@@ -30,8 +31,7 @@ def image_asset(image_ref: str) -> Asset:
     """The asset of one image reference ``REG/PATH:TAG`` (a tag, not a digest: the name that moves)."""
     if "@" in image_ref:
         raise ValueError(f"{image_ref}: an asset names a tag that moves, not a digest")
-    _, sep, tag = image_ref.rpartition(":")
-    if not sep or "/" in tag:
+    if split_tag(image_ref)[1] is None:
         raise ValueError(f"{image_ref}: expected REGISTRY/PATH:TAG")
     return Asset(name=image_ref, uri=f"oci://{image_ref}", group=ASSET_GROUP)
 

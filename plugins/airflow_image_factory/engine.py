@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_image_factory.exceptions import BuildFailed, EngineError
-from airflow_image_factory.reference import split_tag
+from airflow_image_factory.reference import name_and_tag
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +154,6 @@ def find_buildkit_cli(preferred: str = "") -> str:
         "no docker CLI here can run BuildKit builds: install the buildx plugin, or a docker CLI older "
         f"than 23 (Debian's docker.io), or set the docker_cli setting (looked at: {', '.join(candidates) or 'none'})"
     )
-
-
-def name_and_tag(ref: str) -> tuple[str, str]:
-    """``[host[:port]/]path[:tag]`` → (name as written, tag) for the engine's push, pull and tag calls.
-
-    Split by :func:`reference.split_tag`: the port colon of ``localhost:5000/a/b`` is not a tag; no tag
-    is ``latest`` (what ``docker push``/``pull``/``tag`` take a name without one for)."""
-    name, tag, _ = split_tag(ref)
-    return name, tag or "latest"
 
 
 class Engine:

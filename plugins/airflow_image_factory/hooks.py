@@ -5,10 +5,14 @@ one per registry host (the ``registry_connections`` setting) or the default conn
 connection means anonymous access, which is how forks build and test without a write token.
 
 A connection's secret goes only to the registry host it names (:func:`credentials_from_connection`).
+:func:`registry_credentials` (and :func:`aregistry_credentials` for the triggerer) is the one lookup of
+a connection id to credentials: the hook, the image sensor and its trigger all use it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -20,7 +24,9 @@ from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.settings import Settings
 
 
-def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bool) -> tuple[str, str] | None:
+def credentials_from_connection(
+    conn: Any | None, registry: str, *, explicit: bool, log: Any | None = None
+) -> tuple[str, str] | None:
     """(login, password) of an Airflow ``docker`` Connection for ``registry``, or None (anonymous).
 
     The secret goes only to the registry host the connection names. The default connection (not
@@ -28,6 +34,7 @@ def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bo
     refused (:class:`CredentialScopeError`), for another host it is not used (anonymous). A mapped
     connection may leave its host empty (the mapping names it) but is refused when it names another
     host. No login or password means anonymous. The triggerer, which has no settings, uses this rule too.
+    ``log``, when given, is told why a connection for another host is not used.
     """
     if conn is None:
         return None
@@ -48,10 +55,55 @@ def credentials_from_connection(conn: Any | None, registry: str, *, explicit: bo
                 f"{host}: its credentials will not be sent to {registry}; set the connection's host to {registry} "
                 f"(or leave it empty), or map {registry} to the connection made for it"
             )
+        if log is not None:
+            log.info("Connection %r is for %s, not %s: anonymous access", conn_id, host, registry)
         return None
     if not conn.login or not conn.password:
         return None
     return conn.login, conn.password
+
+
+@contextlib.contextmanager
+def _missing_is_anonymous(conn_id: str, registry: str, *, explicit: bool, log: Any | None) -> Iterator[None]:
+    """A connection id nobody defined means anonymous access, unless registry_connections named it for
+    ``registry``: then it is a configuration error and the lookup fails."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        yield
+    except AirflowNotFoundException:
+        if explicit:
+            raise
+        if log is not None:
+            log.info("No connection %r: using %s anonymously", conn_id, registry)
+
+
+def registry_credentials(
+    conn_id: str | None, registry: str, *, explicit: bool, log: Any | None = None
+) -> tuple[str, str] | None:
+    """(login, password) that Airflow Connection ``conn_id`` holds for ``registry``, or None (anonymous).
+
+    No ``conn_id``: anonymous without a lookup. ``explicit``: the connection was mapped to this registry
+    (``registry_connections``), so a missing one raises Airflow's not-found error; otherwise it means
+    anonymous. The secret goes only where :func:`credentials_from_connection` allows.
+    """
+    conn = None
+    if conn_id is not None:
+        with _missing_is_anonymous(conn_id, registry, explicit=explicit, log=log):
+            conn = BaseHook.get_connection(conn_id)
+    return credentials_from_connection(conn, registry, explicit=explicit, log=log)
+
+
+async def aregistry_credentials(
+    conn_id: str | None, registry: str, *, explicit: bool, log: Any | None = None
+) -> tuple[str, str] | None:
+    """:func:`registry_credentials` for the triggerer: the same rule, the Connection read asynchronously
+    (a synchronous lookup would block the triggerer's event loop)."""
+    conn = None
+    if conn_id is not None:
+        with _missing_is_anonymous(conn_id, registry, explicit=explicit, log=log):
+            conn = await BaseHook.aget_connection(conn_id)
+    return credentials_from_connection(conn, registry, explicit=explicit, log=log)
 
 
 class RegistryHook(BaseHook):
@@ -80,22 +132,9 @@ class RegistryHook(BaseHook):
         return self._credentials  # type: ignore[return-value]
 
     def _lookup(self) -> tuple[str, str] | None:
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
-        try:
-            conn = self.get_connection(self.conn_id)
-        except AirflowNotFoundException:
-            if self.explicit:
-                raise
-            self.log.info("No connection %r: using %s anonymously", self.conn_id, self.registry)
-            return None
         # A misconfigured Connection raises CredentialScopeError, a permanent error: the task's
         # fails_at_once boundary fails it without a retry.
-        credentials = credentials_from_connection(conn, self.registry, explicit=self.explicit)
-        host = normalize_host(conn.host)
-        if credentials is None and host and host != normalize_host(self.registry):
-            self.log.info("Connection %r is for %s, not %s: anonymous access", self.conn_id, host, self.registry)
-        return credentials
+        return registry_credentials(self.conn_id, self.registry, explicit=self.explicit, log=self.log)
 
     @property
     def can_write(self) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from airflow_image_factory.naming import ImageKind, ImageSet
-from airflow_image_factory.registry import ImageReference, parse_reference
+from airflow_image_factory.reference import ImageReference, parse_reference
 
 # The run's images that are pushed (as :SHA, or by the promotion) and so may leave the engine.
 # The Python base stays: later builds start FROM it, and its layers are upstream's anyway.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperatorLink
 
 from airflow_image_factory.naming import ImageName, web_url
-from airflow_image_factory.registry import parse_reference
+from airflow_image_factory.reference import parse_reference
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey

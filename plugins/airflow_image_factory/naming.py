@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from airflow_image_factory.reference import DOCKER_HUB, split_domain
+from airflow_image_factory.reference import split_repository
 from airflow_image_factory.settings import DEFAULT_DEBIAN
 
 if TYPE_CHECKING:
@@ -178,16 +178,6 @@ class ImageSet:
             python=data["python"],
             **{key: ImageName(**value) for key, value in data.items() if key != "python"},
         )
-
-
-def split_repository(reference: str) -> tuple[str, str]:
-    """``host/path`` → (host, path), with Docker's rules for what counts as a registry host
-    (:func:`reference.split_domain`). The host stays as written (a Docker Hub alias is not renamed) and
-    the path is not checked; no host: Docker Hub, where a one-component path gets ``library/``."""
-    host, path = split_domain(reference)
-    if host is not None:
-        return host, path
-    return DOCKER_HUB, path if "/" in path else f"library/{path}"
 
 
 def image_set(

@@ -56,7 +56,8 @@ from airflow_image_factory.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.naming import ImageKind, ImageName, ImageSet, images_for, ui_assets_image
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import SHA_PUSHED, PromotionLock, VersionOutcome, lock_path, plan_promotion
-from airflow_image_factory.registry import RegistryClient, parse_reference
+from airflow_image_factory.reference import repository_and_reference
+from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.request import BuildRequest
 from airflow_image_factory.settings import TIME_BOUNDS, VARIABLE_NAME, Settings, include_dir, load_settings
 from airflow_image_factory.sources import read_source_tree, stage_sources, ui_sources_key, write_metadata_wheels
@@ -328,7 +329,8 @@ class BuildImageOperator(ImageFactoryOperator):
         if request.cache == "pulled":
             fail_if_unreachable(request.registry)
             with registry_hook.get_conn() as client:
-                present = {ref: client.manifest_digest(*_repo_and_tag(ref)) is not None for ref in cache_refs}
+                present = {ref: client.manifest_digest(*repository_and_reference(ref)) is not None
+                           for ref in cache_refs}
         plan = plan_cache(request.cache, cache_refs, present)
         for note in plan.notes:
             self.log.info("cache: %s", note)
@@ -793,7 +795,7 @@ class PromoteImagesOperator(ImageFactoryOperator):
             self.log.info("promotion lock acquired: %s (waited %.1fs)", lock.path, lock.waited)
             # Pre-flight: every tested digest must still be in the registry before anything moves.
             for step in plan.retags:
-                repository, _ = _repo_and_tag(step.target)
+                repository, _ = repository_and_reference(step.target)
                 if client.manifest_digest(repository, step.source_digest) is None:
                     raise PromotionRefused(
                         f"tested digest {step.source_digest} of {step.target} is gone; nothing moved"
@@ -807,7 +809,7 @@ class PromoteImagesOperator(ImageFactoryOperator):
                                   "digest": digest})
                 self.log.info("pushed %s = %s", step.target, digest)
             for step in plan.retags:
-                repository, tag = _repo_and_tag(step.target)
+                repository, tag = repository_and_reference(step.target)
                 digest = client.tag(repository, step.source_digest, tag)
                 if digest != step.source_digest:
                     raise PromotionRefused(
@@ -835,7 +837,7 @@ class PromoteImagesOperator(ImageFactoryOperator):
         """Still under the lock: every latest this run set must read back as this run's digest."""
         wrong = []
         for item in published:
-            repository, tag = _repo_and_tag(item["image"])
+            repository, tag = repository_and_reference(item["image"])
             now = client.manifest_digest(repository, tag)
             if now != item["digest"]:
                 wrong.append(f"{item['image']} is {now}, this run published {item['digest']}")
@@ -898,7 +900,7 @@ class TidyEngineOperator(ImageFactoryOperator):
         digests = engine.repo_digests(ref)
         if digests is None:
             return  # never built here, or already gone
-        repository, _ = _repo_and_tag(ref)
+        repository, _ = repository_and_reference(ref)
         if not any(client.manifest_digest(repository, d) for d in pushed_digests(ref, digests)):
             report.kept[ref] = "not in the registry"
             self.log.info("kept %s: the registry does not hold it", ref)
@@ -924,10 +926,3 @@ def mapped_values(value: Any) -> list[Any]:
     if isinstance(value, Mapping):
         return [value]
     return list(value)
-
-
-def _repo_and_tag(ref: str) -> tuple[str, str]:
-    """``host/path:tag`` or ``host/path@digest`` → (path, tag or digest) for registry API calls."""
-    parsed = parse_reference(ref)
-    return parsed.repository, parsed.reference
-

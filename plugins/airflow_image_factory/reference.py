@@ -1,8 +1,8 @@
 """Docker image references, parsed once: ``[registry[:port]/]repository[:tag][@digest]``.
 
 Pure (no I/O, no imports beyond the standard library), so every module that reads a reference - the
-registry client, the naming of images, the operators, the engine - uses these functions and Docker's
-rules are spelled in one place. :mod:`registry` re-exports them.
+registry client, the naming of images, the operators, the engine, the request checks - uses these
+functions and Docker's rules are spelled in one place. :mod:`registry` re-exports the parser.
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ __all__ = [
     "DOCKER_HUB_ALIASES",
     "ImageReference",
     "is_digest",
+    "is_path_component",
+    "is_repository",
+    "is_tag",
+    "name_and_tag",
     "normalize_host",
     "parse_reference",
+    "repository_and_reference",
     "split_domain",
     "split_image_reference",
+    "split_repository",
     "split_tag",
 ]
 
@@ -27,6 +33,7 @@ DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.dock
 
 # Grammar from distribution's reference package (lower-case path components, tag, digest).
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT)
 _REPOSITORY_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
@@ -50,6 +57,20 @@ class ImageReference(NamedTuple):
 
 def is_digest(reference: str) -> bool:
     return bool(_DIGEST_RE.fullmatch(reference))
+
+
+def is_tag(reference: str) -> bool:
+    return bool(_TAG_RE.fullmatch(reference))
+
+
+def is_repository(name: str) -> bool:
+    """``a/b/c``: lower-case path components joined by ``/`` (no registry, tag or digest)."""
+    return bool(_REPOSITORY_RE.fullmatch(name))
+
+
+def is_path_component(text: str) -> bool:
+    """One component of a repository path (``apache``, ``python3.12``, ``ci-manifest``)."""
+    return bool(_PATH_COMPONENT_RE.fullmatch(text))
 
 
 def split_tag(image: str) -> tuple[str, str | None, str | None]:
@@ -76,6 +97,31 @@ def split_domain(name: str) -> tuple[str | None, str]:
     return None, name
 
 
+def _hub_path(path: str) -> str:
+    # Docker Hub's one-component names are its official images, kept under library/.
+    return path if "/" in path else f"library/{path}"
+
+
+def split_repository(name: str) -> tuple[str, str]:
+    """``[host/]path`` → (host, path) by :func:`split_domain`, for naming the upstream Python base.
+
+    The host stays as written (a Docker Hub alias is not renamed) and the path is not checked; no host:
+    Docker Hub, where a one-component path gets ``library/``."""
+    host, path = split_domain(name)
+    if host is not None:
+        return host, path
+    return DOCKER_HUB, _hub_path(path)
+
+
+def name_and_tag(image: str) -> tuple[str, str]:
+    """``[host[:port]/]path[:tag]`` → (name as written, tag), as ``docker push``/``pull``/``tag`` take them.
+
+    Split by :func:`split_tag`: the port colon of ``localhost:5000/a/b`` is not a tag; no tag is
+    ``latest`` (what the docker CLI reads a name without one as)."""
+    name, tag, _ = split_tag(image)
+    return name, tag or "latest"
+
+
 def parse_reference(image: str, *, default_tag: str = "latest") -> ImageReference:
     """Split ``[registry/]repository[:tag][@digest]`` with Docker's normalisation rules.
 
@@ -88,21 +134,26 @@ def parse_reference(image: str, *, default_tag: str = "latest") -> ImageReferenc
     rest, tag, digest = split_tag(rest)
     if digest is not None and not is_digest(digest):
         raise ValueError(f"{image!r}: {digest!r} is not a digest")
-    if tag is not None and not _TAG_RE.fullmatch(tag):
+    if tag is not None and not is_tag(tag):
         raise ValueError(f"{image!r}: {tag!r} is not a valid tag")
     host, repository = split_domain(rest)
     registry = host or DOCKER_HUB
     if registry.lower() in DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
-        if "/" not in repository:
-            repository = f"library/{repository}"
-    if not _REPOSITORY_RE.fullmatch(repository):
+        repository = _hub_path(repository)
+    if not is_repository(repository):
         raise ValueError(f"{image!r}: {repository!r} is not a valid repository name")
     return ImageReference(registry, repository, digest or tag or default_tag)
 
 
 # The name the callers asked for; both spellings are kept.
 split_image_reference = parse_reference
+
+
+def repository_and_reference(image: str) -> tuple[str, str]:
+    """``host/path:tag`` or ``host/path@digest`` → (path, tag or digest), what the registry API calls take."""
+    parsed = parse_reference(image)
+    return parsed.repository, parsed.reference
 
 
 def normalize_host(host: str | None) -> str:

@@ -37,12 +37,12 @@ from airflow_image_factory.exceptions import (
     RegistryUnavailable,
 )
 from airflow_image_factory.reference import (
-    _REPOSITORY_RE,
-    _TAG_RE,
     DOCKER_HUB,
     DOCKER_HUB_ALIASES,
     ImageReference,
     is_digest,
+    is_repository,
+    is_tag,
     parse_reference,
     split_image_reference,
 )
@@ -101,13 +101,13 @@ _MAX_PAGES = 10_000  # guards pagination against a registry that loops its Link 
 
 
 def _check_repository(repository: str) -> str:
-    if not _REPOSITORY_RE.fullmatch(repository):
+    if not is_repository(repository):
         raise ValueError(f"{repository!r} is not a valid repository name")
     return repository
 
 
 def _check_reference(reference: str) -> str:
-    if not (_TAG_RE.fullmatch(reference) or is_digest(reference)):
+    if not (is_tag(reference) or is_digest(reference)):
         raise ValueError(f"{reference!r} is neither a tag nor a digest")
     return reference
 

@@ -38,6 +38,7 @@ from airflow_image_factory.operators import (
     VerifyImageOperator,
     fails_at_once,
 )
+from airflow_image_factory.reference import name_and_tag
 from airflow_image_factory.request import (
     _GIT_HOST,
     BuildRequest,
@@ -482,7 +483,7 @@ class PublishReleaseOperator(BaseOperator):
                                   "reason": item.reason})
         events = context["outlet_events"][PUBLISHED_IMAGES_ALIAS]
         for row in published:
-            events.add(release_asset(release.registry, release.repository, row["image"].rpartition(":")[2]),
+            events.add(release_asset(release.registry, release.repository, name_and_tag(row["image"])[1]),
                        extra={"digest": row["digest"]})
         default_ref = target.ref(release_tag(release.version, release.default_python))
         record_image_ref(context, default_ref)
@@ -490,7 +491,7 @@ class PublishReleaseOperator(BaseOperator):
         self.log.info("Published release %s:\n%s", release.version, "\n".join(
             f"{r['image'].ljust(width)}  {r['digest']}  ({r['reason']})" for r in published))
         skipped = {"latest", f"{release.version.rsplit('.', 1)[0]}-python{release.default_python}"} - {
-            r["image"].rpartition(":")[2] for r in published}
+            name_and_tag(r["image"])[1] for r in published}
         if skipped:
             self.log.info("Not moved (a newer release owns them): %s", ", ".join(sorted(skipped)))
         return published

@@ -15,29 +15,13 @@ from typing import Any, TypeVar
 from packaging.version import InvalidVersion, Version
 
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
-from airflow_image_factory.settings import DEFAULT_PYTHON_BASE_UPSTREAM, Settings, plain
-
-PARAM_NAMES = (
-    "branch",
-    "python_versions",
-    "registry",
-    "repository",
-    "source_repo",
-    "commit_sha",
-    "cache",
-    "push",
-    "upgrade_to_newer_dependencies",
-    "rebuild",
-    "airflow_version",
-    "test_command",
-    "naming",
-)
+from airflow_image_factory.reference import is_path_component
+from airflow_image_factory.settings import DEFAULT_PYTHON_BASE_UPSTREAM, PARAM_NAMES, Settings, plain
 
 CACHE_MODES = ("pulled", "local", "disabled")
 
 # Every pattern is ASCII-only (re.ASCII): \d must not match other scripts' digits (FULLWIDTH DIGIT THREE).
-# One path component of an image name (distribution's reference grammar).
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
+# An image path component is checked by reference.is_path_component (explicit [a-z0-9] ranges: ASCII too).
 _HOST_LABEL = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
 _REGISTRY = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::(?P<port>\d{{1,5}}))?", re.ASCII)
 _PYTHON_VERSION = re.compile(r"3\.\d{1,2}", re.ASCII)
@@ -276,7 +260,7 @@ def _branch_error(value: str) -> str | None:
     if value != value.lower():
         return "must be lower case (it becomes part of image names, which registries require lower case)"
     for component in value.split("/"):
-        if not _PATH_COMPONENT.fullmatch(component):
+        if not is_path_component(component):
             return (
                 f"component {show(component)} is not a valid image path component "
                 "(lower-case letters, digits, and '.', '_', '-' between them)"
@@ -403,7 +387,7 @@ def validate_request(
         if repository.isascii():
             repository = repository.lower()
         components = repository.split("/") if repository.isascii() else [""]
-        if not repository or not all(_PATH_COMPONENT.fullmatch(c) for c in components):
+        if not repository or not all(is_path_component(c) for c in components):
             fail("repository", f"{show(repository)} is not an image repository path such as apache/airflow")
 
     source_repo = text("source_repo")

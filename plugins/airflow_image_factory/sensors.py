@@ -18,6 +18,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryError
+from airflow_image_factory.hooks import registry_credentials
 from airflow_image_factory.naming import ImageKind, NamingContext, convention
 from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.settings import DEFAULT_DEBIAN
@@ -27,7 +28,6 @@ from airflow_image_factory.triggers import (
     TIMEOUT,
     Candidate,
     ImageAvailableTrigger,
-    credentials_from_connection,
     probe_candidates,
 )
 
@@ -180,18 +180,9 @@ def _token_realms() -> tuple[str, ...]:
 
 
 def _credentials_now(candidate: Candidate) -> tuple[str, str] | None:
-    """The worker-side twin of the trigger's credential lookup (same connection, same rule)."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    conn = None
-    if candidate.conn_id:
-        try:
-            conn = BaseHook.get_connection(candidate.conn_id)
-        except AirflowNotFoundException:
-            if candidate.conn_explicit:
-                raise
-    return credentials_from_connection(conn, candidate.registry, explicit=candidate.conn_explicit)
+    """In the worker, the lookup the trigger makes in the triggerer (same connection, same rule)."""
+    # An empty conn_id names no connection, as in the trigger.
+    return registry_credentials(candidate.conn_id or None, candidate.registry, explicit=candidate.conn_explicit)
 
 
 def _result(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,24 @@ VARIABLE_NAME = "image_factory_settings"
 DEFAULT_DEBIAN = "bookworm"
 DEFAULT_PYTHON_BASE_UPSTREAM = "docker.io/library/python"
 
+# The build-request fields a DAG param or run conf may set, each defaulting to the setting of that name
+# (request_defaults). Kept here, below request.py, so this module needs nothing from it (no import cycle).
+PARAM_NAMES = (
+    "branch",
+    "python_versions",
+    "registry",
+    "repository",
+    "source_repo",
+    "commit_sha",
+    "cache",
+    "push",
+    "upgrade_to_newer_dependencies",
+    "rebuild",
+    "airflow_version",
+    "test_command",
+    "naming",
+)
+
 
 def _find_defaults_file(env: Mapping[str, str] | None = None) -> Path:
     """The settings file ships in ``include/`` of the repository, or inside the installed package."""
@@ -138,8 +156,6 @@ class Settings:
 
     def request_defaults(self) -> dict[str, Any]:
         """The build-request part, in the shape DAG params and confs use."""
-        from airflow_image_factory.request import PARAM_NAMES
-
         return {name: plain(getattr(self, name)) for name in PARAM_NAMES}
 
 

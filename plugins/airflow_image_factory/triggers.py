@@ -25,7 +25,7 @@ from airflow_image_factory.exceptions import (
     RegistryError,
     RegistryUnavailable,
 )
-from airflow_image_factory.hooks import credentials_from_connection
+from airflow_image_factory.hooks import aregistry_credentials
 from airflow_image_factory.registry import DEFAULT_TOKEN_REALMS, RegistryClient
 
 FOUND, TIMEOUT, ERROR = "found", "timeout", "error"
@@ -153,22 +153,13 @@ class ImageAvailableTrigger(BaseTrigger):
         )
 
     async def _credentials(self) -> dict[str, tuple[str, str] | None]:
-        from airflow.sdk import BaseHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
         found: dict[str, tuple[str, str] | None] = {}
         for candidate in self.candidates:
             if candidate.registry in found or not candidate.conn_id:
                 found.setdefault(candidate.registry, None)
                 continue
-            try:
-                conn = await BaseHook.aget_connection(candidate.conn_id)
-            except AirflowNotFoundException:
-                if candidate.conn_explicit:
-                    raise
-                conn = None
-            found[candidate.registry] = credentials_from_connection(
-                conn, candidate.registry, explicit=candidate.conn_explicit
+            found[candidate.registry] = await aregistry_credentials(
+                candidate.conn_id, candidate.registry, explicit=candidate.conn_explicit
             )
         return found
 

@@ -106,8 +106,27 @@ def test_one_module_owns_each_default(literal):
     root = Path(__file__).resolve().parents[2]
     spelled = sorted(
         str(path.relative_to(root))
-        for path in [*(root / "plugins").rglob("*.py"), *(root / "dags").glob("*.py")]
+        for path in [*(root / "plugins").rglob("*.py"), *(root / "dags").glob("*.py"),
+                     *(root / "include").rglob("*.py"), *(root / "benchmarks").glob("*.py")]
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Constant) and node.value == literal
     )
     assert spelled == ["plugins/airflow_image_factory/settings.py"]
+
+
+def test_settings_need_nothing_from_the_request_module():
+    """request.py builds on settings.py; the other way round would be an import cycle (even a deferred one)."""
+    import ast
+    from pathlib import Path
+
+    from airflow_image_factory import request, settings
+
+    tree = ast.parse(Path(settings.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert not {name for name in imported if name and name.startswith("airflow_image_factory")} - {
+        "airflow_image_factory.exceptions"
+    }
+    assert request.PARAM_NAMES is settings.PARAM_NAMES
+    assert set(load_settings(env={}).request_defaults()) == set(settings.PARAM_NAMES)

@@ -15,13 +15,13 @@ import time
 import pytest
 
 from airflow_image_factory.exceptions import CredentialScopeError
+from airflow_image_factory.hooks import credentials_from_connection
 from airflow_image_factory.triggers import (
     ERROR,
     FOUND,
     TIMEOUT,
     Candidate,
     ImageAvailableTrigger,
-    credentials_from_connection,
     probe_candidates,
 )
 from tests.support.fault_proxy import Fault, fault_proxy
