@@ -9,14 +9,15 @@ export STACK_DIR
 export DAG CONF
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack run dag test unit lint bench stack-down clean
+.PHONY: help venv stack airflow run dag test unit lint bench airflow-down stack-down clean
 
 help:
-	@echo "make run          set up the local stack and build branch main (DAG build_images)"
+	@echo "make run          set up the local stack and a real Airflow, trigger build_images for main, follow it"
 	@echo "make test         set up the local stack and run the whole test suite"
 	@echo "make unit         the fast tier: tests that need no engine or registry"
-	@echo "make dag DAG=<dag_id> CONF='<json>'   one DAG run through Airflow on the local stack"
+	@echo "make dag DAG=<dag_id> CONF='<json>'   one DAG run in-process (airflow dags test) on the local stack"
 	@echo "make bench        the benchmarks (after make run); each ends with a RESULT line"
+	@echo "make airflow-down stop the stack's Airflow (api-server, scheduler, dag-processor, triggerer, PostgreSQL)"
 	@echo "make stack-down   stop what the stack started (data stays in .stack/)"
 
 venv: $(VENV)/.installed
@@ -24,7 +25,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,stack]'
 	# The build leaves plugins/*.egg-info behind; plugins/ is on Airflow's sys.path, so its copy of the
 	# airflow.plugins entry point would register the plugin twice. The installed dist-info is enough.
 	rm -rf plugins/*.egg-info
@@ -33,8 +34,13 @@ $(VENV)/.installed: pyproject.toml
 stack: venv
 	AIRFLOW_BIN=$(VENV)/bin/airflow bash include/stack/up.sh
 
-run: stack
-	DAG=build_images CONF='{"branch": "main"}' bash include/stack/run-dag.sh
+# The stack's real Airflow (started once, reused by the next `make run`); the run is triggered through
+# its REST API and followed here. `make dag` is the quick in-process path.
+airflow: stack
+	source $(STACK_DIR)/env && $(VENV)/bin/python include/stack/airflow_server.py up
+
+run: airflow
+	source $(STACK_DIR)/env && $(VENV)/bin/python include/stack/airflow_server.py trigger build_images '{"branch": "main"}'
 
 dag: stack
 	@test -n "$${DAG:-}" || { echo "usage: make dag DAG=<dag_id> CONF='<json>'" >&2; exit 2; }
@@ -52,7 +58,10 @@ lint: venv
 bench: stack
 	source $(STACK_DIR)/env && for script in benchmarks/*.py; do $(VENV)/bin/python "$$script"; done
 
-stack-down:
+airflow-down:
+	test ! -x $(VENV)/bin/python || $(VENV)/bin/python include/stack/airflow_server.py down
+
+stack-down: airflow-down
 	bash include/stack/down.sh
 
 clean: stack-down

@@ -32,7 +32,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FORM_FIELDS = (
     "Branch", "Python versions", "Registry", "Repository", "Source repository", "Commit SHA", "Cache", "Push",
-    "Upgrade to newer dependencies", "Airflow version", "Test command", "Naming convention",
+    "Upgrade to newer dependencies", "Rebuild", "Airflow version", "Test command", "Naming convention",
 )
 
 
