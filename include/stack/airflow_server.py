@@ -147,21 +147,29 @@ def pidfile(name: str) -> Path:
 
 
 def running(name: str) -> int | None:
-    """The pid of ``name`` when `up` started it and it is still an airflow process."""
+    """The pid of ``name`` when `up` started it and it still runs. `up` starts each component as the
+    leader of a session of its own, so a pid reused by another process does not pass (its session
+    differs); the command line does not tell, as Airflow's processes retitle themselves."""
     try:
         pid = int(pidfile(name).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return pid if os.getsid(pid) == pid else None
     except (OSError, ValueError):
         return None
-    return pid if b"airflow" in cmdline else None
 
 
-def healthy() -> dict | None:
+def health() -> dict[str, str | None]:
+    """The api-server's word on the database and each component: ``healthy`` or not (None: no answer)."""
     try:
         answer = requests.get(f"{URL}/api/v2/monitor/health", timeout=5)
-        return answer.json() if answer.ok else None
+        report = answer.json() if answer.ok else {}
     except (requests.RequestException, ValueError):
-        return None
+        report = {}
+    return {part: (report.get(part) or {}).get("status")
+            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")}
+
+
+def healthy() -> bool:
+    return all(state == "healthy" for state in health().values())
 
 
 def up() -> None:
@@ -188,9 +196,7 @@ def up() -> None:
         say(f"{name}: started (pid {process.pid}, log: {LOGS / f'airflow-{name}.log'})")
     deadline = time.monotonic() + 240
     while True:
-        health = healthy() or {}
-        states = {part: (health.get(part) or {}).get("status") for part in
-                  ("metadatabase", "scheduler", "triggerer", "dag_processor")}
+        states = health()
         if all(state == "healthy" for state in states.values()):
             break
         dead = [name for name in COMPONENTS if not running(name)]
@@ -253,7 +259,12 @@ def trigger(dag_id: str, conf: dict) -> int:
             fail(f"{dag_id} was not parsed within 180 s; see {LOGS / 'airflow-dag-processor.log'}")
         time.sleep(2)
     api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-    run = api.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}).json()
+    answer = api.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}, ok=(200, 400))
+    if answer.status_code == 400:  # the DAG's params refused the conf: nothing was queued
+        detail = answer.json().get("detail", answer.text) if answer.headers.get("content-type", "").startswith(
+            "application/json") else answer.text
+        fail(f"{dag_id} refused the conf, nothing ran: {str(detail)[:1500]}")
+    run = answer.json()
     run_id = run["dag_run_id"]
     run_path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
     ui = f"{URL}/dags/{dag_id}/runs/{quote(run_id, safe='')}"
@@ -274,14 +285,15 @@ def trigger(dag_id: str, conf: dict) -> int:
                     stamp = datetime.now().strftime("%H:%M:%S")
                     print(f"{stamp} {task_label(ti):45} {before or 'none':>15} -> {now}", flush=True)
         counts = {"done": 0, "running": 0, "queued": 0}
-        for now in seen.values():
+        # The run's tasks as they are now: a mapped task's placeholder is gone once it is expanded.
+        for now in ((ti.get("state") or "none") for ti in tis):
             if now in TERMINAL:
                 counts["done"] += 1
             elif now in ("running", "deferred", "up_for_retry", "restarting"):
                 counts["running"] += 1
             else:
                 counts["queued"] += 1
-        progress = f"done {counts['done']} / running {counts['running']} / queued {counts['queued']} of {len(seen)}"
+        progress = f"done {counts['done']} / running {counts['running']} / queued {counts['queued']} of {len(tis)}"
         if progress != last_progress:
             print(f"         progress: {progress}", flush=True)
             last_progress = progress
@@ -291,11 +303,26 @@ def trigger(dag_id: str, conf: dict) -> int:
             fail(f"{run_id} still {state} after the follow timeout; it goes on in Airflow: {ui}")
         time.sleep(2)
     report_table(api, run_path)
-    failed = sorted(task_label(ti) for ti in tis if ti.get("state") in ("failed", "upstream_failed"))
+    # Tasks that failed themselves (not upstream_failed), the first to end first: that is the cause.
+    failed = sorted((ti for ti in tis if ti.get("state") == "failed"), key=lambda ti: ti.get("end_date") or "~")
     if failed:
-        say(f"failed tasks: {', '.join(failed)}")
+        say(f"failed tasks: {', '.join(task_label(ti) for ti in failed)}")
+        say(f"{task_label(failed[0])}: {task_error(api, run_path, failed[0])}")
     say(f"{dag_id} {run_id}: {state} - {ui}")
     return 0 if state == "success" else 1
+
+
+def task_error(api: Api, run_path: str, ti: dict) -> str:
+    """The exception a failed task ended with, from its structured log (the last error logged)."""
+    answer = api.call("GET", f"{run_path}/taskInstances/{ti['task_id']}/logs/{ti.get('try_number') or 1}",
+                      ok=(200, 404), params={"map_index": ti.get("map_index", -1)},
+                      headers={"Accept": "application/json"})
+    entries = answer.json().get("content", []) if answer.status_code == 200 else []
+    for entry in reversed(entries if isinstance(entries, list) else []):
+        for detail in entry.get("error_detail") or []:
+            return f"{detail.get('exc_type')}: {detail.get('exc_value')}"
+    errors = [e.get("event", "") for e in entries if isinstance(e, dict) and e.get("level") == "error"]
+    return errors[-1] if errors else "no error in its log; see the UI"
 
 
 def report_table(api: Api, run_path: str) -> None:

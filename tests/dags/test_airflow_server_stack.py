@@ -69,7 +69,7 @@ def test_the_run_is_followed_live_to_its_outcome(followed_run):
     assert followed_run.returncode == 0, out[-4000:] + followed_run.stderr[-2000:]
     version = stack_versions()[0]
     # one line per state change, each mapped task named with its Python version
-    assert re.search(rf"python\.build_ci \[{re.escape(version)}\]\s+\S+ -> running", out), out[-3000:]
+    assert re.search(rf"python\.build_ci \[{re.escape(version)}\]\s+\S+ -> success", out), out[-3000:]
     assert re.search(r"promote_latest\s+\S+ -> success", out)
     done = re.findall(r"progress: done (\d+) / running (\d+) / queued (\d+) of (\d+)", out)
     assert done and done[-1][1:3] == ("0", "0") and done[-1][0] == done[-1][3], done[-3:]
@@ -92,8 +92,18 @@ def test_the_run_is_in_airflow_as_a_users_run(followed_run, api):
     assert ran and all(ti["hostname"] and ti["pid"] and ti["pid"] != os.getpid() for ti in ran)
 
 
-def test_a_rejected_conf_fails_the_followed_run_naming_the_task(airflow_server):
+def test_a_conf_the_params_refuse_is_not_run_and_the_field_is_named(airflow_server):
     result = server("trigger", "build_images", json.dumps({"branch": "main", "python_versions": ["2.7"]}))
     assert result.returncode == 1, result.stdout[-3000:]
+    assert "build_images refused the conf, nothing ran" in result.stderr
+    assert "python_versions" in result.stderr and "2.7" in result.stderr
+
+
+def test_a_conf_the_validation_rejects_fails_the_followed_run_at_validate(airflow_server):
+    result = server("trigger", "build_images", json.dumps({"branch": "main", "registry": "Not A Registry!"}))
+    assert result.returncode == 1, result.stdout[-3000:]
     assert "failed tasks: validate" in result.stdout
+    # the cause, as the task raised it, naming the field
+    assert "validate: InvalidBuildRequests: invalid build request (registry)" in result.stdout
     assert re.search(r"build_images \S+: failed - http://", result.stdout)
+    assert not re.search(r"python\.build_\w+ .* -> (running|success)", result.stdout)
