@@ -157,10 +157,10 @@ class ReusePlan:
 def reuse_blocker(strategy: CacheStrategy | str, key: str | None, *, rebuild: bool, push: bool) -> str | None:
     """Why this build may not reuse a published image, or None when it may look for one.
 
-    Only with ``pulled`` (the run trusts the registry), a key (an eager upgrade or an install without
-    constraints resolves against the index as it is at build time: the same inputs need not give the
-    same image), push on (what is reused is the registry's image; a run that pushes nothing wants a
-    local one), and ``rebuild`` off (a user who asks for a build gets one).
+    Only with ``pulled`` (the run trusts the registry), a key (an eager upgrade has none: it resolves
+    against the index as it is at build time, so the same inputs need not give the same image), push
+    on (what is reused is the registry's image; a run that pushes nothing wants a local one), and
+    ``rebuild`` off (a user who asks for a build gets one).
     """
     if rebuild:
         return "rebuild was asked for"
@@ -169,7 +169,7 @@ def reuse_blocker(strategy: CacheStrategy | str, key: str | None, *, rebuild: bo
     if not push:
         return "push is off: the image must be built here"
     if key is None:
-        return "the dependencies resolve against the index at build time (no constraints, or an eager upgrade)"
+        return "an eager upgrade resolves the dependencies against the index at build time"
     return None
 
 

@@ -28,6 +28,7 @@ from airflow_image_factory.nightly import (
     revision_reason,
 )
 from airflow_image_factory.operators import ImageFactoryOperator, mapped_values, run_settings
+from airflow_image_factory.registry import config_labels
 from airflow_image_factory.resolver import resolve_newest
 from airflow_image_factory.settings import Settings
 from airflow_image_factory.sources import (
@@ -107,8 +108,7 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
         """The ``revision`` label of each published ``latest``, read from its config blob (no layer pulled)."""
         with self.registry_hook(settings).get_conn() as client:
             return {
-                image.ref(LATEST): ((client.image_config(image.path, LATEST).get("config") or {}).get("Labels")
-                                    or {}).get(REVISION_LABEL)
+                image.ref(LATEST): config_labels(client.image_config(image.path, LATEST)).get(REVISION_LABEL)
                 for image in images
             }
 
@@ -127,7 +127,7 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
                 config = None
         if config is None:
             return BaseFindings(upstream.ref(), upstream_digest, published.ref(), False, None)
-        labels = (config.get("config") or {}).get("Labels") or {}
+        labels = config_labels(config)
         recorded = labels.get(BASE_DIGEST_LABEL)
         findings = BaseFindings(upstream.ref(), upstream_digest, published.ref(), True, recorded)
         if findings.needs_fallback:
@@ -160,8 +160,8 @@ class GenerateConstraintsOperator(ImageFactoryOperator):
         image = self.images[ImageKind.CI].ref(self.sha)
         if not engine.has_image(image):
             # The build reused the published image (content key): it is in the registry, not here.
-            hook = self.registry_hook(settings)
-            self.log.info("%s is not on this engine: pulling it (%s)", image, engine.pull(image, auth=hook.credentials))
+            pulled = engine.pull(image, auth=self.registry_hook(settings).credentials)
+            self.log.info("%s was not on this engine: pulled it (%s)", image, pulled)
         result = engine.run(image, ["python", "-m", "pip", "freeze"], on_line=self.log.debug, timeout=300)
         if not result.ok:
             raise VerificationFailed(f"pip freeze in {image} failed (exit {result.exit_code}): {result.output[-800:]}")

@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_image_factory import image_contract
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.cache import (
+    CachePlan,
     CacheStrategy,
     UiAssetsSource,
     cache_images,
@@ -57,10 +58,16 @@ from airflow_image_factory.naming import ImageKind, ImageName, ImageSet, images_
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import SHA_PUSHED, PromotionLock, VersionOutcome, lock_path, plan_promotion
 from airflow_image_factory.reference import repository_and_reference
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.registry import RegistryClient, config_labels
 from airflow_image_factory.request import BuildRequest
 from airflow_image_factory.settings import TIME_BOUNDS, VARIABLE_NAME, Settings, include_dir, load_settings
-from airflow_image_factory.sources import read_source_tree, stage_sources, ui_sources_key, write_metadata_wheels
+from airflow_image_factory.sources import (
+    SourceTree,
+    read_source_tree,
+    stage_sources,
+    ui_sources_key,
+    write_metadata_wheels,
+)
 
 DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
 PROD_BUILD_TARGET = "airflow-build-image"
@@ -358,10 +365,7 @@ class BuildImageOperator(ImageFactoryOperator):
             key = self.content_key(context, build_args)
             reused = self.reuse_published(image, key, registry_hook, since=hashing)
             if reused is not None:
-                reused |= {"cache": plan.to_dict(), **({"airflow_version": tree.version} if tree else {})}
-                if self.kind is ImageKind.CI:
-                    reused["manifest_image"] = self._build_manifest_image(engine, images, reused["image_id"])
-                return reused
+                return self._summary(reused, plan, tree, engine, images)
             build_args[CONTENT_KEY_ARG] = key or ""
             if tree is not None:
                 if self.kind is not ImageKind.CI:
@@ -380,24 +384,26 @@ class BuildImageOperator(ImageFactoryOperator):
                 secrets=secrets,
             )
             report = engine.build(spec, on_line=self.stream)
-        summary = {
-            "python": self.python,
-            "kind": self.kind.value,
-            "image": image.ref(self.sha),
-            **report.to_dict(),
-            "cache": plan.to_dict(),
-            "reused": None,
-            "content_key": key,
-        }
-        if tree is not None:
-            summary["airflow_version"] = tree.version
         self.log.info("steps that ran: %s", "; ".join(report.ran_steps) or "none (every step came from the cache)")
-        if self.kind is ImageKind.CI:
-            summary["manifest_image"] = self._build_manifest_image(engine, images, report.image_id)
+        summary = self._summary({**report.to_dict(), "reused": None, "content_key": key}, plan, tree, engine, images)
         self.log.info(
             "Built %s: %s, %.0f MB, %.1fs, %d/%d steps cached",
             summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps, report.steps,
         )
+        return summary
+
+    def _summary(
+        self, outcome: Mapping[str, Any], plan: CachePlan, tree: SourceTree | None, engine: Engine, images: ImageSet
+    ) -> dict[str, Any]:
+        """What a build step returns, whether it built (``outcome``: the build report) or reused a
+        published image (``outcome``: reuse_published's answer): the image, the cache plan, the sources'
+        version, and for CI the manifest image made from the image id."""
+        summary = {"python": self.python, "kind": self.kind.value, "image": images[self.kind].ref(self.sha),
+                   **outcome, "cache": plan.to_dict()}
+        if tree is not None:
+            summary["airflow_version"] = tree.version
+        if self.kind is ImageKind.CI:
+            summary["manifest_image"] = self._build_manifest_image(engine, images, outcome["image_id"])
         return summary
 
     def content_key(self, context: Path, build_args: Mapping[str, str]) -> str | None:
@@ -440,11 +446,11 @@ class BuildImageOperator(ImageFactoryOperator):
             for tag, ref in zip(tags, candidates, strict=True):
                 try:
                     manifest = client.get_manifest(image.path, tag)
-                    config = client.image_config(image.path, manifest.digest)
+                    config = client.config_of(image.path, manifest, reference=tag)
                 except ManifestNotFound:
                     published[ref] = None
                     continue
-                published[ref] = ((config.get("config") or {}).get("Labels") or {}).get(CONTENT_KEY_LABEL)
+                published[ref] = config_labels(config).get(CONTENT_KEY_LABEL)
                 found[ref] = (manifest.digest, manifest.document)
                 if published[ref] == key:
                     break
@@ -456,8 +462,7 @@ class BuildImageOperator(ImageFactoryOperator):
         seconds = time.monotonic() - started
         self.log.info("Reused %s: %s, %.2fs, content key %s", plan.reuse, digest, seconds, key)
         return {
-            "python": self.python, "kind": self.kind.value, "image": image.ref(self.sha), "reused": plan.reuse,
-            "digest": digest, "image_id": document["config"]["digest"], "content_key": key,
+            "reused": plan.reuse, "digest": digest, "image_id": document["config"]["digest"], "content_key": key,
             "duration_s": round(seconds, 2), "steps": 0, "cached_steps": 0, "ran_steps": [],
             "size": sum(layer.get("size", 0) for layer in document.get("layers", [])), "tags": [],
         }

@@ -474,7 +474,15 @@ class RegistryClient:
 
         For an index, the child for ``platform`` (``os/arch``) is read.
         """
-        manifest = self.get_manifest(repository, reference)
+        return self.config_of(repository, self.get_manifest(repository, reference), platform=platform,
+                              reference=reference)
+
+    def config_of(
+        self, repository: str, manifest: Manifest, *, platform: str = "linux/amd64", reference: str | None = None
+    ) -> dict[str, Any]:
+        """The config document of a manifest already read (no second GET of it); an index as above.
+        ``reference`` names it in errors (default: its digest)."""
+        reference = reference or manifest.digest
         if manifest.is_index:
             wanted_os, _, wanted_arch = platform.partition("/")
             for child in manifest.children:
@@ -1039,3 +1047,8 @@ def _is_loopback(host: str) -> bool:
 def _bracket_ipv6(host: str) -> str:
     # A bare IPv6 address ("::1") needs brackets in a URL; "host:port" and "[::1]:5000" do not.
     return f"[{host}]" if host.count(":") > 1 and not host.startswith("[") else host
+
+
+def config_labels(config: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of an image config document (``image_config``/``config_of``); {} when it has none."""
+    return dict((config.get("config") or {}).get("Labels") or {})

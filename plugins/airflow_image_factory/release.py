@@ -39,6 +39,7 @@ from airflow_image_factory.operators import (
     fails_at_once,
 )
 from airflow_image_factory.reference import name_and_tag
+from airflow_image_factory.registry import config_labels
 from airflow_image_factory.request import (
     _GIT_HOST,
     BuildRequest,
@@ -362,8 +363,8 @@ def read_released_images(client: Any, repository: str) -> list[ReleasedImage]:
 
     found = []
     for version, python in released_images(client.list_tags(repository)):
-        labels = (client.image_config(repository, release_tag(version, python)).get("config") or {}).get("Labels")
-        found.append(ReleasedImage(version, python, (labels or {}).get(BASE_DIGEST_LABEL) or None))
+        labels = config_labels(client.image_config(repository, release_tag(version, python)))
+        found.append(ReleasedImage(version, python, labels.get(BASE_DIGEST_LABEL) or None))
     return found
 
 

@@ -42,8 +42,8 @@ class FakeRegistryClient:
             raise ManifestNotFound(f"{repository}:{reference} not found", status=404)
         return self.manifests[reference]
 
-    def image_config(self, repository: str, reference: str) -> dict:
-        return self.configs[reference]
+    def config_of(self, repository: str, manifest: Manifest, *, reference: str | None = None) -> dict:
+        return self.configs[manifest.digest]
 
 
 class FakeRegistryHook:

@@ -25,6 +25,7 @@ from airflow_image_factory.registry import (
     ImageReference,
     Manifest,
     RegistryClient,
+    config_labels,
     parse_reference,
     split_image_reference,
 )
@@ -542,3 +543,16 @@ def test_image_config_reads_labels_without_a_layer(plain_registry: RegistryServe
     with pytest.raises(ManifestNotFound):
         reader.image_config(repo, "multi", platform="linux/s390x")
     assert index.children
+
+
+def test_config_of_a_manifest_already_read_gets_it_no_second_time(plain_registry: RegistryServer) -> None:
+    repo = unique_repo()
+    push_image(plain_registry.client(), repo, "v1")
+    reader = plain_registry.client()
+    manifest = reader.get_manifest(repo, "v1")
+    config = reader.config_of(repo, manifest, reference="v1")
+    assert config == reader.image_config(repo, "v1")
+    assert config_labels(config) == dict(config["config"].get("Labels") or {})
+    reader.stats.reset()
+    reader.config_of(repo, manifest)
+    assert reader.stats.count("GET", "manifest") == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.registry import RegistryClient, config_labels
 from tests.support.dag_runs import DagRun, run_dags_at_once
 from tests.support.registry_servers import BASIC_USER, RegistryServer, running_registry
 
@@ -39,8 +39,7 @@ def latest_digests(client: RegistryClient, repository: str, branch: str, python:
 
 
 def revision_of(client: RegistryClient, repository: str, reference: str) -> str | None:
-    labels = (client.image_config(repository, reference).get("config") or {}).get("Labels") or {}
-    return labels.get("org.opencontainers.image.revision")
+    return config_labels(client.image_config(repository, reference)).get("org.opencontainers.image.revision")
 
 
 def blobs_complete(client: RegistryClient, repository: str, reference: str) -> list[str]:
