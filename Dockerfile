@@ -109,6 +109,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
 
 ARG DEBIAN_FRONTEND=noninteractive
 ARG ADDITIONAL_DEV_APT_DEPS=""
+# The variant's extras (regular: Airflow's default set; slim: none); they also pick OS packages.
+ARG AIRFLOW_EXTRAS=""
 # Per-base cache ids: bookworm and trixie builds must not clobber each other's apt lists.
 RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=cache,id=airflow-apt-cache-${PYTHON_BASE_IMAGE},target=/var/cache/apt,sharing=locked \
@@ -123,7 +125,6 @@ ARG AIRFLOW_INSTALL_FROM
 ARG AIRFLOW_PIP_VERSION="26.3"
 # pypi: the version installed; sources: the version of the sources (checked after the install).
 ARG AIRFLOW_VERSION="3.3.2"
-ARG AIRFLOW_EXTRAS="postgres,mysql"
 # A URL, or a path in the build context under docker-context-files/, or empty (no
 # constraints). Upstream's is
 # https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYTHON_MAJOR_MINOR}.txt
@@ -145,7 +146,7 @@ FROM airflow-dependencies AS airflow-build-image
 # A stage's ARGs are its own: those the steps and labels below read, again.
 ARG AIRFLOW_INSTALL_FROM
 ARG AIRFLOW_VERSION="3.3.2"
-ARG AIRFLOW_EXTRAS="postgres,mysql"
+ARG AIRFLOW_EXTRAS=""
 
 # sources: the sources' build backends (pinned in their pyproject files) in a virtualenv of their own
 # (/opt/wheel-builder, never copied into the PROD image), then the wheels of the meta package,
@@ -206,6 +207,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
 
 ARG DEBIAN_FRONTEND=noninteractive
 ARG ADDITIONAL_RUNTIME_APT_DEPS=""
+ARG AIRFLOW_EXTRAS=""
 RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=cache,id=airflow-apt-cache-${PYTHON_BASE_IMAGE},target=/var/cache/apt,sharing=locked \
     --mount=type=cache,id=airflow-apt-lists-${PYTHON_BASE_IMAGE},target=/var/lib/apt/lists,sharing=locked \
@@ -263,7 +265,6 @@ CMD []
 
 # Labels last: they change on every build and must not invalidate the layers above.
 ARG AIRFLOW_VERSION="3.3.2"
-ARG AIRFLOW_EXTRAS="postgres,mysql"
 ARG SOURCE_URL="https://github.com/apache/airflow"
 ARG REVISION=""
 ARG CREATED=""

@@ -5,7 +5,7 @@ PROD checks, stages every tested image, and only when all Python versions passed
 ``X.Y.Z-pythonA.B`` and ``X.Y-pythonA.B``, plus ``X.Y.Z`` and ``latest`` for the default Python —
 ``X.Y`` and ``latest`` move only forward (decided from the registry's existing tags).
 
-Conf: version, python_versions, default_python, registry, repository, cache_branch, constraints_url.
+Conf: version, python_versions, variants, default_python, registry, repository, cache_branch, constraints_url.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from airflow_image_factory.tasks import (
     python_versions,
     run_last,
     task_ids_so_far,
+    variants_param,
 )
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
@@ -65,6 +66,7 @@ def validate_release() -> dict:
                          description="The released version, X.Y.Z (or X.Y.ZrcN)."),
         "python_versions": Param(DEFAULTS["python_versions"], type="array", title="Python versions",
                                  items={"type": "string", "enum": list(SETTINGS.supported_python_versions)}),
+        "variants": variants_param(DEFAULTS["variants"]),
         "default_python": Param(DEFAULTS["default_python"], type="string", title="Default Python",
                                 description="Its image is also tagged X.Y.Z and (when newest) latest."),
         "registry": Param(DEFAULTS["registry"], type="string", title="Registry"),

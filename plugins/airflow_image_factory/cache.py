@@ -48,6 +48,8 @@ CACHE_SOURCES: Mapping[ImageKind, tuple[ImageKind, ...]] = {
     ImageKind.CI: (ImageKind.CI,),
     ImageKind.PROD_BUILD: (ImageKind.PROD_BUILD,),
     ImageKind.PROD: (ImageKind.PROD_BUILD, ImageKind.PROD),
+    ImageKind.PROD_SLIM_BUILD: (ImageKind.PROD_SLIM_BUILD,),
+    ImageKind.PROD_SLIM: (ImageKind.PROD_SLIM_BUILD, ImageKind.PROD_SLIM),
 }
 
 

@@ -16,7 +16,8 @@ from airflow_image_factory.reference import ImageReference, parse_reference
 
 # The run's images that are pushed (as :SHA, or by the promotion) and so may leave the engine.
 # The Python base stays: later builds start FROM it, and its layers are upstream's anyway.
-DROPPABLE_KINDS = (ImageKind.CI, ImageKind.CI_MANIFEST, ImageKind.PROD_BUILD, ImageKind.PROD)
+DROPPABLE_KINDS = (ImageKind.CI, ImageKind.CI_MANIFEST, ImageKind.PROD_BUILD, ImageKind.PROD,
+                   ImageKind.PROD_SLIM_BUILD, ImageKind.PROD_SLIM)
 _GIB = 1024**3
 
 

@@ -27,10 +27,52 @@ class ImageKind(str, enum.Enum):
     CI_MANIFEST = "ci-manifest"
     PROD = "prod"
     PROD_BUILD = "prod-build"
+    PROD_SLIM = "prod-slim"
+    PROD_SLIM_BUILD = "prod-slim-build"
     KUBERNETES = "kubernetes"
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A PROD image variant as Airflow publishes them: its image kinds, its extras and its release tags.
+
+    ``regular`` installs Airflow's default extras (what users deploy); ``slim`` installs none, so only
+    the providers apache-airflow-core itself depends on. Each has its own PROD image and build stage.
+    """
+
+    name: str
+    prod: ImageKind
+    prod_build: ImageKind
+    extras_setting: str  # the Settings field holding its extras
+    python_deps_setting: str  # the Settings field holding its other Python requirements
+    release_prefix: str  # release tags: ``slim-3.3.2-python3.11``, ``slim-latest``
+
+    def release_tag(self, tag: str) -> str:
+        return f"{self.release_prefix}{tag}"
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("regular", ImageKind.PROD, ImageKind.PROD_BUILD, "airflow_extras", "additional_python_deps", ""),
+        Variant("slim", ImageKind.PROD_SLIM, ImageKind.PROD_SLIM_BUILD, "slim_airflow_extras",
+                "slim_additional_python_deps", "slim-"),
+    )
+}
+REGULAR = VARIANTS["regular"]
+
+
+def variant_of(kind: ImageKind) -> Variant | None:
+    """The PROD variant an image kind belongs to (its image or its build stage); None for the others."""
+    return next((v for v in VARIANTS.values() if kind in (v.prod, v.prod_build)), None)
+
+
+def variant_kinds(variants: tuple[str, ...] | list[str]) -> tuple[ImageKind, ...]:
+    """The PROD images and build stages of ``variants``, in the order of :data:`VARIANTS`."""
+    return tuple(kind for v in VARIANTS.values() if v.name in variants for kind in (v.prod_build, v.prod))
 
 
 @dataclass(frozen=True)
@@ -106,6 +148,8 @@ _LEGACY_SUFFIX = {
     ImageKind.CI_MANIFEST: "-ci-v2-manifest",
     ImageKind.PROD: "-v2",
     ImageKind.PROD_BUILD: "-build-v2",
+    ImageKind.PROD_SLIM: "-slim-v2",
+    ImageKind.PROD_SLIM_BUILD: "-slim-build-v2",
     ImageKind.KUBERNETES: "-v2-kubernetes",
 }
 
@@ -158,6 +202,8 @@ class ImageSet:
     ci_manifest: ImageName
     prod: ImageName
     prod_build: ImageName
+    prod_slim: ImageName
+    prod_slim_build: ImageName
     kubernetes: ImageName
     upstream_python_base: ImageName
     local_ci_manifest: ImageName
@@ -231,9 +277,10 @@ def ui_assets_image(registry: str, repository: str) -> ImageName:
     return ImageName(registry, f"{repository}/ui-assets")
 
 
-def release_tag(version: str, python: str | None = None) -> str:
-    """``X.Y.Z-pythonA.B`` (or ``X.Y-pythonA.B``), or the bare version when no Python is named."""
-    return f"{version}-python{python}" if python else version
+def release_tag(version: str, python: str | None = None, variant: str = "regular") -> str:
+    """``X.Y.Z-pythonA.B`` (or ``X.Y-pythonA.B``), or the bare version when no Python is named; the slim
+    variant's tags have Airflow's ``slim-`` prefix (``slim-3.3.2-python3.11``, ``slim-3.3.2``)."""
+    return VARIANTS[variant].release_tag(f"{version}-python{python}" if python else version)
 
 
 # ---- registry web pages ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_image_factory import image_contract
 from airflow_image_factory.assets import PUBLISHED_IMAGES_ALIAS, image_asset
@@ -52,9 +52,24 @@ from airflow_image_factory.exceptions import (
 from airflow_image_factory.git import fetch_commit, prune_commit_cache
 from airflow_image_factory.hooks import EngineHook, RegistryHook
 from airflow_image_factory.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
-from airflow_image_factory.image_contract import ImageCheck, prod_checks
+from airflow_image_factory.image_contract import (
+    ImageCheck,
+    prod_checks,
+    providers_in_list_file,
+    providers_in_pyproject,
+)
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
-from airflow_image_factory.naming import ImageKind, ImageName, ImageSet, images_for, ui_assets_image
+from airflow_image_factory.naming import (
+    REGULAR,
+    ImageKind,
+    ImageName,
+    ImageSet,
+    Variant,
+    images_for,
+    ui_assets_image,
+    variant_kinds,
+    variant_of,
+)
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import SHA_PUSHED, PromotionLock, VersionOutcome, lock_path, plan_promotion
 from airflow_image_factory.reference import repository_and_reference
@@ -220,6 +235,16 @@ class ImageFactoryOperator(BaseOperator):
     def registry_hook(self, settings: Settings, registry: str | None = None) -> RegistryHook:
         return RegistryHook(registry or self.request.registry, settings=settings)
 
+    def skip_unless_requested(self, kind: ImageKind) -> Variant | None:
+        """The PROD variant of ``kind`` (None for the other kinds); a variant the run's ``variants`` do not
+        name skips the step: every variant's steps are in the DAG, a run builds the ones it asks for."""
+        variant = variant_of(kind)
+        if variant is not None and variant.name not in self.request.variants:
+            raise AirflowSkipException(
+                f"the {variant.name} variant is not built by this run (variants: {', '.join(self.request.variants)})"
+            )
+        return variant
+
     def stream(self, line: str) -> None:
         self.log.info("%s", line)
 
@@ -288,7 +313,11 @@ class BuildImageOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base", "constraints")
     timeout_setting = "timeout_build_minutes"
-    _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", ImageKind.PROD_BUILD: "Dockerfile", ImageKind.PROD: "Dockerfile"}
+    _DOCKERFILES = {
+        ImageKind.CI: "Dockerfile.ci",
+        **{kind: "Dockerfile" for kind in (ImageKind.PROD_BUILD, ImageKind.PROD, ImageKind.PROD_SLIM_BUILD,
+                                           ImageKind.PROD_SLIM)},
+    }
     # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
     from_sources = True
     # Whether an image published under the same content key is reused instead of built (branch builds).
@@ -306,13 +335,27 @@ class BuildImageOperator(ImageFactoryOperator):
         # Python version → constraints file text to install with (the nightly's upgraded set).
         self.constraints = constraints
 
+    @property
+    def target(self) -> str | None:
+        """The Dockerfile stage a PROD build stage kind stops at; None: the file's last stage."""
+        variant = variant_of(self.kind)
+        return PROD_BUILD_TARGET if variant is not None and self.kind is variant.prod_build else None
+
+    def extras(self, settings: Settings) -> tuple[str, str]:
+        """The extras and other Python requirements installed: the PROD variant's; the CI image takes the
+        regular image's, so the constraints it freezes cover every variant."""
+        variant = variant_of(self.kind) or REGULAR
+        return getattr(settings, variant.extras_setting), getattr(settings, variant.python_deps_setting)
+
     def build_args(self, settings: Settings) -> dict[str, str]:
         request = self.request
+        extras, python_deps = self.extras(settings)
         return {
             "PYTHON_BASE_IMAGE": self.python_base["pinned"],
             "AIRFLOW_INSTALL_FROM": "pypi",
             "AIRFLOW_VERSION": request.airflow_version,
-            "AIRFLOW_EXTRAS": settings.airflow_extras,
+            "AIRFLOW_EXTRAS": extras,
+            "ADDITIONAL_PYTHON_DEPS": python_deps,
             "UPGRADE_TO_NEWER_DEPENDENCIES": str(request.upgrade_to_newer_dependencies).lower(),
             "SOURCE_URL": request.source_repo,
             "REVISION": self.sha,
@@ -322,6 +365,7 @@ class BuildImageOperator(ImageFactoryOperator):
         }
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.skip_unless_requested(self.kind)
         settings = run_settings()
         request = self.request
         images = self.images
@@ -375,7 +419,7 @@ class BuildImageOperator(ImageFactoryOperator):
             spec = BuildSpec(
                 context=context,
                 dockerfile=self._DOCKERFILES[self.kind],
-                target=PROD_BUILD_TARGET if self.kind is ImageKind.PROD_BUILD else None,
+                target=self.target,
                 tags=(image.ref(self.sha),),
                 build_args=build_args,
                 cache_from=plan.cache_from,
@@ -413,7 +457,7 @@ class BuildImageOperator(ImageFactoryOperator):
             return None
         return content_key(
             kind=self.kind.value, context=context, dockerfile=self._DOCKERFILES[self.kind],
-            target=PROD_BUILD_TARGET if self.kind is ImageKind.PROD_BUILD else None, build_args=build_args,
+            target=self.target, build_args=build_args,
             checks=self.checks_identity(),
         )
 
@@ -477,8 +521,9 @@ class BuildImageOperator(ImageFactoryOperator):
         agree, or the stage's install layer would not be reused. Otherwise the content key of the UI
         sources names ``REG/REPO/ui-assets:<key>``; when the plan says so it is built and pushed first."""
         request = self.request
-        if self.kind is ImageKind.PROD:
-            stage = self.images.prod_build.ref(self.sha)
+        variant = variant_of(self.kind)
+        if variant is not None and self.kind is variant.prod:
+            stage = self.images[variant.prod_build].ref(self.sha)
             if engine.has_image(stage):
                 label = labels_of(engine.inspect(stage)).get(UI_ASSETS_LABEL, "")
                 taken = label if "@" in label else None  # the label's default, "scratch": compiled there
@@ -598,6 +643,11 @@ def build_context(constraints: str | None, *, sources: Path | None = None):
         yield Path(tmp), tree
 
 
+# Airflow's list of the providers in its regular PROD image, at the root of its sources.
+PROD_PROVIDERS_FILE = "prod_image_installed_providers.txt"
+EXTRAS_LABEL = "org.apache.airflow.extras"
+
+
 class VerifyImageOperator(ImageFactoryOperator):
     """Run the checks inside a built image; any failure fails the task and so blocks ``latest``.
 
@@ -609,6 +659,8 @@ class VerifyImageOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "build")
     timeout_setting = "timeout_verify_minutes"
+    # Branch builds read Airflow's expected providers from their sources; release builds have none.
+    from_sources = True
 
     def __init__(self, *, kind: str, build: Mapping[str, Any] | Any = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -617,6 +669,7 @@ class VerifyImageOperator(ImageFactoryOperator):
         self.build = build
 
     def execute(self, context: Any) -> dict[str, Any]:
+        variant = self.skip_unless_requested(self.kind)
         image = self.images[self.kind].ref(self.sha)
         if reused := reused_image(self.build):
             self.log.info("%s is %s (content key %s), which passed these checks before it was published: "
@@ -625,9 +678,14 @@ class VerifyImageOperator(ImageFactoryOperator):
                     "reused": reused}
         settings = run_settings()
         engine = EngineHook(settings=settings).get_conn()
-        # The version the image was built as (the sources' own version), from its label.
-        expected_version = labels_of(engine.inspect(image)).get(VERSION_LABEL, "")
-        checks = self._ci_checks() if self.kind is ImageKind.CI else prod_checks(expected_version)
+        labels = labels_of(engine.inspect(image))
+        # The version the image was built as (the sources' own version), and its extras, from its labels.
+        expected_version = labels.get(VERSION_LABEL, "")
+        if variant is None:
+            checks = self._ci_checks()
+        else:
+            checks = prod_checks(expected_version, extras=labels.get(EXTRAS_LABEL, ""),
+                                 expected_providers=self.expected_providers(settings, variant))
         results = []
         for check in checks:
             self.log.info("check %s%s: %s", check.name, f" (user {check.user})" if check.user else "",
@@ -642,10 +700,27 @@ class VerifyImageOperator(ImageFactoryOperator):
                     f"{image}: check {check.name!r} failed: {'; '.join(problems)}; last output:\n"
                     + "\n".join(result.output.splitlines()[-20:])
                 )
-        if self.kind is ImageKind.PROD:
+        if variant is not None:
             seconds = self._check_api_server(engine, image)
             results.append({"check": "api-server health", "passed": True, "seconds": round(seconds, 1)})
         return {"python": self.python, "kind": self.kind.value, "image": image, "checks": results}
+
+    def expected_providers(self, settings: Settings, variant: Variant) -> tuple[str, ...]:
+        """The providers the image must hold exactly, as Airflow's own PROD image tests read them from the
+        sources: slim, airflow-core's ``dependencies``; regular, ``prod_image_installed_providers.txt``.
+        Empty where the sources lack the file (or no sources were built): the image's extras decide."""
+        if not self.from_sources:
+            return ()
+        checkout = self.fetch_sources(settings)
+        if variant.name == "slim":
+            pyproject = checkout / "airflow-core" / "pyproject.toml"
+            return providers_in_pyproject(pyproject.read_text()) if pyproject.is_file() else ()
+        listed = checkout / PROD_PROVIDERS_FILE
+        if listed.is_file():
+            return providers_in_list_file(listed.read_text(), python=self.python)
+        self.log.info("The sources have no %s: the providers expected are those the image's extras require",
+                      PROD_PROVIDERS_FILE)
+        return ()
 
     def _ci_checks(self) -> list[ImageCheck]:
         command = self.request.test_command or DEFAULT_CI_TEST_COMMAND
@@ -718,6 +793,7 @@ class PushImageOperator(ImageFactoryOperator):
         self.build = build
 
     def execute(self, context: Any) -> str | None:
+        self.skip_unless_requested(self.kind)
         if not self.request.push:
             self.log.info("push is off for this run: %s stays local", self.images[self.kind].ref(self.sha))
             return None
@@ -770,14 +846,15 @@ class PromoteImagesOperator(ImageFactoryOperator):
         local_images = {
             v: {
                 ImageKind.PYTHON_BASE.value: bases[v]["local"] if v in bases else None,
-                ImageKind.PROD_BUILD.value: images[v].prod_build.ref(self.sha),
+                **{kind.value: images[v][kind].ref(self.sha) for kind in variant_kinds(request.variants)
+                   if kind not in SHA_PUSHED},
                 ImageKind.CI_MANIFEST.value: images[v].ci_manifest.ref(self.sha),
             }
             for v in request.python_versions
         }
         plan = plan_promotion(
             push=request.push, python_versions=request.python_versions, outcomes=outcomes, images=images,
-            local_images=local_images,
+            local_images=local_images, variants=request.variants,
         )
         if not plan.allowed:
             if not request.push:

@@ -18,21 +18,25 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from airflow_image_factory.exceptions import PromotionLockTimeout
-from airflow_image_factory.naming import ImageKind, ImageSet
+from airflow_image_factory.naming import ImageKind, ImageSet, variant_kinds
 
 # Pushed with their commit SHA on every build (seed 000: only final images are needed per commit).
-SHA_PUSHED = (ImageKind.CI, ImageKind.PROD)
-# Published as the "last good" images, only when every test of the run passed. The Python base,
-# PROD build stage and CI manifest are pushed with latest only.
-PROMOTED = (
-    ImageKind.PYTHON_BASE,
-    ImageKind.PROD_BUILD,
-    ImageKind.CI_MANIFEST,
-    ImageKind.CI,
-    ImageKind.PROD,
-)
+SHA_PUSHED = (ImageKind.CI, ImageKind.PROD, ImageKind.PROD_SLIM)
 # The images whose tested :SHA digest is re-tagged; the others are first pushed at promotion.
 RETAGGED = SHA_PUSHED
+
+
+def promoted_kinds(variants: tuple[str, ...] = ("regular",)) -> tuple[ImageKind, ...]:
+    """What a run publishes as the "last good" images, only when every test of the run passed: the Python
+    base, each PROD variant's build stage and the CI manifest (pushed with latest only), CI, each PROD."""
+    kinds = variant_kinds(variants)
+    return (
+        ImageKind.PYTHON_BASE,
+        *(k for k in kinds if k not in SHA_PUSHED),
+        ImageKind.CI_MANIFEST,
+        ImageKind.CI,
+        *(k for k in kinds if k in SHA_PUSHED),
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ def plan_promotion(
     outcomes: Mapping[str, VersionOutcome],
     images: Mapping[str, ImageSet],
     local_images: Mapping[str, Mapping[str, str]] | None = None,
+    variants: tuple[str, ...] = ("regular",),
 ) -> PromotionPlan:
     """All versions passed → a plan that moves ``latest`` for every version; otherwise nothing moves.
 
@@ -127,7 +132,7 @@ def plan_promotion(
     for version in python_versions:
         image_set = images[version]
         outcome = outcomes[version]
-        for kind in PROMOTED:
+        for kind in promoted_kinds(variants):
             image = image_set[kind]
             target = image.ref(image.promoted_tag)
             digest = outcome.digests.get(kind.value)

@@ -25,11 +25,15 @@ from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRe
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.naming import (
     LATEST,
+    REGULAR,
+    VARIANTS,
+    ImageKind,
     ImageSet,
     images_for,
     release_image,
     release_staging_image,
     release_tag,
+    variant_of,
 )
 from airflow_image_factory.operators import (
     BuildImageOperator,
@@ -55,6 +59,7 @@ from airflow_image_factory.settings import Settings
 RELEASE_PARAM_NAMES = (
     "version",
     "python_versions",
+    "variants",
     "default_python",
     "registry",
     "repository",
@@ -144,6 +149,7 @@ def release_defaults(settings: Settings) -> dict[str, Any]:
     return {
         "version": d["airflow_version"],
         "python_versions": d["python_versions"],
+        "variants": d["variants"],
         "default_python": settings.release_default_python or settings.default_python_version,
         "registry": d["registry"],
         "repository": d["repository"],
@@ -183,6 +189,7 @@ def validate_release_request(conf: Mapping[str, Any] | None, settings: Settings)
     build = None
     shared = {
         "branch": values["cache_branch"], "python_versions": values["python_versions"],
+        "variants": values["variants"],
         "registry": values["registry"], "repository": values["repository"],
         "airflow_version": "0.0.0" if version_problem else version,
         "push": True, "cache": "pulled", "upgrade_to_newer_dependencies": False, "commit_sha": None,
@@ -259,9 +266,13 @@ class ReleaseTag:
 
 
 def plan_release_tags(
-    version: str, python_versions: Sequence[str], default_python: str, existing_tags: Iterable[str]
+    version: str, python_versions: Sequence[str], default_python: str, existing_tags: Iterable[str],
+    variant: str = "regular",
 ) -> tuple[ReleaseTag, ...]:
     """The tags a release publishes, from what the registry already holds (AIP-26 names).
+
+    Each PROD variant has its own family of tags, decided from that family only: the slim variant's
+    are the regular names with Airflow's ``slim-`` prefix (``slim-3.3.2-python3.11``, ``slim-latest``).
 
     * ``X.Y.Z-pythonA.B`` for every Python version, always;
     * ``X.Y-pythonA.B`` when X.Y.Z is the newest release of X.Y (a back-ported 3.2.9 after 3.2.10 does
@@ -272,7 +283,11 @@ def plan_release_tags(
     """
     if default_python not in python_versions:
         raise ReleaseRefused(f"default Python {default_python} is not one of {', '.join(python_versions)}")
-    existing = list(existing_tags)
+    prefix = VARIANTS[variant].release_prefix
+    if prefix:
+        existing = [t.removeprefix(prefix) for t in existing_tags if t.startswith(prefix)]
+    else:
+        existing = [t for t in existing_tags if not _is_prefixed(t)]
     minor = _RELEASE_VERSION.fullmatch(version)
     if not minor:
         raise ReleaseRefused(f"{show(version)} is not a released version")
@@ -280,14 +295,19 @@ def plan_release_tags(
     newest = is_newest(version, existing)
     tags = []
     for python in python_versions:
-        tags.append(ReleaseTag(release_tag(version, python), python, "the release, per Python version"))
+        tags.append(ReleaseTag(release_tag(version, python, variant), python, "the release, per Python version"))
         if newest_in_minor:
             line = minor.group("minor")
-            tags.append(ReleaseTag(release_tag(line, python), python, f"newest {line}.x"))
-    tags.append(ReleaseTag(version, default_python, "the release, default Python"))
+            tags.append(ReleaseTag(release_tag(line, python, variant), python, f"newest {line}.x"))
+    tags.append(ReleaseTag(release_tag(version, variant=variant), default_python, "the release, default Python"))
     if newest:
-        tags.append(ReleaseTag(LATEST, default_python, "newest release, default Python"))
+        tags.append(ReleaseTag(prefix + LATEST, default_python, "newest release, default Python"))
     return tuple(tags)
+
+
+def _is_prefixed(tag: str) -> bool:
+    """A tag of another variant's family (``slim-…``)."""
+    return any(v.release_prefix and tag.startswith(v.release_prefix) for v in VARIANTS.values())
 
 
 # ---- which released images need a rebuild (the nightly calls this) --------------------------------
@@ -379,11 +399,13 @@ class ReleaseImagesMixin:
     def images(self) -> ImageSet:
         request = self.request  # type: ignore[attr-defined]
         images = images_for(request, self.python)  # type: ignore[attr-defined]
-        return replace(images, prod=release_staging_image(request.registry, request.repository))
+        staging = release_staging_image(request.registry, request.repository)
+        return replace(images, prod=staging, prod_slim=staging)
 
     @property
     def sha(self) -> str:
-        return release_tag(self.request.airflow_version, self.python)  # type: ignore[attr-defined]
+        variant = variant_of(getattr(self, "kind", ImageKind.PROD)) or REGULAR
+        return release_tag(self.request.airflow_version, self.python, variant.name)  # type: ignore[attr-defined]
 
 
 class ReleaseBuildOperator(ReleaseImagesMixin, BuildImageOperator):
@@ -395,8 +417,8 @@ class ReleaseBuildOperator(ReleaseImagesMixin, BuildImageOperator):
     # A release image is built anew from the index each time it is asked for, never reused.
     reuses_published = False
 
-    def __init__(self, *, constraints_url: str | Any = "", **kwargs: Any):
-        super().__init__(kind="prod", **kwargs)
+    def __init__(self, *, kind: str = "prod", constraints_url: str | Any = "", **kwargs: Any):
+        super().__init__(kind=kind, **kwargs)
         self.constraints_url = constraints_url
 
     def build_args(self, settings: Settings) -> dict[str, str]:
@@ -414,15 +436,17 @@ class ReleaseBuildOperator(ReleaseImagesMixin, BuildImageOperator):
 class ReleaseVerifyOperator(ReleaseImagesMixin, VerifyImageOperator):
     """The PROD checks of a branch build, run on the release candidate."""
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(kind="prod", **kwargs)
+    from_sources = False  # built from the index: the image's extras decide the providers expected
+
+    def __init__(self, *, kind: str = "prod", **kwargs: Any):
+        super().__init__(kind=kind, **kwargs)
 
 
 class ReleaseStageOperator(ReleaseImagesMixin, PushImageOperator):
     """Push the verified candidate to the staging repository; returns its digest."""
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(kind="prod", **kwargs)
+    def __init__(self, *, kind: str = "prod", **kwargs: Any):
+        super().__init__(kind=kind, **kwargs)
 
 
 class ReleaseTidyOperator(TidyEngineOperator):
@@ -430,7 +454,8 @@ class ReleaseTidyOperator(TidyEngineOperator):
 
     def droppable(self, request: BuildRequest) -> list[str]:
         staging = release_staging_image(request.registry, request.repository)
-        return [staging.ref(release_tag(request.airflow_version, python)) for python in request.python_versions]
+        return [staging.ref(release_tag(request.airflow_version, python, variant))
+                for python in request.python_versions for variant in request.variants]
 
 
 class PublishReleaseOperator(BaseOperator):
@@ -458,10 +483,13 @@ class PublishReleaseOperator(BaseOperator):
         from airflow_image_factory.operators import run_settings
 
         release = ReleaseRequest.from_dict(self.release_request)
+        variants = tuple(release.build.get("variants") or (REGULAR.name,))
         # Airflow hands a single mapped result over as itself rather than a one-item list.
         items = [self.staged] if isinstance(self.staged, Mapping) else list(self.staged or [])
-        staged = {s["python"]: s["digest"] for s in items if s and s.get("digest")}
-        missing = [p for p in release.python_versions if p not in staged]
+        # (python, variant) → the tested digest staged for it
+        staged = {(s["python"], variant): digest for s in items if s
+                  for variant, digest in (s.get("digests") or {}).items() if digest}
+        missing = [f"{p} ({v})" for p in release.python_versions for v in variants if (p, v) not in staged]
         if missing:
             raise ReleaseRefused(f"no tested image for Python {', '.join(missing)}: nothing is published")
         target = release_image(release.registry, release.repository)
@@ -469,24 +497,25 @@ class PublishReleaseOperator(BaseOperator):
         hook = RegistryHook(release.registry, settings=run_settings())
         published: list[dict[str, str]] = []
         with hook.get_conn() as client:
-            plan = plan_release_tags(release.version, release.python_versions, release.default_python,
-                                     client.list_tags(target.path))
-            for python, digest in staged.items():
+            existing = client.list_tags(target.path)
+            plan = [(variant, item) for variant in variants for item in plan_release_tags(
+                release.version, release.python_versions, release.default_python, existing, variant)]
+            for (python, variant), digest in staged.items():
                 if client.manifest_digest(staging.path, digest) is None:
-                    raise ReleaseRefused(f"tested digest {digest} of Python {python} is gone from {staging}; "
-                                         "nothing was published")
-            for item in plan:
-                digest = client.copy(staging.path, staged[item.python], target.path, item.tag)
-                if digest != staged[item.python]:
-                    raise ReleaseRefused(f"{target.ref(item.tag)} became {digest}, not the tested "
-                                         f"{staged[item.python]}")
+                    raise ReleaseRefused(f"tested digest {digest} of Python {python} ({variant}) is gone from "
+                                         f"{staging}; nothing was published")
+            for variant, item in plan:
+                tested = staged[(item.python, variant)]
+                digest = client.copy(staging.path, tested, target.path, item.tag)
+                if digest != tested:
+                    raise ReleaseRefused(f"{target.ref(item.tag)} became {digest}, not the tested {tested}")
                 published.append({"image": target.ref(item.tag), "python": item.python, "digest": digest,
-                                  "reason": item.reason})
+                                  "variant": variant, "reason": item.reason})
         events = context["outlet_events"][PUBLISHED_IMAGES_ALIAS]
         for row in published:
             events.add(release_asset(release.registry, release.repository, name_and_tag(row["image"])[1]),
                        extra={"digest": row["digest"]})
-        default_ref = target.ref(release_tag(release.version, release.default_python))
+        default_ref = target.ref(release_tag(release.version, release.default_python, variants[0]))
         record_image_ref(context, default_ref)
         width = max(len(r["image"]) for r in published)
         self.log.info("Published release %s:\n%s", release.version, "\n".join(
@@ -507,20 +536,26 @@ def release_python_images(build_request: Any, constraints_url: Any, pool: str):
 
     from airflow_image_factory.operators import PreparePythonBaseOperator
 
-    @task
+    # Every variant's chain is in the group; those the release does not build are skipped (no failure).
+    @task(trigger_rule="none_failed")
     @fails_at_once
-    def staged(python: str, digest: str | None) -> dict[str, Any]:
-        return {"python": python, "digest": digest}
+    def staged(python: str, digests: dict[str, str | None]) -> dict[str, Any]:
+        return {"python": python, "digests": {variant: d for variant, d in digests.items() if d}}
 
     @task_group(group_id="python")
     def per_version(python: str):
         common = {"build_request": build_request, "python": python, "map_index_template": "{{ task.python }}"}
         base = PreparePythonBaseOperator(task_id="python_base", **common)
-        build = ReleaseBuildOperator(task_id="build_prod", python_base=base.output, constraints_url=constraints_url,
-                                     pool=pool, **common)
-        verify = ReleaseVerifyOperator(task_id="verify_prod", **common)
-        stage = ReleaseStageOperator(task_id="stage_prod", **common)
-        build >> verify >> stage
-        return {"staged": staged(python, stage.output)}
+        digests = {}
+        for variant in VARIANTS.values():
+            suffix = "" if variant is REGULAR else f"_{variant.name}"
+            kind = variant.prod.value
+            build = ReleaseBuildOperator(task_id=f"build_prod{suffix}", kind=kind, python_base=base.output,
+                                         constraints_url=constraints_url, pool=pool, **common)
+            verify = ReleaseVerifyOperator(task_id=f"verify_prod{suffix}", kind=kind, **common)
+            stage = ReleaseStageOperator(task_id=f"stage_prod{suffix}", kind=kind, **common)
+            build >> verify >> stage
+            digests[variant.name] = stage.output
+        return {"staged": staged(python, digests)}
 
     return per_version

@@ -281,7 +281,8 @@ class RequestRecord:
 
     @classmethod
     def from_dict(cls: type[_Record], data: Mapping[str, Any]) -> _Record:
-        return cls(**{**data, "python_versions": tuple(data["python_versions"])})
+        tuples = {name: tuple(data[name]) for name in ("python_versions", "variants") if name in data}
+        return cls(**{**data, **tuples})
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,8 @@ class BuildRequest(RequestRecord):
     naming: str
     # Build even where an image of the same content key is published (content.py).
     rebuild: bool = False
+    # The PROD variants built, verified and published (naming.VARIANTS; the CI image is one per version).
+    variants: tuple[str, ...] = ("regular",)
     # Derived from settings at validation time, so later tasks never re-read settings.
     debian: Mapping[str, str] = field(default_factory=dict)
     python_base_source: str = DEFAULT_PYTHON_BASE_UPSTREAM
@@ -318,7 +321,7 @@ def validate_request(
     Raises :class:`InvalidBuildRequests` listing every bad field at once (a conf that is not an object,
     or a value too deep or too big to look at, included).
     """
-    from airflow_image_factory.naming import CONVENTIONS
+    from airflow_image_factory.naming import CONVENTIONS, VARIANTS
 
     conf, errors = screen_conf(conf, (*PARAM_NAMES, *allowed_extra))
 
@@ -408,6 +411,21 @@ def validate_request(
     upgrade = flag("upgrade_to_newer_dependencies")
     rebuild = flag("rebuild")
 
+    variants: tuple[str, ...] = ()
+    raw_variants = values.get("variants")
+    if not isinstance(raw_variants, (list, tuple)) or not raw_variants:
+        fail("variants", f'must be a non-empty list like ["regular", "slim"], got {show(raw_variants)}')
+    else:
+        chosen: list[str] = []
+        for item in raw_variants:
+            if item not in VARIANTS:
+                fail("variants", f"{show(item)} is not a PROD variant; known: {', '.join(VARIANTS)}")
+            elif item in chosen:
+                fail("variants", f"{item} is listed more than once")
+            else:
+                chosen.append(item)
+        variants = tuple(v for v in VARIANTS if v in chosen)  # one order, whatever the conf's
+
     airflow_version = text("airflow_version")
     if airflow_version is not None and (
         problem := version_error(airflow_version, _AIRFLOW_VERSION, "release version such as 3.3.2 or 3.4.0rc1")
@@ -443,6 +461,7 @@ def validate_request(
         test_command=test_command,
         naming=naming,
         rebuild=rebuild,
+        variants=variants,
         debian={version: settings.debian_for(version) for version in python_versions},
         python_base_source=settings.python_base_source,
     )

@@ -41,6 +41,7 @@ PARAM_NAMES = (
     "push",
     "upgrade_to_newer_dependencies",
     "rebuild",
+    "variants",
     "airflow_version",
     "test_command",
     "naming",
@@ -102,6 +103,11 @@ class Settings:
     constraints_author: str
     promotion_lock_dir: str
     promotion_lock_timeout: int
+    # PROD variants (naming.VARIANTS) a build publishes, and the slim variant's extras (Airflow's: none)
+    variants: tuple[str, ...] = ("regular",)
+    slim_airflow_extras: str = ""
+    additional_python_deps: str = ""
+    slim_additional_python_deps: str = ""
     # engine housekeeping (housekeeping.py): defaults here too, so settings files from before still load
     remove_pushed_images: bool = True
     build_cache_keep_gb: int = 20

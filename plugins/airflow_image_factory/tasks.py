@@ -13,7 +13,7 @@ from airflow.sdk import Param, get_current_context, task, task_group
 
 from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch
 from airflow_image_factory.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
-from airflow_image_factory.naming import CONVENTIONS
+from airflow_image_factory.naming import CONVENTIONS, REGULAR, VARIANTS
 from airflow_image_factory.nightly_operators import (
     CheckForUpdatesOperator,
     CommitConstraintsOperator,
@@ -92,6 +92,7 @@ def build_params(settings: Settings) -> dict[str, Param]:
             description="Build every image even where one of the same content key (same sources, "
                         "constraints, base, Dockerfiles, build args and checks) is already published.",
         ),
+        "variants": variants_param(d["variants"]),
         "airflow_version": Param(
             d["airflow_version"], type="string", title="Airflow version",
             description="Installed from the index only where no sources are built (release images); a branch "
@@ -103,6 +104,16 @@ def build_params(settings: Settings) -> dict[str, Param]:
         ),
         "naming": Param(d["naming"], type="string", enum=list(CONVENTIONS), title="Naming convention"),
     }
+
+
+def variants_param(default: list[str]) -> Param:
+    """The PROD variants field of the build and release forms."""
+    return Param(
+        default, type="array", title="PROD variants",
+        description="PROD images to build, as Airflow publishes them: regular (Airflow's default extras) "
+                    "and slim (no extras: the providers airflow-core needs).",
+        items={"type": "string", "enum": list(VARIANTS)}, minItems=1, uniqueItems=True,
+    )
 
 
 # The nightly run decides these itself: each configured branch, its head, newest dependencies.
@@ -233,15 +244,21 @@ def python_versions(build_request: dict[str, Any]) -> list[str]:
     return list(build_request["python_versions"])
 
 
-@task(execution_timeout=SHORT)
+# Waits for every variant's push; a variant the run does not build is skipped, which is no failure.
+@task(execution_timeout=SHORT, trigger_rule="none_failed")
 @fails_at_once
-def version_outcome(
-    python: str, ci_digest: str | None, prod_digest: str | None, prod_build: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Reached only when every build, check and push of this version succeeded. A PROD build stage that
-    was reused (content key) is promoted from its registry digest: it is not on this worker to push."""
-    stage_digest = prod_build.get("digest") if prod_build and prod_build.get("reused") else None
-    digests = {k: v for k, v in (("ci", ci_digest), ("prod", prod_digest), ("prod-build", stage_digest)) if v}
+def version_outcome(python: str, ci_digest: str | None, builds: dict[str, Any]) -> dict[str, Any]:
+    """Reached only when every build, check and push of this version succeeded (or was skipped as a
+    variant the run does not build). ``builds`` maps each variant's PROD kind to its push's digest and
+    its build stage kind to the stage's build summary: a stage that was reused (content key) is
+    promoted from its registry digest, as it is not on this worker to push."""
+    digests = {"ci": ci_digest} if ci_digest else {}
+    for kind, value in builds.items():
+        if isinstance(value, dict):
+            if value.get("reused") and value.get("digest"):
+                digests[kind] = value["digest"]
+        elif value:
+            digests[kind] = value
     return {"python": python, "passed": True, "digests": digests, "failures": []}
 
 
@@ -250,6 +267,8 @@ def python_version_images(
 ):
     """A task group, mapped over Python versions: base → CI and PROD builds → checks → :SHA pushes.
 
+    Every PROD variant has its chain (``build_prod_build``, ``build_prod``, ``verify_prod``, ``push_prod``;
+    the slim variant's ids end in ``_slim``); a run's ``variants`` decide which run, the others skip.
     ``constraints`` (Python version → file text) makes the builds install with those constraints;
     ``generate_constraints`` adds the step writing ``constraints-X.Y.txt`` from the tested CI image.
     """
@@ -261,19 +280,29 @@ def python_version_images(
         base = PreparePythonBaseOperator(task_id="python_base", **common)
         build["python_base"] = base.output
         ci = BuildImageOperator(task_id="build_ci", kind="ci", **build)
-        prod_build = BuildImageOperator(task_id="build_prod_build", kind="prod-build", **build)
-        prod = BuildImageOperator(task_id="build_prod", kind="prod", **build)
         verify_ci = VerifyImageOperator(task_id="verify_ci", kind="ci", build=ci.output, **common)
-        verify_prod = VerifyImageOperator(task_id="verify_prod", kind="prod", build=prod.output, **common)
-        push_ci = PushImageOperator(task_id="push_ci", kind="ci", build=ci.output, **common)
-        push_prod = PushImageOperator(task_id="push_prod", kind="prod", build=prod.output, **common)
-        prod_build >> prod
-        ci >> verify_ci >> push_ci
-        prod >> verify_prod >> push_prod
-        # Both pushes wait for both checks: a version either passes whole or pushes nothing.
-        [verify_ci, verify_prod] >> push_ci
-        [verify_ci, verify_prod] >> push_prod
-        outcome = version_outcome(python, push_ci.output, push_prod.output, prod_build.output)
+        ci >> verify_ci
+        verifies, pushes, builds = [verify_ci], [], {}
+        for variant in VARIANTS.values():
+            suffix = "" if variant is REGULAR else f"_{variant.name}"
+            stage = BuildImageOperator(task_id=f"build_prod_build{suffix}", kind=variant.prod_build.value, **build)
+            prod = BuildImageOperator(task_id=f"build_prod{suffix}", kind=variant.prod.value, **build)
+            verify = VerifyImageOperator(task_id=f"verify_prod{suffix}", kind=variant.prod.value, build=prod.output,
+                                         **common)
+            # none_failed: a push waits for every check of the version; a skipped variant does not block it.
+            push = PushImageOperator(task_id=f"push_prod{suffix}", kind=variant.prod.value, build=prod.output,
+                                     trigger_rule="none_failed", **common)
+            stage >> prod >> verify >> push
+            verifies.append(verify)
+            pushes.append(push)
+            builds[variant.prod.value] = push.output
+            builds[variant.prod_build.value] = stage.output
+        push_ci = PushImageOperator(task_id="push_ci", kind="ci", build=ci.output, trigger_rule="none_failed",
+                                    **common)
+        # Every push waits for every check: a version either passes whole or pushes nothing.
+        for push in [push_ci, *pushes]:
+            verifies >> push
+        outcome = version_outcome(python, push_ci.output, builds)
         result = {"base": base.output, "outcome": outcome}
         if generate_constraints:
             generated = GenerateConstraintsOperator(task_id="constraints", **common)

@@ -129,6 +129,14 @@ def _cases():
             yield pytest.param(dag_id, {**base, "python_versions": value}, "python_versions",
                                id=f"{dag_id}-python_versions-{label}")
         # a huge unknown field name, and a flood of unknown fields
+        # variants (the DAGs that build branch images): the same shapes, with its own names
+        if dag_id in ("build_images", "smoke_deploy", "nightly_images"):
+            for label, value in {
+                "deep": _nested(5000), "lookalike": ["regul\u0430r"], "option": ["--upload-pack=id"],
+                "jinja": ["{{ var.value.x }}"], "repeated-bad": ["slim; id" + "x" * 400] * 100,
+                "repeated-good": ["slim"] * 100, "huge": ["regular"] * 50_000, "empty": [], "text": "slim",
+            }.items():
+                yield pytest.param(dag_id, {**base, "variants": value}, "variants", id=f"{dag_id}-variants-{label}")
         yield pytest.param(dag_id, {**base, "--upload-pack=" + "x" * 10_000: 1}, None, id=f"{dag_id}-unknown-huge-name")
         yield pytest.param(dag_id, {**base, **{f"f{i}": i for i in range(10_000)}}, None,
                            id=f"{dag_id}-unknown-flood")
@@ -141,7 +149,8 @@ def test_the_table_covers_every_dag_that_takes_a_conf():
     from airflow_image_factory.request import PARAM_NAMES
 
     assert {p.stem for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_")} == set(DAGS)
-    assert set(DAGS["build_images"][2]) | set(DAGS["build_images"][3]) | {"python_versions", "test_command"} \
+    assert set(DAGS["build_images"][2]) | set(DAGS["build_images"][3]) \
+        | {"python_versions", "test_command", "variants"} \
         == set(PARAM_NAMES)
     assert len(CASES) > 500
 

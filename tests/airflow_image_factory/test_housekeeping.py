@@ -26,6 +26,8 @@ def test_droppable_refs_are_the_runs_pushed_images_and_never_the_python_base():
         f"localhost:5000/apache/airflow/main/ci-manifest/python3.11:{SHA}",
         f"localhost:5000/apache/airflow/main/prod-build/python3.11:{SHA}",
         f"localhost:5000/apache/airflow/main/prod/python3.11:{SHA}",
+        f"localhost:5000/apache/airflow/main/prod-slim-build/python3.11:{SHA}",
+        f"localhost:5000/apache/airflow/main/prod-slim/python3.11:{SHA}",
     ]
     assert not any("/python:" in ref for ref in refs)  # later builds start FROM the base
 
@@ -33,7 +35,7 @@ def test_droppable_refs_are_the_runs_pushed_images_and_never_the_python_base():
 def test_droppable_refs_follow_the_naming_convention():
     refs = droppable_refs(images(registry="ghcr.io", naming="ghcr-v2"), SHA)
     assert all(ref.startswith("ghcr.io/apache/airflow-main-python3.11-") and ref.endswith(f":{SHA}") for ref in refs)
-    assert len(set(refs)) == 4
+    assert len(set(refs)) == 6
 
 
 def test_pushed_digests_only_count_the_refs_own_repository():

@@ -4,15 +4,23 @@ point) are stand-ins: small scripts on PATH that record how they were called."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.image_contract import ImageCheck, prod_checks
+from airflow_image_factory.image_contract import (
+    ImageCheck,
+    expected_imports,
+    prod_checks,
+    providers_in_list_file,
+    providers_in_pyproject,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO_ROOT / "include/docker/entrypoint_prod.sh"
@@ -215,3 +223,78 @@ def test_clean_logs_keeps_the_folder_under_its_size_bound_oldest_first(tmp_path)
     logs = [_log(tmp_path, f"dag_id=a/{n}.log", days_old=5 - n, size=1000) for n in range(5)]
     assert _clean(tmp_path, AIRFLOW__LOG_MAX_SIZE_BYTES="2500").returncode == 0
     assert [p.exists() for p in logs] == [False, False, False, True, True]
+
+
+# ---- Airflow's own PROD image tests: providers and imports, run by this machine's Python and Airflow --
+
+
+def _run_check(check: ImageCheck, **env: str) -> tuple[int, str]:
+    """The check's command as the image would run it, here: this test environment's python and airflow."""
+    bin_dir = str(Path(sys.executable).parent)
+    environment = {**os.environ, **check.environment, **env, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(list(check.command), capture_output=True, text=True, env=environment, timeout=300,
+                          check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_the_prod_checks_hold_airflows_own_image_tests():
+    checks = {c.name: c for c in prod_checks("3.4.0.dev0", extras="amazon,postgres,fab,uv")}
+    assert {"providers", "imports", "as root", "airflow alone"} <= set(checks)
+    assert checks["airflow alone"].command == ("airflow",) and checks["airflow alone"].exit_code == 2
+    assert checks["as root"].user == "0" and checks["as root"].values["custom_import"] == "Awesome"
+    assert checks["default user"].values["opt_airflow_airflow"] == "0"
+    # the modules of each extra that has a list, and every provider's package
+    imports = checks["imports"].values
+    assert imports["import_groups"] == "amazon,postgres,providers"
+    assert {k for k in imports if k.startswith("imports_")} == {"imports_amazon", "imports_postgres",
+                                                                "imports_providers"}
+
+
+def test_expected_imports_follow_the_extras():
+    assert expected_imports("") == {}  # slim: the providers' packages only
+    assert expected_imports(" ssh , ldap,uv ") == {"ssh": ["paramiko", "sshtunnel"], "ldap": ["ldap"]}
+
+
+def test_the_providers_check_passes_when_the_extras_explain_every_provider():
+    # This environment has apache-airflow with the cncf-kubernetes and docker providers, and core's own.
+    check = next(c for c in prod_checks("", extras="") if c.name == "providers")
+    code, output = _run_check(check, IMAGE_AIRFLOW_EXTRAS="cncf-kubernetes,docker")
+    assert code == 0 and "providers=ok" in output, output
+    assert check.failures(code, output) == []
+
+
+def test_the_providers_check_names_a_missing_and_a_stray_provider():
+    check = next(c for c in prod_checks("", extras="") if c.name == "providers")
+    # without the docker extra, its provider is a stray; an extra whose provider is absent is missing
+    code, output = _run_check(check, IMAGE_AIRFLOW_EXTRAS="cncf-kubernetes,mysql")
+    problems = check.failures(code, output)
+    assert len(problems) == 1 and "apache-airflow-providers-mysql" in problems[0], problems
+    assert "not expected ['apache-airflow-providers-docker']" in problems[0]
+
+
+def test_the_providers_check_takes_airflows_own_list_when_given():
+    check = next(c for c in prod_checks("", expected_providers=("apache-airflow-providers-fab",)) if
+                 c.name == "providers")
+    problems = check.failures(*_run_check(check))
+    assert problems and "missing ['apache-airflow-providers-fab']" in problems[0]
+
+
+def test_the_imports_check_names_the_module_that_does_not_import():
+    check = next(c for c in prod_checks("", extras="docker") if c.name == "imports")
+    assert check.failures(*_run_check(check)) == []
+    broken = ImageCheck(name="imports", command=check.command, environment={
+        "IMPORT_GROUPS": json.dumps({"docker": ["docker", "no_such_module_here"]})},
+        values=check.values)
+    problems = broken.failures(*_run_check(broken))
+    assert len(problems) == 1 and "no_such_module_here (ModuleNotFoundError" in problems[0]
+
+
+def test_the_sources_lists_of_providers_are_read_as_airflows_tests_read_them():
+    pyproject = '[project]\ndependencies = ["apache-airflow-providers-common-sql>=1.26", "pendulum>=3",\n' \
+                '  "apache_airflow_providers_standard>=1.0 ; python_version < \'4\'"]\n'
+    assert providers_in_pyproject(pyproject) == ("apache-airflow-providers-common-sql",
+                                                 "apache-airflow-providers-standard")
+    listed = "# providers\namazon\ncncf.kubernetes\nfab>=1.0\n"
+    assert providers_in_list_file(listed, python="3.11") == (
+        "apache-airflow-providers-amazon", "apache-airflow-providers-cncf-kubernetes", "apache-airflow-providers-fab")
+    assert "apache-airflow-providers-fab" not in providers_in_list_file(listed, python="3.13")

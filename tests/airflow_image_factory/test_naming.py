@@ -64,6 +64,13 @@ SEED_NAMES = [
         "github-packages", ImageKind.PYTHON_BASE, ctx(registry="docker.pkg.github.com"), None,
         "docker.pkg.github.com/apache/airflow/python-v2:3.8-slim-buster",
     ),
+    # the slim PROD variant: its own image and build stage in every convention
+    ("slash", ImageKind.PROD_SLIM, ctx(), SHA, f"ghcr.io/apache/airflow/main/prod-slim/python3.8:{SHA}"),
+    ("slash", ImageKind.PROD_SLIM_BUILD, ctx(), "latest",
+     "ghcr.io/apache/airflow/main/prod-slim-build/python3.8:latest"),
+    ("ghcr-v2", ImageKind.PROD_SLIM, ctx(), "latest", "ghcr.io/apache/airflow-main-python3.8-slim-v2:latest"),
+    ("ghcr-v2", ImageKind.PROD_SLIM_BUILD, ctx(), "latest",
+     "ghcr.io/apache/airflow-main-python3.8-slim-build-v2:latest"),
 ]
 
 
@@ -140,3 +147,17 @@ def test_ref_by_digest_and_missing_tag():
     assert image.ref(digest) == f"ghcr.io/apache/airflow/main/prod/python3.8@{digest}"
     with pytest.raises(ValueError, match="no fixed tag"):
         image.ref()
+
+
+def test_variants_name_their_kinds_and_release_tags():
+    from airflow_image_factory.naming import VARIANTS, release_tag, variant_kinds, variant_of
+
+    assert list(VARIANTS) == ["regular", "slim"]
+    assert variant_of(ImageKind.PROD_SLIM_BUILD) is VARIANTS["slim"] and variant_of(ImageKind.CI) is None
+    assert variant_kinds(("slim", "regular")) == (ImageKind.PROD_BUILD, ImageKind.PROD, ImageKind.PROD_SLIM_BUILD,
+                                                  ImageKind.PROD_SLIM)
+    # Airflow's own release tags: the slim ones are prefixed
+    assert release_tag("3.3.2", "3.11") == "3.3.2-python3.11"
+    assert release_tag("3.3.2", "3.11", "slim") == "slim-3.3.2-python3.11"
+    assert release_tag("3.3.2", variant="slim") == "slim-3.3.2"
+    assert VARIANTS["slim"].release_tag("latest") == "slim-latest"

@@ -79,10 +79,10 @@ def test_a_release_with_an_untested_python_fails_at_once_naming_it():
     from airflow_image_factory.release import PublishReleaseOperator
 
     operator = PublishReleaseOperator(
-        task_id="publish", staged=[{"python": "3.11", "digest": "sha256:" + "a" * 64}],
+        task_id="publish", staged=[{"python": "3.11", "digests": {"regular": "sha256:" + "a" * 64}}],
         release_request={"version": "3.3.2", "python_versions": ["3.11", "3.13"], "default_python": "3.11",
                          "registry": "registry.example", "repository": "r/airflow", "cache_branch": "main",
                          "constraints_url": ""},
     )
-    with pytest.raises(AirflowFailException, match=r"no tested image for Python 3\.13"):
+    with pytest.raises(AirflowFailException, match=r"no tested image for Python 3\.13 \(regular\): "):
         operator.execute(context={})

@@ -89,3 +89,25 @@ def test_a_reused_prod_build_stage_is_retagged_from_its_registry_digest():
     retags = {(s.python, s.kind): s.source_digest for s in plan.retags}
     assert retags[("3.13", ImageKind.PROD_BUILD)] == stage
     assert {s.kind for s in plan.pushes} == {ImageKind.PYTHON_BASE, ImageKind.CI_MANIFEST}
+
+
+def test_each_requested_variant_is_promoted_and_no_other():
+    slim = {v: {**D[v], "prod-slim": f"sha256:{'3' * 63}{i}"} for i, v in enumerate(VERSIONS)}
+    local = {v: {**LOCAL[v], "prod-slim-build": f"slim-build-{v}"} for v in VERSIONS}
+    both = plan_promotion(push=True, python_versions=VERSIONS, images=IMAGES, local_images=local,
+                          outcomes={v: VersionOutcome(v, True, slim[v]) for v in VERSIONS},
+                          variants=("regular", "slim"))
+    assert both.allowed and len(both.steps) == 14
+    retag = {(s.python, s.kind): s.source_digest for s in both.retags}
+    assert retag[("3.11", ImageKind.PROD_SLIM)] == slim["3.11"]["prod-slim"]
+    assert "localhost:5000/apache/airflow/main/prod-slim-build/python3.13:latest" in {s.target for s in both.pushes}
+    # a slim-only run: no regular PROD digest is needed and no regular latest moves
+    only = {v: {"ci": D[v]["ci"], "prod-slim": slim[v]["prod-slim"]} for v in VERSIONS}
+    plan = plan_promotion(push=True, python_versions=VERSIONS, images=IMAGES, local_images=local,
+                          outcomes={v: VersionOutcome(v, True, only[v]) for v in VERSIONS}, variants=("slim",))
+    assert plan.allowed and {s.kind for s in plan.steps} == {
+        ImageKind.PYTHON_BASE, ImageKind.CI_MANIFEST, ImageKind.CI, ImageKind.PROD_SLIM_BUILD, ImageKind.PROD_SLIM}
+    # a requested variant without its tested digest moves nothing at all
+    refused = plan_promotion(push=True, python_versions=VERSIONS, images=IMAGES, local_images=local,
+                             outcomes=outcomes(), variants=("regular", "slim"))
+    assert not refused.allowed and "prod-slim" in refused.reason

@@ -64,6 +64,17 @@ def test_release_tags(version, existing, expected):
     assert tags_of(version, existing) == expected
 
 
+def test_the_slim_variant_has_its_own_family_of_tags():
+    slim = {(t.tag, t.python) for t in plan_release_tags("3.3.2", PYS, "3.11", [], "slim")}
+    assert slim == {("slim-" + tag, python) for tag, python in FULL_332}
+    # each family decides from its own tags: a newer slim release does not hold back the regular latest ...
+    assert ("latest", "3.11") in tags_of("3.3.2", ["slim-3.4.0", "slim-3.4.0-python3.11", "slim-latest"])
+    # ... and a newer regular release holds back slim-latest only through slim's own tags
+    older = {t.tag for t in plan_release_tags("3.3.1", PYS, "3.11", ["3.3.2", "slim-3.3.2"], "slim")}
+    assert "slim-latest" not in older and "slim-3.3-python3.11" not in older and "slim-3.3.1" in older
+    assert "slim-latest" in {t.tag for t in plan_release_tags("3.3.1", PYS, "3.11", ["3.3.2"], "slim")}
+
+
 def test_default_python_gets_the_bare_version_and_latest():
     tags = tags_of("3.3.2", [], default="3.13")
     assert ("3.3.2", "3.13") in tags and ("latest", "3.13") in tags

@@ -38,6 +38,13 @@ def test_values_are_normalised():
     assert request.python_versions == ("3.13", "3.11")
 
 
+def test_variants_default_to_regular_and_keep_one_order():
+    assert valid().variants == ("regular",)
+    request = valid(variants=["slim", "regular"])
+    assert request.variants == ("regular", "slim")
+    assert BuildRequest.from_dict(request.to_dict()) == request
+
+
 def test_round_trip_through_xcom_dict():
     request = valid(branch="v2-1-test", commit_sha="a" * 40, test_command="pytest -k 'not slow'")
     assert BuildRequest.from_dict(request.to_dict()) == request
@@ -103,6 +110,11 @@ BAD = [
     ("test_command", ["pytest"]),
     ("test_command", "a\x00b"),
     ("naming", "dash"),
+    ("variants", []),
+    ("variants", "slim"),
+    ("variants", ["alpine"]),
+    ("variants", ["slim", "slim"]),
+    ("variants", [None]),
     ("unknown_field", "x"),
 ]
 

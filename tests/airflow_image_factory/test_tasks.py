@@ -95,7 +95,18 @@ def test_a_version_outcome_carries_the_digest_of_a_reused_prod_build_stage():
     from airflow_image_factory.tasks import version_outcome
 
     ci, prod, stage = (f"sha256:{c * 64}" for c in "abc")
-    built = version_outcome.function("3.11", ci, prod, {"reused": None, "digest": None})
+    built = version_outcome.function("3.11", ci, {"prod": prod, "prod-build": {"reused": None, "digest": None}})
     assert built["digests"] == {"ci": ci, "prod": prod}
-    reused = version_outcome.function("3.11", ci, prod, {"reused": "reg/prod-build:latest", "digest": stage})
+    reused = version_outcome.function(
+        "3.11", ci, {"prod": prod, "prod-build": {"reused": "reg/prod-build:latest", "digest": stage}})
     assert reused["digests"] == {"ci": ci, "prod": prod, "prod-build": stage}
+
+
+def test_a_version_outcome_leaves_out_the_variants_the_run_skipped():
+    from airflow_image_factory.tasks import version_outcome
+
+    ci, slim = (f"sha256:{c * 64}" for c in "ad")
+    # regular not requested: its push and build were skipped, their XComs resolve to None
+    outcome = version_outcome.function(
+        "3.11", ci, {"prod": None, "prod-build": None, "prod-slim": slim, "prod-slim-build": {"reused": None}})
+    assert outcome["digests"] == {"ci": ci, "prod-slim": slim}

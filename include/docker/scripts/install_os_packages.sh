@@ -13,6 +13,10 @@
 #   ci       build + runtime: the CI image (which, like Airflow's own CI image, keeps the
 #            build tools)
 #
+# The packages the image's AIRFLOW_EXTRAS need (comma separated, as the install takes them) are
+# added by extra: headers to build their sdists, libraries and tools to run them (ldap, odbc, git,
+# ssh/sftp, ...). An image without extras (the slim variant) gets none of them.
+#
 # Extra packages: ADDITIONAL_DEV_APT_DEPS (build, ci), ADDITIONAL_RUNTIME_APT_DEPS
 # (runtime, ci) - space separated.
 #
@@ -44,6 +48,34 @@ runtime_packages=(
     tzdata
 )
 
+# Debian's soname packages differ between releases (libldap-2.5-0 on bookworm, libldap2 on trixie).
+codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+ldap_runtime=libldap-2.5-0
+[[ "${codename}" == "bookworm" ]] || ldap_runtime=libldap2
+
+# extra -> "build packages|runtime packages". Extras whose dependencies ship manylinux wheels need
+# nothing here; those below build from sdists (python-ldap), dlopen a system library (pyodbc's
+# libodbc) or run a system tool (git bundles, ssh/sftp).
+declare -A extra_packages=(
+    [ldap]="libldap-dev libsasl2-dev|${ldap_runtime} libsasl2-2 libsasl2-modules"
+    [odbc]="unixodbc-dev|unixodbc"
+    [git]="|git"
+    [ssh]="|openssh-client"
+    [sftp]="|openssh-client"
+    [graphviz]="|graphviz"
+)
+extras_build=()
+extras_runtime=()
+IFS=',' read -r -a requested_extras <<<"${AIRFLOW_EXTRAS:-}"
+for extra in "${requested_extras[@]}"; do
+    extra="${extra// /}"
+    [[ -n "${extra}" && -n "${extra_packages[${extra}]:-}" ]] || continue
+    read -r -a found <<<"${extra_packages[${extra}]%%|*}"
+    extras_build+=("${found[@]}")
+    read -r -a found <<<"${extra_packages[${extra}]#*|}"
+    extras_runtime+=("${found[@]}")
+done
+
 python_dev_packages() {
     # Headers for the python that is actually used. Docker Hub's images ship them in
     # /usr/local/include; Debian's python3-dev there would be the WRONG python (Debian's
@@ -71,14 +103,14 @@ read -r -a extra_runtime <<<"${ADDITIONAL_RUNTIME_APT_DEPS:-}"
 packages=()
 case "${mode}" in
     build)
-        packages+=("${build_packages[@]}" "${python_dev[@]}" "${extra_dev[@]}")
+        packages+=("${build_packages[@]}" "${python_dev[@]}" "${extras_build[@]}" "${extra_dev[@]}")
         ;;
     runtime)
-        packages+=("${runtime_packages[@]}" "${extra_runtime[@]}")
+        packages+=("${runtime_packages[@]}" "${extras_runtime[@]}" "${extra_runtime[@]}")
         ;;
     ci)
         packages+=("${build_packages[@]}" "${runtime_packages[@]}" "${python_dev[@]}")
-        packages+=("${extra_dev[@]}" "${extra_runtime[@]}")
+        packages+=("${extras_build[@]}" "${extras_runtime[@]}" "${extra_dev[@]}" "${extra_runtime[@]}")
         ;;
     *)
         echo "unknown mode ${mode}: expected build, runtime or ci" >&2
