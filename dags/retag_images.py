@@ -15,7 +15,7 @@ from airflow_image_factory.naming import CONVENTIONS
 from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.retag import RetagImagesOperator, retag_defaults
 from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import dag_default_args
+from airflow_image_factory.tasks import dag_default_args, variants_param
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 DEFAULTS = retag_defaults(SETTINGS)
@@ -50,6 +50,7 @@ def validate_retag() -> dict:
         "registry": Param(DEFAULTS["registry"], type="string", title="Registry"),
         "repository": Param(DEFAULTS["repository"], type="string", title="Repository"),
         "naming": Param(DEFAULTS["naming"], type="string", enum=list(CONVENTIONS), title="Naming convention"),
+        "variants": variants_param(DEFAULTS["variants"]),
         "dry_run": Param(False, type="boolean", title="Dry run", description="List what would change only."),
     },
 )

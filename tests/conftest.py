@@ -30,6 +30,14 @@ def _load_stack_env() -> bool:
 
 # Before anything imports airflow: its configuration is read once, at import.
 STACK_ENV_LOADED = _load_stack_env()
+# The suite builds the regular PROD variant with two extras where Airflow's 33 are not the point (most
+# tests: caches, promotion, sources, faults), and every CI image so; tests/dags/test_official_image_stack.py
+# builds the real regular and slim images, with the defaults' extras, and checks them as Airflow's own
+# image tests do. The product's defaults (include/defaults.toml) are what `make run` builds.
+TEST_EXTRAS = "postgres,mysql"
+os.environ.setdefault("IMAGE_FACTORY_AIRFLOW_EXTRAS", TEST_EXTRAS)
+os.environ.setdefault("IMAGE_FACTORY_CI_AIRFLOW_EXTRAS", TEST_EXTRAS)
+os.environ.setdefault("IMAGE_FACTORY_ADDITIONAL_PYTHON_DEPS", "")
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="image-factory-airflow-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -59,6 +67,26 @@ def main_build(stack_env):
     from tests.support.dag_runs import run_dag, stack_versions
 
     result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
+    assert result.returncode == 0, result.output[-8000:]
+    return result
+
+
+# The real PROD variants (the defaults' extras), in a repository of their own so main's images above stay
+# the tests' light ones: built once, for the stack's first Python version, by whichever test needs them.
+OFFICIAL_REPOSITORY = "official/airflow"
+
+
+@pytest.fixture(scope="session")
+def official_build(stack_env):
+    from airflow_image_factory.settings import load_settings
+    from tests.support.dag_runs import run_dag, stack_versions
+
+    defaults = load_settings(env={})
+    env = {"IMAGE_FACTORY_AIRFLOW_EXTRAS": defaults.airflow_extras,
+           "IMAGE_FACTORY_ADDITIONAL_PYTHON_DEPS": defaults.additional_python_deps}
+    conf = {"branch": "main", "repository": OFFICIAL_REPOSITORY, "python_versions": stack_versions()[:1],
+            "variants": ["regular", "slim"]}
+    result = run_dag("build_images", conf, env=env, name="official-build")
     assert result.returncode == 0, result.output[-8000:]
     return result
 

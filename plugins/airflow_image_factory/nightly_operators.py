@@ -16,7 +16,7 @@ from airflow_image_factory.engine import labels_of
 from airflow_image_factory.exceptions import BaseImageMissing, ManifestNotFound, VerificationFailed
 from airflow_image_factory.git import BranchFiles
 from airflow_image_factory.hooks import EngineHook
-from airflow_image_factory.naming import LATEST, ImageKind, ImageName, images_for
+from airflow_image_factory.naming import LATEST, VARIANTS, ImageKind, ImageName, images_for
 from airflow_image_factory.nightly import (
     BASE_DIGEST_LABEL,
     REVISION_LABEL,
@@ -72,9 +72,11 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
             for python in request.python_versions:
                 images = images_for(request, python)
                 base = self._base_findings(settings, python, images.upstream_python_base, images.python_base)
-                missing = self._missing_images(settings, [images.ci, images.prod])
+                # The CI image and the PROD image of every variant the run publishes.
+                published = [images.ci, *(images[v.prod] for v in VARIANTS.values() if v.name in request.variants)]
+                missing = self._missing_images(settings, published)
                 revision = None if missing else revision_reason(
-                    self.sha, self._published_revisions(settings, [images.ci, images.prod]))
+                    self.sha, self._published_revisions(settings, published))
                 resolved = resolve_newest(
                     internal_requirements(tree, extras_of(settings.airflow_extras)), python=python,
                     extra_ca_bundle=settings.extra_ca_bundle, find_links=wheels, exclude=tuple(DISTRIBUTIONS),

@@ -344,7 +344,10 @@ class BuildImageOperator(ImageFactoryOperator):
     def extras(self, settings: Settings) -> tuple[str, str]:
         """The extras and other Python requirements installed: the PROD variant's; the CI image takes the
         regular image's, so the constraints it freezes cover every variant."""
-        variant = variant_of(self.kind) or REGULAR
+        variant = variant_of(self.kind)
+        if variant is None and settings.ci_airflow_extras:
+            return settings.ci_airflow_extras, settings.additional_python_deps
+        variant = variant or REGULAR
         return getattr(settings, variant.extras_setting), getattr(settings, variant.python_deps_setting)
 
     def build_args(self, settings: Settings) -> dict[str, str]:

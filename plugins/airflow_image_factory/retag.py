@@ -23,7 +23,7 @@ from airflow_image_factory.exceptions import (
     RetagRefused,
     RetagSourceMissing,
 )
-from airflow_image_factory.naming import ImageKind, ImageName, image_set
+from airflow_image_factory.naming import ImageKind, ImageName, image_set, variant_kinds
 from airflow_image_factory.operators import fails_at_once
 from airflow_image_factory.request import RequestRecord, _branch_error, invalid, screen_conf, show, validate_request
 from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM, Settings
@@ -35,16 +35,16 @@ RETAG_PARAM_NAMES = (
     "registry",
     "repository",
     "naming",
+    "variants",
     "dry_run",
 )
+
+
 # What a branch's "last good" set is made of (seed 000's retag list); KUBERNETES is built per deploy.
-RETAGGED_KINDS = (
-    ImageKind.CI_MANIFEST,
-    ImageKind.CI,
-    ImageKind.PROD_BUILD,
-    ImageKind.PROD,
-    ImageKind.PYTHON_BASE,
-)
+def retagged_kinds(variants: tuple[str, ...]) -> tuple[ImageKind, ...]:
+    """The set of one Python version: CI, CI manifest, the Python base, and each PROD variant's image and
+    build stage (the regular ones first, in seed 000's order)."""
+    return (ImageKind.CI_MANIFEST, ImageKind.CI, *variant_kinds(variants), ImageKind.PYTHON_BASE)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class RetagRequest(RequestRecord):
     naming: str
     dry_run: bool
     debian: Mapping[str, str] = field(default_factory=dict)
+    variants: tuple[str, ...] = ("regular",)
 
 
 def retag_defaults(settings: Settings) -> dict[str, Any]:
@@ -68,6 +69,7 @@ def retag_defaults(settings: Settings) -> dict[str, Any]:
         "registry": d["registry"],
         "repository": d["repository"],
         "naming": d["naming"],
+        "variants": d["variants"],
         "dry_run": False,
     }
 
@@ -84,6 +86,7 @@ def validate_retag_request(conf: Mapping[str, Any] | None, settings: Settings) -
         "registry": values["registry"],
         "repository": values["repository"],
         "naming": values["naming"],
+        "variants": values["variants"],
     }
     build = None
     try:
@@ -116,6 +119,7 @@ def validate_retag_request(conf: Mapping[str, Any] | None, settings: Settings) -
         naming=build.naming,
         dry_run=dry_run,
         debian=dict(build.debian),
+        variants=build.variants,
     )
 
 
@@ -154,7 +158,7 @@ def plan_retag(request: RetagRequest) -> tuple[RetagStep, ...]:
         }
         source = image_set(branch=request.source_branch, **common)
         target = image_set(branch=request.target_branch, **common)
-        steps.extend(RetagStep(python, kind, source[kind], target[kind]) for kind in RETAGGED_KINDS)
+        steps.extend(RetagStep(python, kind, source[kind], target[kind]) for kind in retagged_kinds(request.variants))
     return tuple(steps)
 
 

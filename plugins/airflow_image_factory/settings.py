@@ -108,6 +108,7 @@ class Settings:
     slim_airflow_extras: str = ""
     additional_python_deps: str = ""
     slim_additional_python_deps: str = ""
+    ci_airflow_extras: str = ""  # empty: the regular variant's
     # engine housekeeping (housekeeping.py): defaults here too, so settings files from before still load
     remove_pushed_images: bool = True
     build_cache_keep_gb: int = 20

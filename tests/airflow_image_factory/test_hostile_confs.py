@@ -129,8 +129,8 @@ def _cases():
             yield pytest.param(dag_id, {**base, "python_versions": value}, "python_versions",
                                id=f"{dag_id}-python_versions-{label}")
         # a huge unknown field name, and a flood of unknown fields
-        # variants (the DAGs that build branch images): the same shapes, with its own names
-        if dag_id in ("build_images", "smoke_deploy", "nightly_images"):
+        # variants (every DAG that builds or copies PROD images): the same shapes, with its own names
+        if dag_id in ("build_images", "smoke_deploy", "nightly_images", "release_images", "retag_images"):
             for label, value in {
                 "deep": _nested(5000), "lookalike": ["regul\u0430r"], "option": ["--upload-pack=id"],
                 "jinja": ["{{ var.value.x }}"], "repeated-bad": ["slim; id" + "x" * 400] * 100,

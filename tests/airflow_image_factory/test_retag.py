@@ -143,3 +143,13 @@ def test_deep_or_huge_retag_values_name_their_field_in_short_messages():
     assert [e.message for e in info.value.errors if e.field == "target_branch"] == [
         "is nested more than 32 levels deep"
     ]
+
+
+def test_a_retag_copies_each_requested_variant_with_its_build_stage():
+    both = validate_retag_request({"target_branch": "v3-3-test", "python_versions": ["3.11"],
+                                   "variants": ["slim", "regular"]}, load_settings(env={}))
+    kinds = [step.kind for step in plan_retag(both)]
+    assert kinds == [ImageKind.CI_MANIFEST, ImageKind.CI, ImageKind.PROD_BUILD, ImageKind.PROD,
+                     ImageKind.PROD_SLIM_BUILD, ImageKind.PROD_SLIM, ImageKind.PYTHON_BASE]
+    regular = validate_retag_request({"target_branch": "v3-3-test", "python_versions": ["3.11"]}, load_settings(env={}))
+    assert ImageKind.PROD_SLIM not in {step.kind for step in plan_retag(regular)}
