@@ -117,6 +117,12 @@ def server_env() -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{URL}/execution/",
         # New DAG files show up within seconds, not the default five minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # The promotion lock is held in the metadata database (locks.py), through the Connection a
+        # deployment with a PostgreSQL metadata database defines: tasks cannot read Airflow's own setting.
+        "AIRFLOW_CONN_IMAGE_FACTORY_PROMOTION_LOCK": json.dumps({
+            "conn_type": "postgres", "host": "127.0.0.1", "port": DB_PORT, "login": "airflow",
+            "password": db_password(), "schema": "airflow",
+        }),
         **dag_bundles(),
     }
 

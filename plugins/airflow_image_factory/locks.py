@@ -8,13 +8,17 @@ frees the lock as soon as its connection closes.
 
 :func:`promotion_lock` picks the lock from the ``promotion_lock`` setting; :class:`PostgresPromotionLock`
 is a plain client (psycopg2 only, imported when the lock is taken).
+
+The database comes from an Airflow Connection (``promotion_lock_database``), not from the worker's
+``[database] sql_alchemy_conn``: Airflow 3 runs tasks with that setting replaced (the task SDK blocks
+metadata database access from task code), and a remote worker may not have it at all. With a PostgreSQL
+metadata database, that Connection names it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -40,29 +44,20 @@ def advisory_key(registry: str, repository: str, branch: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)  # the range of PostgreSQL's bigint
 
 
-def is_postgres_url(url: str) -> bool:
-    return bool(re.match(r"postgres(ql)?(\+\w+)?://", url or ""))
-
-
-def libpq_url(url: str) -> str:
-    """A SQLAlchemy URL (``postgresql+psycopg2://...``) as the ``postgresql://`` URI libpq reads."""
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-
-
-def choose_lock_mode(setting: str, *, connection_id: str = "", metadata_url: str = "") -> str:
-    """``postgres`` or ``file``. ``auto``: PostgreSQL when a lock Connection is named or the metadata
-    database is PostgreSQL, else the file lock. ``postgres`` with neither is an error, never a silent
-    file lock: that would let two machines promote one branch at once."""
+def choose_lock_mode(setting: str, *, connection_id: str, connection_exists: bool) -> str:
+    """``postgres`` or ``file``. ``auto``: PostgreSQL when the Connection ``promotion_lock_database``
+    exists, else the file lock. ``postgres`` without it is an error, never a silent file lock: that would
+    let two machines promote one branch at once."""
     if setting not in LOCK_MODES:
         raise SettingsError(f"promotion_lock must be one of {', '.join(LOCK_MODES)}, got {setting!r}")
     if setting == "file":
         return "file"
-    if connection_id or is_postgres_url(metadata_url):
+    if connection_exists:
         return "postgres"
     if setting == "postgres":
         raise SettingsError(
-            "promotion_lock is postgres, but promotion_lock_database names no Connection and the metadata "
-            "database is not PostgreSQL"
+            f"promotion_lock is postgres, but there is no Connection {connection_id or '(none named)'} "
+            "(promotion_lock_database) to hold it in"
         )
     return "file"
 
@@ -183,35 +178,35 @@ def promotion_lock(
     on_wait: Callable[[str], None] | None = None,
 ) -> PromotionLock | PostgresPromotionLock:
     """The lock a promotion of (registry, repository, branch) holds, as the settings say (run time only:
-    reads a Connection or the worker's Airflow configuration)."""
+    looks the Connection up)."""
     connection_id = settings.promotion_lock_database
-    metadata_url = "" if connection_id or settings.promotion_lock == "file" else _metadata_url()
-    mode = choose_lock_mode(settings.promotion_lock, connection_id=connection_id, metadata_url=metadata_url)
+    conn = None if settings.promotion_lock == "file" else _lock_connection(connection_id)
+    mode = choose_lock_mode(settings.promotion_lock, connection_id=connection_id, connection_exists=conn is not None)
     if mode == "file":
         return PromotionLock(lock_path(settings.promotion_lock_dir, registry, repository, branch), owner=owner,
                              timeout=settings.promotion_lock_timeout, on_wait=on_wait)
-    if connection_id:
-        connect, where = _connection_parameters(connection_id)
-    else:
-        connect, where = {"dsn": libpq_url(metadata_url)}, "the metadata database"
+    connect, where = connection_parameters(conn, connection_id)
     return PostgresPromotionLock(
         advisory_key(registry, repository, branch), connect=connect, where=where, owner=owner,
         timeout=settings.promotion_lock_timeout, on_wait=on_wait, label=f"{registry}/{repository} {branch}",
     )
 
 
-def _metadata_url() -> str:
-    """The worker's ``[database] sql_alchemy_conn``; the task SDK masks it in logs as a secret."""
-    from airflow.sdk import conf
-
-    return conf.get("database", "sql_alchemy_conn", fallback="") or ""
-
-
-def _connection_parameters(connection_id: str) -> tuple[dict[str, Any], str]:
-    """psycopg2 arguments from a ``postgres`` Airflow Connection, and a credential-free description."""
+def _lock_connection(connection_id: str) -> Any | None:
+    """The Airflow Connection ``connection_id``, or None when nobody defined it."""
+    if not connection_id:
+        return None
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    conn = BaseHook.get_connection(connection_id)
+    try:
+        return BaseHook.get_connection(connection_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def connection_parameters(conn: Any, connection_id: str) -> tuple[dict[str, Any], str]:
+    """psycopg2 arguments from a ``postgres`` Airflow Connection, and a credential-free description."""
     if conn.conn_type not in ("postgres", "postgresql"):
         raise SettingsError(
             f"promotion_lock_database: Connection {connection_id} is of type {conn.conn_type!r}, not postgres"

@@ -5,7 +5,8 @@ pool; once the image is pushed, the triggerer fires and the task succeeds.
 The server is an instance of its own (AIRFLOW_SERVER_INSTANCE, free ports), so a server `make run` keeps
 for its user is neither needed nor touched; it serves tests/dags/dag_files (wait_for_image_probe) as an
 extra DAG bundle, and is removed with its database at the end. The image is a tiny one pushed straight
-through the registry API to a repository of this test, and deleted again.
+through the registry API to a repository of this test, and deleted again. The same instance shows the
+promotion lock as a real task takes it: in the server's PostgreSQL (tests/dags/dag_files/promotion_lock_probe.py).
 """
 
 from __future__ import annotations
@@ -176,3 +177,44 @@ def test_a_deferred_sensor_holds_no_slot_and_resumes_when_the_image_is_pushed(se
         found = json.loads(found)
     assert found["ref"] == candidate.ref and found["digest"] == image.digest, found
     print(f"deferral shown and resumed in {time.monotonic() - started:.0f}s")
+
+
+def test_a_real_task_holds_the_promotion_lock_in_the_metadata_database(server, stack_env):
+    """The promotion lock as a task of this server takes it (auto: the server's lock Connection names its
+    PostgreSQL metadata database): an advisory lock of the task's session, gone when the task is done."""
+    import psycopg2
+
+    from airflow_image_factory.locks import advisory_key
+
+    api = server.Api()
+    dag_id = "promotion_lock_probe"
+    _wait_for(f"{dag_id} parsed", lambda: api.call("GET", f"/dags/{dag_id}", ok=(200, 404)).status_code == 200,
+              120, 2)
+    api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    repository = f"deferral-test/{secrets.token_hex(4)}"
+    conf = {"repository": repository, "seconds": 15}
+    run_id = api.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}).json()["dag_run_id"]
+    unsigned = advisory_key("localhost:5000", repository, "main") & 0xFFFF_FFFF_FFFF_FFFF
+    database = psycopg2.connect(host="127.0.0.1", port=server.DB_PORT, user="airflow", password=server.db_password(),
+                                dbname="airflow")
+    database.autocommit = True
+
+    def holders() -> list[tuple]:
+        with database.cursor() as cursor:
+            cursor.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s",
+                (unsigned >> 32, unsigned & 0xFFFF_FFFF))
+            return cursor.fetchall()
+
+    try:
+        assert _wait_for("the task holding the lock", holders, 90, 0.5) == [(run_id[:63],)]
+        ti_path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/hold_promotion_lock"
+        done = _wait_for("the task done", lambda: (ti := api.call("GET", ti_path).json())["state"] in (
+            "success", "failed", "up_for_retry") and ti, 60)
+        assert done["state"] == "success", done
+        name = api.call("GET", f"{ti_path}/xcomEntries/return_value").json()["value"]
+        assert "PostgreSQL advisory lock" in name and "(Connection image_factory_promotion_lock)" in name, name
+        assert holders() == []
+    finally:
+        database.close()

@@ -156,11 +156,9 @@ def test_a_holder_whose_session_is_terminated_frees_the_lock_and_knows_it_lost_i
 
 
 def test_the_task_lock_reaches_a_postgres_connection(database, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_PROMOTION_LOCK_DB", "postgresql://{user}:{password}@{host}:{port}/{dbname}"
-                       .format(**database))
-    settings = load_settings(env={"IMAGE_FACTORY_PROMOTION_LOCK": "postgres",
-                                  "IMAGE_FACTORY_PROMOTION_LOCK_DATABASE": "promotion_lock_db",
-                                  "IMAGE_FACTORY_PROMOTION_LOCK_TIMEOUT": "1"})
+    monkeypatch.setenv("AIRFLOW_CONN_IMAGE_FACTORY_PROMOTION_LOCK",
+                       "postgresql://{user}:{password}@{host}:{port}/{dbname}".format(**database))
+    settings = load_settings(env={"IMAGE_FACTORY_PROMOTION_LOCK_TIMEOUT": "1"})  # auto, the default Connection
     lock = promotion_lock(settings, registry=REGISTRY, repository=REPOSITORY, branch="main", owner="run-C")
     with lock.hold():
         with pytest.raises(PromotionLockTimeout, match=r"held by run-C \(backend pid"), \
