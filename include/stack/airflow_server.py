@@ -13,7 +13,10 @@ in-process SQLite home), logs go to ``$STACK_DIR/logs/airflow-<component>.log``.
 
 Environment: STACK_DIR; AIRFLOW_SERVER_PORT (8080) and AIRFLOW_SERVER_DB_PORT (55432) on 127.0.0.1;
 IMAGE_FACTORY_SMOKE_POSTGRES_IMAGE (the stack's PostgreSQL image, set by include/stack/postgres-image.sh);
-AIRFLOW_SERVER_POOL_SLOTS (2: concurrent image builds on the engine); AIRFLOW_SERVER_FOLLOW_TIMEOUT (7200 s).
+AIRFLOW_SERVER_POOL_SLOTS (2: concurrent image builds on the engine); AIRFLOW_SERVER_FOLLOW_TIMEOUT (7200 s);
+AIRFLOW_SERVER_INSTANCE (empty: a second server beside the first, with its own home, database container
+and volume, pid files and logs - give it other ports too); AIRFLOW_SERVER_EXTRA_DAGS (a folder served as a
+second DAG bundle beside the DAGs folder, e.g. tests/dags/dag_files for the stack tests).
 """
 
 from __future__ import annotations
@@ -33,14 +36,17 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = Path(os.environ.get("STACK_DIR") or REPO_ROOT / ".stack")
-HOME = STACK_DIR / "airflow-server"
+INSTANCE = os.environ.get("AIRFLOW_SERVER_INSTANCE", "")
+SUFFIX = f"-{INSTANCE}" if INSTANCE else ""
+HOME = STACK_DIR / f"airflow-server{SUFFIX}"
 LOGS = STACK_DIR / "logs"
 RUN = STACK_DIR / "run"
 API_PORT = int(os.environ.get("AIRFLOW_SERVER_PORT", "8080"))
 DB_PORT = int(os.environ.get("AIRFLOW_SERVER_DB_PORT", "55432"))
 URL = f"http://127.0.0.1:{API_PORT}"
-DB_CONTAINER = "image-factory-airflow-db"
-DB_VOLUME = "image-factory-airflow-db"
+DB_CONTAINER = f"image-factory-airflow-db{SUFFIX}"
+DB_VOLUME = f"image-factory-airflow-db{SUFFIX}"
+EXTRA_DAGS = os.environ.get("AIRFLOW_SERVER_EXTRA_DAGS", "")
 USER = "admin"
 POOL = "image_builds"
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -83,6 +89,16 @@ def admin_password() -> str:
     return passwords[USER]
 
 
+def dag_bundles() -> dict[str, str]:
+    """The DAGs folder, and the extra folder as a bundle of its own (Airflow keeps the DAGs apart by bundle)."""
+    if not EXTRA_DAGS:
+        return {}
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    bundles = [{"name": "dags-folder", "classpath": local, "kwargs": {}},
+               {"name": "extra-dags", "classpath": local, "kwargs": {"path": str(Path(EXTRA_DAGS).resolve())}}]
+    return {"AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles)}
+
+
 def server_env() -> dict[str, str]:
     """The stack's environment (settings, DAGs and plugins folders) with the server's own home and database."""
     return {
@@ -101,6 +117,13 @@ def server_env() -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{URL}/execution/",
         # New DAG files show up within seconds, not the default five minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # The promotion lock is held in the metadata database (locks.py), through the Connection a
+        # deployment with a PostgreSQL metadata database defines: tasks cannot read Airflow's own setting.
+        "AIRFLOW_CONN_IMAGE_FACTORY_PROMOTION_LOCK": json.dumps({
+            "conn_type": "postgres", "host": "127.0.0.1", "port": DB_PORT, "login": "airflow",
+            "password": db_password(), "schema": "airflow",
+        }),
+        **dag_bundles(),
     }
 
 
@@ -143,7 +166,7 @@ def start_database() -> None:
 
 
 def pidfile(name: str) -> Path:
-    return RUN / f"airflow-{name}.pid"
+    return RUN / f"airflow{SUFFIX}-{name}.pid"
 
 
 def running(name: str) -> int | None:
@@ -180,8 +203,8 @@ def up() -> None:
         say(f"already running: {URL}")
         return
     env = server_env()
-    say(f"migrating the metadata database (log: {LOGS / 'airflow-migrate.log'})")
-    with (LOGS / "airflow-migrate.log").open("a") as log:
+    say(f"migrating the metadata database (log: {LOGS / f'airflow{SUFFIX}-migrate.log'})")
+    with (LOGS / f"airflow{SUFFIX}-migrate.log").open("a") as log:
         for argv in (["db", "migrate"],
                      ["pools", "set", POOL, os.environ.get("AIRFLOW_SERVER_POOL_SLOTS", "2"), "image builds"]):
             if subprocess.run([AIRFLOW, *argv], env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
@@ -189,11 +212,11 @@ def up() -> None:
     for name, argv in COMPONENTS.items():
         if running(name):
             continue
-        with (LOGS / f"airflow-{name}.log").open("a") as log:
+        with (LOGS / f"airflow{SUFFIX}-{name}.log").open("a") as log:
             process = subprocess.Popen([AIRFLOW, *argv], env=env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         pidfile(name).write_text(f"{process.pid}\n")
-        say(f"{name}: started (pid {process.pid}, log: {LOGS / f'airflow-{name}.log'})")
+        say(f"{name}: started (pid {process.pid}, log: {LOGS / f'airflow{SUFFIX}-{name}.log'})")
     deadline = time.monotonic() + 240
     while True:
         states = health()
@@ -256,7 +279,7 @@ def trigger(dag_id: str, conf: dict) -> int:
     deadline = time.monotonic() + 180
     while api.call("GET", f"/dags/{dag_id}", ok=(200, 404)).status_code == 404:
         if time.monotonic() > deadline:
-            fail(f"{dag_id} was not parsed within 180 s; see {LOGS / 'airflow-dag-processor.log'}")
+            fail(f"{dag_id} was not parsed within 180 s; see {LOGS / f'airflow{SUFFIX}-dag-processor.log'}")
         time.sleep(2)
     api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
     answer = api.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}, ok=(200, 400))

@@ -152,6 +152,13 @@ class PromotionLockTimeout(PromotionRefused):
     """Another run held the promotion lock of the same registry/repository/branch past the timeout."""
 
 
+class PromotionLockUnavailable(ImageFactoryError):
+    """The promotion lock's PostgreSQL database cannot be used: unreachable, not PostgreSQL, no driver,
+    or the lock was lost while held (the session died). Nothing is published without the lock held."""
+
+    field = "promotion_lock"
+
+
 # --- smoke deploys (deploy/) ---
 
 

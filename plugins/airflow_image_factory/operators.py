@@ -59,6 +59,7 @@ from airflow_image_factory.image_contract import (
     providers_in_pyproject,
 )
 from airflow_image_factory.links import RegistryImageLink, record_image_ref
+from airflow_image_factory.locks import promotion_lock
 from airflow_image_factory.naming import (
     REGULAR,
     ImageKind,
@@ -71,7 +72,7 @@ from airflow_image_factory.naming import (
     variant_of,
 )
 from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
-from airflow_image_factory.promotion import SHA_PUSHED, PromotionLock, VersionOutcome, lock_path, plan_promotion
+from airflow_image_factory.promotion import SHA_PUSHED, VersionOutcome, plan_promotion
 from airflow_image_factory.reference import repository_and_reference
 from airflow_image_factory.registry import RegistryClient, config_labels
 from airflow_image_factory.request import BuildRequest
@@ -870,14 +871,15 @@ class PromoteImagesOperator(ImageFactoryOperator):
         engine = EngineHook(settings=settings).get_conn()
         published: list[dict[str, str]] = []
         # Two runs of one branch must not interleave their re-tags (latest would mix both runs): the
-        # lock serialises promotions per registry/repository/branch; other branches never wait.
-        lock = PromotionLock(
-            lock_path(settings.promotion_lock_dir, request.registry, request.repository, request.branch),
+        # lock serialises promotions per registry/repository/branch; other branches never wait. A file
+        # lock on one machine, a PostgreSQL advisory lock across machines (locks.py).
+        lock = promotion_lock(
+            settings, registry=request.registry, repository=request.repository, branch=request.branch,
             owner=f"{(context or {}).get('run_id', 'a run')} of {request.branch} at {self.sha}",
-            timeout=settings.promotion_lock_timeout, on_wait=self.log.info,
+            on_wait=self.log.info,
         )
         with lock.hold(), hook.get_conn() as client:
-            self.log.info("promotion lock acquired: %s (waited %.1fs)", lock.path, lock.waited)
+            self.log.info("promotion lock acquired: %s (waited %.1fs)", lock.name, lock.waited)
             # Pre-flight: every tested digest must still be in the registry before anything moves.
             for step in plan.retags:
                 repository, _ = repository_and_reference(step.target)

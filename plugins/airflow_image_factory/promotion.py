@@ -171,8 +171,9 @@ class PromotionLock:
     """``flock(2)`` on a file, so two promotions of one branch never interleave their re-tags.
 
     Works for every worker process on one machine (and on a shared filesystem whose flock is
-    coherent across machines). The kernel drops the lock when the holder dies, so a killed worker
-    never leaves it stuck. Waiting is polled so it can time out and tell who holds the lock.
+    coherent across machines; otherwise :mod:`airflow_image_factory.locks` holds it in PostgreSQL).
+    The kernel drops the lock when the holder dies, so a killed worker never leaves it stuck.
+    Waiting is polled so it can time out and tell who holds the lock.
     """
 
     def __init__(
@@ -180,6 +181,7 @@ class PromotionLock:
         on_wait: Callable[[str], None] | None = None,
     ):
         self.path = path
+        self.name = path  # as the PostgreSQL lock (locks.py) names itself in messages
         self.owner = owner
         self.timeout = timeout
         self.poll = poll

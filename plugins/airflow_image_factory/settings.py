@@ -103,6 +103,10 @@ class Settings:
     constraints_author: str
     promotion_lock_dir: str
     promotion_lock_timeout: int
+    # locks.py: where the promotion lock is held (auto | postgres | file) and the Airflow Connection of
+    # the PostgreSQL database that holds it (auto: PostgreSQL when that Connection exists)
+    promotion_lock: str = "auto"
+    promotion_lock_database: str = "image_factory_promotion_lock"
     # PROD variants (naming.VARIANTS) a build publishes, and the slim variant's extras (Airflow's: none)
     variants: tuple[str, ...] = ("regular",)
     slim_airflow_extras: str = ""
