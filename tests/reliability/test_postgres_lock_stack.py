@@ -83,8 +83,11 @@ class Holder:
         assert self.ready.wait(20), "the holder did not get the lock"
 
     def stop(self) -> None:
-        self.release.set()
-        self.process.join(10)
+        # A holder killed while it waited on ``release`` counts as a sleeper of the event's condition
+        # forever, so setting the event then would wait for it to wake: only a live holder is released.
+        if self.process.is_alive():
+            self.release.set()
+            self.process.join(10)
         if self.process.is_alive():
             self.process.kill()
 
