@@ -45,10 +45,19 @@ def split_image(ref: str) -> tuple[str, str]:
     return name, tag
 
 
-def deploy_values(*, image: str, postgres_image: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+# `helm install --wait` waits for the pods before it runs any post-install hook, and the pods wait for the
+# migration hook: with --wait the Jobs must be plain Jobs (the official chart gives the same advice).
+HELM_WAIT_VALUES: dict[str, Any] = {"migrateDatabaseJob": {"useHelmHooks": False},
+                                    "createUserJob": {"useHelmHooks": False}}
+
+
+def deploy_values(
+    *, image: str, postgres_image: str, extra: Mapping[str, Any] | None = None, helm_wait: bool = False,
+) -> dict[str, Any]:
     """The values every smoke deploy sets: the image under test and the in-chart database's image.
 
-    kind + helm and the Docker-backed run both use exactly these, so both deploy the same thing.
+    kind + helm and the Docker-backed run both use exactly these, so both deploy the same thing; except that
+    ``helm_wait`` (kind's ``helm install --wait``) turns the hook Jobs into plain Jobs.
     """
     repository, tag = split_image(image)
     pg_repository, pg_tag = split_image(postgres_image)
@@ -59,6 +68,8 @@ def deploy_values(*, image: str, postgres_image: str, extra: Mapping[str, Any] |
         },
         "postgresql": {"enabled": True},
     }
+    if helm_wait:
+        values = _merge(values, HELM_WAIT_VALUES)
     return _merge(values, dict(extra or {}))
 
 

@@ -68,7 +68,9 @@ class SmokeOperator(ImageFactoryOperator):
         return self.kubernetes_image or self.images.kubernetes.ref(self.request.commit_sha or LATEST)
 
     def values(self, settings: Settings) -> dict[str, Any]:
-        return deploy_values(image=self.image_ref(), postgres_image=settings.smoke_postgres_image)
+        # kind deploys with `helm install --wait`: its Jobs cannot be post-install hooks (see HELM_WAIT_VALUES).
+        return deploy_values(image=self.image_ref(), postgres_image=settings.smoke_postgres_image,
+                             helm_wait=self.run_mode(settings) == "kind")
 
     def check(self, settings: Settings) -> ChartCheck:
         """Lint, render and validate the chart with exactly the values this deploy uses."""
