@@ -22,8 +22,9 @@ and every emptyDir starts empty, mode 0777, owned by the ``fsGroup`` with the se
 makes it). ConfigMap and Secret volumes show their keys (or their ``items``) as files; a ``subPath`` mount is
 that one file (or directory) at the mount path.
 
-What differs from a cluster, on purpose: one replica per workload; a restart is bounded; emptyDirs and
-PersistentVolumeClaims are Docker volumes removed with the run.
+What differs from a cluster, on purpose: one replica per workload; a restart is bounded; a container counts
+as up once it stayed up ``min_ready_seconds`` (like a Deployment's minReadySeconds), so one without probes that
+exits at once is caught; emptyDirs and PersistentVolumeClaims are Docker volumes removed with the run.
 """
 
 from __future__ import annotations
@@ -526,9 +527,11 @@ class _Running:
     def ready(self) -> bool:
         return self.startup_done() and all(s.satisfied for s in self.probes if s.probe.kind == "readiness")
 
-    def settled(self) -> bool:
-        """Ready, and every liveness probe has passed once (proof it passes, not only that it has not failed)."""
-        return self.ready() and all(s.satisfied for s in self.probes if s.probe.kind == "liveness")
+    def settled(self, min_ready_seconds: float) -> bool:
+        """Ready, every liveness probe passed once (proof it passes, not only that it has not failed), and up
+        for ``min_ready_seconds`` (a container without probes that exits at once is not settled)."""
+        return (self.ready() and all(s.satisfied for s in self.probes if s.probe.kind == "liveness")
+                and time.monotonic() - self.started >= min_ready_seconds)
 
 
 @dataclass(frozen=True)
@@ -548,7 +551,10 @@ class DockerSmokeRun:
         health: HealthCheck | None = None, run_id: str | None = None,
         on_line: Callable[[str], None] | None = None, logs_dir: Path | None = None,
         backoff: BackOff | None = None, job_retries: int = MAX_JOB_RETRIES,
+        on_ready: Callable[[DockerSmokeRun], None] | None = None, min_ready_seconds: float = 5.0,
     ):
+        """``on_ready`` is called once everything is healthy, before the teardown (to look inside: see
+        :meth:`exec_in` and :meth:`address_of`); what it raises fails the run."""
         self.client = client
         self.rendered = rendered
         self.namespace = namespace
@@ -559,6 +565,8 @@ class DockerSmokeRun:
         self.logs_dir = logs_dir
         self.backoff = backoff or BackOff()
         self.job_retries = job_retries
+        self.on_ready = on_ready
+        self.min_ready_seconds = min_ready_seconds
         self.network_name = f"smoke-{self.run_id}"
         self._running: list[_Running] = []
         self._all: list[Any] = []
@@ -600,6 +608,8 @@ class DockerSmokeRun:
             self._watch([*background, *starting])
             if self.health:
                 self._check_health(self.health)
+            if self.on_ready:
+                self.on_ready(self)
             return {
                 "run_id": self.run_id,
                 "pods": [p.workload for p in plans],
@@ -616,6 +626,21 @@ class DockerSmokeRun:
             self._stop()
             self._save_logs()
             self.cleanup()
+
+    def address_of(self, service: str) -> str:
+        """The IP of the (running) pod a Service name resolves to."""
+        for running in self._running:
+            if service in running.pod.aliases and running.restart_at is None:
+                return running.ip
+        raise SmokeRunFailed(f"no running pod serves the Service {service}")
+
+    def exec_in(self, pod: str, container: str, command: list[str]) -> tuple[int, str]:
+        """``kubectl exec``: run ``command`` in a running container of the run; (exit code, output)."""
+        for running in self._running:
+            if running.pod.name == pod and running.plan.name == container:
+                code, output = running.container.exec_run(command, demux=False)
+                return int(code), (output or b"").decode(errors="replace")
+        raise SmokeRunFailed(f"no running container {pod}/{container}")
 
     def cleanup(self) -> None:
         """Remove this run's containers, network and files (also after a crash: by label)."""
@@ -865,7 +890,7 @@ class DockerSmokeRun:
                 last_alive_check = time.monotonic()
             with self._lock:
                 running = list(self._running)
-            pending = [r for r in running if not r.settled()]
+            pending = [r for r in running if not r.settled(self.min_ready_seconds)]
             unfinished = [f for f in background if not f.done()]
             if not pending and not unfinished:
                 return
