@@ -16,11 +16,13 @@ the migrations in their init containers.
 
 As a kubelet: a container that exits (or fails its liveness or startup probe and is killed) is started again
 after a back-off of 10 s, doubling, up to a bound of restarts (:class:`BackOff`) past which the run fails, as
-CrashLoopBackOff would stop a deploy being healthy; init containers likewise. Pod ``securityContext``
-``runAsUser`` / ``runAsGroup`` set the user, ``fsGroup`` and ``supplementalGroups`` are supplementary groups,
-and every emptyDir starts empty, mode 0777, owned by the ``fsGroup`` with the setgid bit (as the kubelet
-makes it). ConfigMap and Secret volumes show their keys (or their ``items``) as files; a ``subPath`` mount is
-that one file (or directory) at the mount path.
+CrashLoopBackOff would stop a deploy being healthy; init containers likewise. One exception: a container
+that ends with an ImportError fails the run at once (the image lacks a module; no restart can add it).
+Pod ``securityContext`` ``runAsUser`` / ``runAsGroup`` set the user, ``fsGroup`` and ``supplementalGroups``
+are supplementary groups, and every emptyDir starts empty, mode 0777, owned by the ``fsGroup`` with the
+setgid bit (as the kubelet makes it). ConfigMap and Secret volumes show their keys (or their ``items``) as
+files; a ``subPath`` mount is that one file (or directory) at the mount path. A failed run says which
+modules its configuration names (auth manager, executor, database driver) the image lacks.
 
 What differs from a cluster, on purpose: one replica per workload; a restart is bounded; a container counts
 as up once it stayed up ``min_ready_seconds`` (like a Deployment's minReadySeconds), so one without probes that
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import configparser
 import contextlib
 import json
 import logging
@@ -57,7 +60,10 @@ RUN_LABEL = "image-factory.smoke-run"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _LOG_TAIL = 40
 MAX_JOB_RETRIES = 3  # a deterministic failure (broken entrypoint) is not worth backoffLimit's 6 tries
-_MISSING_PROVIDER = re.compile(r"No module named '(airflow\.providers\.[A-Za-z0-9_]+)")
+_MISSING_MODULE = re.compile(r"No module named '([A-Za-z0-9_.]+)'")
+# Modules Airflow imports from a provider's dependencies: the metadata database's drivers.
+_DRIVER_PROVIDERS = {"psycopg2": "postgres", "asyncpg": "postgres", "MySQLdb": "mysql", "pymssql": "microsoft-mssql"}
+_IMPORT_FAILURE = re.compile(r"^(ModuleNotFoundError|ImportError): .+")
 HOOK_WEIGHT_ANNOTATION = "helm.sh/hook-weight"
 
 
@@ -418,26 +424,94 @@ def install_hook(obj: Mapping[str, Any]) -> tuple[str, int]:
     return "skip", weight
 
 
-def missing_providers(text: str) -> list[str]:
-    """Airflow providers an image lacks, from an ImportError in a container's output."""
-    return sorted({m.group(1) for m in _MISSING_PROVIDER.finditer(text)})
+def missing_providers(text: str) -> dict[str, str]:
+    """``{module: provider package}`` of what a container's output says the image lacks: a provider's own
+    modules (``airflow.providers.X``) and the database drivers that come with a provider."""
+    found: dict[str, str] = {}
+    for match in _MISSING_MODULE.finditer(text):
+        module = match.group(1)
+        if module.startswith("airflow.providers."):
+            provider = module.split(".")[2].replace("_", "-")
+            found[".".join(module.split(".")[:3])] = f"apache-airflow-providers-{provider}"
+        elif module.split(".")[0] in _DRIVER_PROVIDERS:
+            found[module.split(".")[0]] = f"apache-airflow-providers-{_DRIVER_PROVIDERS[module.split('.')[0]]}"
+    return dict(sorted(found.items()))
 
 
 def missing_provider_hint(logs_by_container: Mapping[str, str]) -> str:
-    """One line per provider the containers' output says the image lacks, naming where it was seen ("" if none).
+    """One line per module the containers' output says the image lacks, naming where it was seen ("" if none).
 
     The container that fails first is often not the one that names the cause (a CLI command of the provider
     is just "invalid choice"), so the hint is drawn from every container of the run.
     """
-    seen: dict[str, list[str]] = {}
+    seen: dict[tuple[str, str], list[str]] = {}
     for name, text in logs_by_container.items():
-        for module in missing_providers(text):
-            seen.setdefault(module, []).append(name)
+        for module, package in missing_providers(text).items():
+            seen.setdefault((module, package), []).append(name)
     return "\n".join(
-        f"the image lacks {module} (the package apache-airflow-providers-"
-        f"{module.rsplit('.', 1)[1].replace('_', '-')}): No module named '{module}' in {', '.join(sorted(names))}"
-        for module, names in sorted(seen.items())
+        f"the image lacks {module} (the package {package}): No module named '{module}' in {', '.join(sorted(names))}"
+        for (module, package), names in sorted(seen.items())
     )
+
+
+# The metadata database URL's scheme -> the driver module Airflow imports for it.
+_URL_DRIVERS = {"postgresql": "psycopg2", "postgresql+psycopg2": "psycopg2", "postgres": "psycopg2",
+                "postgresql+asyncpg": "asyncpg", "mysql": "MySQLdb", "mysql+mysqldb": "MySQLdb",
+                "mssql+pymssql": "pymssql"}
+
+
+def configured_modules(plans: Iterable[PodPlan]) -> dict[str, str]:
+    """``{module: which setting names it}`` the deployed configuration needs from the image: the auth manager
+    and executor classes and the metadata database's driver, from the first container that mounts an
+    airflow.cfg (its environment wins over the file, as in Airflow)."""
+    for pod in plans:
+        for plan in (*pod.init_containers, *pod.containers):
+            cfg_text = next((text for path, text in plan.single_files.items() if path.endswith("/airflow.cfg")), None)
+            if cfg_text is None:
+                continue
+            cfg = configparser.ConfigParser(interpolation=None)
+            cfg.read_string(cfg_text)
+
+            def setting(section: str, key: str, plan: ContainerPlan = plan, cfg: Any = cfg) -> str:
+                env = plan.env.get(f"AIRFLOW__{section.upper()}__{key.upper()}")
+                return env if env is not None else cfg.get(section, key, fallback="")
+
+            needed: dict[str, str] = {}
+            for section, key in (("core", "auth_manager"), ("core", "executor")):
+                value = setting(section, key).strip()
+                if "." in value:  # a class path (a bare executor name is one of Airflow's own)
+                    needed[value.rsplit(".", 1)[0]] = f"[{section}] {key}"
+            scheme = setting("database", "sql_alchemy_conn").split(":", 1)[0]
+            if scheme in _URL_DRIVERS:
+                needed[_URL_DRIVERS[scheme]] = f"[database] sql_alchemy_conn ({scheme}://)"
+            return needed
+    return {}
+
+
+def package_of(module: str) -> str:
+    """The package that brings ``module``: a provider's own module or a database driver of one."""
+    if module.startswith("airflow.providers."):
+        return "apache-airflow-providers-" + module.split(".")[2].replace("_", "-")
+    return f"apache-airflow-providers-{_DRIVER_PROVIDERS.get(module.split('.')[0], module)}"
+
+
+_FIND_MODULES = """
+import importlib.util, sys
+for name in sys.argv[1:]:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ImportError:
+        found = False
+    if not found:
+        print(name)
+"""
+
+
+def import_failure(tail: str) -> str:
+    """The ImportError a container ended with ("" if it did not): the image lacks a module, and no restart
+    can add one, so a run stops at the first such exit instead of waiting through the back-off."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines and _IMPORT_FAILURE.match(lines[-1]) else ""
 
 
 def health_problems(payload: Any) -> list[str]:
@@ -618,7 +692,10 @@ class DockerSmokeRun:
                 "timeline": self.timeline,
             }
         except SmokeRunFailed as exc:
-            hint = missing_provider_hint({c.name.removeprefix(f"smoke-{self.run_id}-"): _logs(c) for c in self._all})
+            hints = [missing_provider_hint({c.name.removeprefix(f"smoke-{self.run_id}-"): _logs(c)
+                                            for c in list(self._all)}),
+                     self._missing_in_image(plans)]
+            hint = "\n".join(h for h in hints if h)
             if hint:
                 raise SmokeRunFailed(f"{exc}\n{hint}") from exc
             raise
@@ -626,6 +703,25 @@ class DockerSmokeRun:
             self._stop()
             self._save_logs()
             self.cleanup()
+
+    def _missing_in_image(self, plans: Iterable[PodPlan]) -> str:
+        """After a failure: which modules the configuration names are not in the Airflow image (the cause a
+        crash may hide: a slim image fails on its database driver before its auth manager is ever loaded)."""
+        needed = configured_modules(plans)
+        image = next((c.image for p in plans for c in (*p.init_containers, *p.containers)
+                      if any(path.endswith("/airflow.cfg") for path in c.single_files)), None)
+        if not needed or image is None:
+            return ""
+        try:
+            output = self.client.containers.run(
+                image, entrypoint=["python", "-c", _FIND_MODULES, *needed], remove=True, network_mode="none",
+                name=f"smoke-{self.run_id}-find-modules", labels={RUN_LABEL: self.run_id},
+            ).decode(errors="replace")
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            return f"(could not check the image for {', '.join(needed)}: {exc})"
+        missing = [m for m in output.split() if m in needed]
+        return "\n".join(f"the image lacks {m} (the package {package_of(m)}), which {needed[m]} names"
+                         for m in missing)
 
     def address_of(self, service: str) -> str:
         """The IP of the (running) pod a Service name resolves to."""
@@ -815,10 +911,13 @@ class DockerSmokeRun:
                 code, tail = self._run_to_end(pod, plan, f"{suffix}-{restarts}" if restarts else suffix)
                 if code == 0:
                     break
-                if not restart or restarts == self.backoff.max_restarts:
+                final = import_failure(tail)
+                if not restart or restarts == self.backoff.max_restarts or final:
                     raise SmokeRunFailed(
                         f"{pod.workload}: init container {plan.name} exited {code}"
-                        + (f" after {restarts} restarts" if restarts else "") + f" (Init:CrashLoopBackOff)\n{tail}")
+                        + (f" after {restarts} restarts" if restarts else "")
+                        + (" (an ImportError: no restart can help)" if final else "")
+                        + f" (Init:CrashLoopBackOff)\n{tail}")
                 delay = self.backoff.delay(restarts)
                 self._note(f"{pod.name}: init container {plan.name} exited {code}; restart {restarts + 1} in "
                            f"{delay:.0f}s (back-off)")
@@ -840,6 +939,9 @@ class DockerSmokeRun:
                 self._note(f"{pod.workload}: completed")
                 return
             plan, code, tail = failed[0]
+            if import_failure(tail):
+                raise SmokeRunFailed(f"{pod.workload}: container {plan.name} exited {code} on try {attempt} with an "
+                                     f"ImportError, which no retry can help (BackoffLimitExceeded)\n{tail}")
             if attempt == tries:
                 raise SmokeRunFailed(f"{pod.workload}: container {plan.name} exited {code} on all {tries} tries "
                                      f"(BackoffLimitExceeded)\n{tail}")
@@ -1004,11 +1106,14 @@ class DockerSmokeRun:
             code = running.container.attrs["State"].get("ExitCode")
             why = running.last_exit or f"exited with code {code}"
             running.last_exit = ""
-            if running.restarts >= self.backoff.max_restarts:
+            tail = _tail(running.container)
+            if import_failure(tail):
+                why += ", with an ImportError (no restart can help)"
+            if running.restarts >= self.backoff.max_restarts or import_failure(tail):
                 raise SmokeRunFailed(
                     f"{running.ident} exited with code {code} (CrashLoopBackOff): {why}"
                     + (f", after {running.restarts} restarts" if running.restarts else "")
-                    + f"\n{_tail(running.container)}")
+                    + f"\n{tail}")
             delay = self.backoff.delay(running.restarts)
             running.restart_at = now + delay
             self._note(f"{running.ident}: {why}; restart {running.restarts + 1} in {delay:.0f}s (back-off)")

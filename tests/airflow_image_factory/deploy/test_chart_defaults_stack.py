@@ -75,7 +75,8 @@ def test_regular_prod_image_comes_up_healthy_with_the_chart_defaults(settings, e
         seen["scheduler"] = run.exec_in("airflow-scheduler-smoke", "scheduler", [
             "bash", "-c", "stat -c '%F' /opt/airflow/airflow.cfg; stat -c '%a %g' /opt/airflow/logs; id -G; "
                           "airflow config get-value core auth_manager"])
-        seen["groomer"] = run.exec_in("airflow-scheduler-smoke", "scheduler-log-groomer", ["ps", "-o", "args=", "1"])
+        seen["groomer"] = run.exec_in("airflow-scheduler-smoke", "scheduler-log-groomer", [
+            "bash", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"])
 
     lines: list[str] = []
     run = chart_run(settings, engine, regular_prod_image, lines, on_ready=look_inside)
@@ -85,7 +86,7 @@ def test_regular_prod_image_comes_up_healthy_with_the_chart_defaults(settings, e
     text = "\n".join(lines)
     print(f"regular PROD image {regular_prod_image}: healthy with the chart defaults in {seconds:.0f}s")
     # the hooks in weight order, and the user created once the migrations were there
-    assert at(text, "Job/airflow-migrate-database: completed") < at(text, "Job/airflow-create-user: try 1/")
+    assert at(text, "Job/airflow-migrate-database: completed") <= at(text, "Job/airflow-create-user: try 1/")
     assert "Job/airflow-create-user: completed" in text
     for component in ("scheduler", "dag-processor", "triggerer"):
         assert f"airflow-{component}-smoke/{component}-log-groomer: started" in text
@@ -102,7 +103,7 @@ def test_regular_prod_image_comes_up_healthy_with_the_chart_defaults(settings, e
     assert logs_mode == "2777 0"  # the emptyDir: 0777, the fsGroup's, setgid
     assert "0" in groups.split()
     assert auth_manager == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
-    assert seen["groomer"][1].strip() == "bash /clean-logs"
+    assert any(line.strip().endswith("bash /clean-logs") for line in seen["groomer"][1].splitlines()), seen["groomer"]
     assert leftovers(engine, run.run_id) == []
 
 

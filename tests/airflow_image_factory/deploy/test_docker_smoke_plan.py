@@ -15,10 +15,13 @@ from airflow_image_factory.deploy.chart import HelmEngine, Rendered, chart_dir, 
 from airflow_image_factory.deploy.docker_smoke import (
     BackOff,
     Probe,
+    configured_modules,
     health_problems,
+    import_failure,
     install_hook,
     missing_provider_hint,
     missing_providers,
+    package_of,
     plan_pods,
 )
 from airflow_image_factory.exceptions import SmokeRunFailed
@@ -212,13 +215,41 @@ def test_health_answer_needs_every_component_healthy():
 def test_a_missing_provider_is_named_with_where_it_was_seen():
     api = ("Traceback (most recent call last):\nModuleNotFoundError: No module named 'airflow.providers.fab'\n"
            "AirflowConfigException: The object could not be loaded.")
-    migrate = "[warning] No module named 'airflow.providers.fab' [parser]\nNo module named 'airflow.providers.cncf_x'"
-    assert missing_providers(api) == ["airflow.providers.fab"]
-    hint = missing_provider_hint({"api-server": api, "migrate": migrate, "create-user": "invalid choice: 'users'"})
+    init = "  import psycopg2\nModuleNotFoundError: No module named 'psycopg2'"
+    migrate = "[warning] No module named 'airflow.providers.fab.www' [parser]\nNo module named 'yaml'"
+    assert missing_providers(api) == {"airflow.providers.fab": "apache-airflow-providers-fab"}
+    assert missing_providers(migrate) == {"airflow.providers.fab": "apache-airflow-providers-fab"}  # not yaml
+    hint = missing_provider_hint({"api-server": api, "migrate": migrate, "init": init, "user": "invalid choice"})
     assert hint.splitlines() == [
-        "the image lacks airflow.providers.cncf_x (the package apache-airflow-providers-cncf-x): "
-        "No module named 'airflow.providers.cncf_x' in migrate",
         "the image lacks airflow.providers.fab (the package apache-airflow-providers-fab): "
         "No module named 'airflow.providers.fab' in api-server, migrate",
+        "the image lacks psycopg2 (the package apache-airflow-providers-postgres): "
+        "No module named 'psycopg2' in init",
     ]
     assert missing_provider_hint({"x": "No module named 'requests'"}) == ""
+
+
+def test_an_import_error_ends_the_output_or_not():
+    assert import_failure("Traceback...\n  import psycopg2\nModuleNotFoundError: No module named 'psycopg2'\n\n") == (
+        "ModuleNotFoundError: No module named 'psycopg2'")
+    cannot = "ImportError: cannot import name 'x' from 'y'"
+    assert import_failure(cannot) == cannot
+    # a warning about a module on the way is no reason to stop restarting
+    assert import_failure("[warning] No module named 'airflow.providers.fab'\nStill unapplied migrations") == ""
+    assert import_failure("") == ""
+
+
+def test_the_configured_modules_are_the_auth_manager_executor_and_database_driver(plans, rendered):
+    assert configured_modules(plans.values()) == {
+        "airflow.providers.fab.auth_manager.fab_auth_manager": "[core] auth_manager",
+        "psycopg2": "[database] sql_alchemy_conn (postgresql+psycopg2://)",
+    }
+    assert package_of("airflow.providers.fab.auth_manager.fab_auth_manager") == "apache-airflow-providers-fab"
+    assert package_of("psycopg2") == "apache-airflow-providers-postgres"
+    objects = [copy.deepcopy(o) for o in rendered.objects]
+    scheduler = next(o for o in objects if o["metadata"]["name"] == "airflow-scheduler")
+    # the environment wins over airflow.cfg, as in Airflow
+    scheduler["spec"]["template"]["spec"]["initContainers"][0]["env"].append(
+        {"name": "AIRFLOW__CORE__EXECUTOR", "value": "my_company.executors.BatchExecutor"})
+    only_scheduler = [p for p in plan_pods(Rendered(tuple(objects)), "smoke") if p.name == "airflow-scheduler-smoke"]
+    assert configured_modules(only_scheduler)["my_company.executors"] == "[core] executor"
