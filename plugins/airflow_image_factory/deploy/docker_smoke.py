@@ -430,28 +430,38 @@ def missing_providers(text: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for match in _MISSING_MODULE.finditer(text):
         module = match.group(1)
-        if module.startswith("airflow.providers."):
-            provider = module.split(".")[2].replace("_", "-")
-            found[".".join(module.split(".")[:3])] = f"apache-airflow-providers-{provider}"
-        elif module.split(".")[0] in _DRIVER_PROVIDERS:
-            found[module.split(".")[0]] = f"apache-airflow-providers-{_DRIVER_PROVIDERS[module.split('.')[0]]}"
+        if module.startswith("airflow.providers.") or module.split(".")[0] in _DRIVER_PROVIDERS:
+            found[_short(module)] = package_of(module)
     return dict(sorted(found.items()))
 
 
-def missing_provider_hint(logs_by_container: Mapping[str, str]) -> str:
-    """One line per module the containers' output says the image lacks, naming where it was seen ("" if none).
+def missing_provider_hint(logs_by_container: Mapping[str, str], named_by: Mapping[str, str] | None = None) -> str:
+    """One line per module the image lacks ("" if none): where the containers' output said so, and which
+    setting names it (``named_by``: ``{module: setting}``, from a check of the image itself).
 
     The container that fails first is often not the one that names the cause (a CLI command of the provider
-    is just "invalid choice"), so the hint is drawn from every container of the run.
+    is just "invalid choice"; a slim image fails on its database driver before it loads the auth manager),
+    so the hint is drawn from every container of the run and from the configuration.
     """
-    seen: dict[tuple[str, str], list[str]] = {}
+    seen: dict[str, list[str]] = {}
     for name, text in logs_by_container.items():
-        for module, package in missing_providers(text).items():
-            seen.setdefault((module, package), []).append(name)
-    return "\n".join(
-        f"the image lacks {module} (the package {package}): No module named '{module}' in {', '.join(sorted(names))}"
-        for (module, package), names in sorted(seen.items())
-    )
+        for module in missing_providers(text):
+            seen.setdefault(module, []).append(name)
+    settings = {_short(module): setting for module, setting in (named_by or {}).items()}
+    lines = []
+    for module in sorted({*seen, *settings}):
+        line = f"the image lacks {module} (the package {package_of(module)})"
+        if module in settings:
+            line += f", which {settings[module]} names"
+        if module in seen:
+            line += f": No module named '{module}' in {', '.join(sorted(seen[module]))}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _short(module: str) -> str:
+    """A provider's module by its provider (``airflow.providers.fab``); any other module as it is."""
+    return ".".join(module.split(".")[:3]) if module.startswith("airflow.providers.") else module.split(".")[0]
 
 
 # The metadata database URL's scheme -> the driver module Airflow imports for it.
@@ -692,10 +702,8 @@ class DockerSmokeRun:
                 "timeline": self.timeline,
             }
         except SmokeRunFailed as exc:
-            hints = [missing_provider_hint({c.name.removeprefix(f"smoke-{self.run_id}-"): _logs(c)
-                                            for c in list(self._all)}),
-                     self._missing_in_image(plans)]
-            hint = "\n".join(h for h in hints if h)
+            hint = missing_provider_hint({c.name.removeprefix(f"smoke-{self.run_id}-"): _logs(c)
+                                          for c in list(self._all)}, self._missing_in_image(plans))
             if hint:
                 raise SmokeRunFailed(f"{exc}\n{hint}") from exc
             raise
@@ -704,24 +712,23 @@ class DockerSmokeRun:
             self._save_logs()
             self.cleanup()
 
-    def _missing_in_image(self, plans: Iterable[PodPlan]) -> str:
-        """After a failure: which modules the configuration names are not in the Airflow image (the cause a
-        crash may hide: a slim image fails on its database driver before its auth manager is ever loaded)."""
+    def _missing_in_image(self, plans: Iterable[PodPlan]) -> dict[str, str]:
+        """After a failure: ``{module: setting}`` of the modules the configuration names that the Airflow image
+        lacks (the cause a crash may hide)."""
         needed = configured_modules(plans)
         image = next((c.image for p in plans for c in (*p.init_containers, *p.containers)
                       if any(path.endswith("/airflow.cfg") for path in c.single_files)), None)
         if not needed or image is None:
-            return ""
+            return {}
         try:
             output = self.client.containers.run(
                 image, entrypoint=["python", "-c", _FIND_MODULES, *needed], remove=True, network_mode="none",
                 name=f"smoke-{self.run_id}-find-modules", labels={RUN_LABEL: self.run_id},
             ).decode(errors="replace")
         except Exception as exc:  # a diagnosis must not hide the failure it explains
-            return f"(could not check the image for {', '.join(needed)}: {exc})"
-        missing = [m for m in output.split() if m in needed]
-        return "\n".join(f"the image lacks {m} (the package {package_of(m)}), which {needed[m]} names"
-                         for m in missing)
+            self._note(f"could not check the image for {', '.join(needed)}: {exc}")
+            return {}
+        return {m: needed[m] for m in output.split() if m in needed}
 
     def address_of(self, service: str) -> str:
         """The IP of the (running) pod a Service name resolves to."""

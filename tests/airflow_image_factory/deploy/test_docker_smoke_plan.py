@@ -227,6 +227,16 @@ def test_a_missing_provider_is_named_with_where_it_was_seen():
         "No module named 'psycopg2' in init",
     ]
     assert missing_provider_hint({"x": "No module named 'requests'"}) == ""
+    # what the image check found joins what the logs said, per provider
+    merged = missing_provider_hint({"init": init}, {
+        "airflow.providers.fab.auth_manager.fab_auth_manager": "[core] auth_manager",
+        "psycopg2": "[database] sql_alchemy_conn (postgresql+psycopg2://)"})
+    assert merged.splitlines() == [
+        "the image lacks airflow.providers.fab (the package apache-airflow-providers-fab), which [core] "
+        "auth_manager names",
+        "the image lacks psycopg2 (the package apache-airflow-providers-postgres), which [database] "
+        "sql_alchemy_conn (postgresql+psycopg2://) names: No module named 'psycopg2' in init",
+    ]
 
 
 def test_an_import_error_ends_the_output_or_not():
