@@ -51,6 +51,21 @@ HELM_WAIT_VALUES: dict[str, Any] = {"migrateDatabaseJob": {"useHelmHooks": False
                                     "createUserJob": {"useHelmHooks": False}}
 
 
+EXTRAS_LABEL = "org.apache.airflow.extras"  # the PROD image's extras, as its Dockerfile labels it
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# The chart's FAB defaults need the fab provider; an image built without it (a slim image, the test suite's
+# light builds) is deployed as its users must deploy it: Airflow's own auth manager and no FAB user.
+WITHOUT_FAB_VALUES: dict[str, Any] = {"config": {"core": {"auth_manager": SIMPLE_AUTH_MANAGER}},
+                                      "createUserJob": {"enabled": False}}
+
+
+def values_for_extras(extras: str | None) -> dict[str, Any]:
+    """Values an image's extras (its EXTRAS_LABEL) call for: none where the label is unknown or has fab."""
+    if extras is None or "fab" in {e.strip() for e in extras.split(",")}:
+        return {}
+    return WITHOUT_FAB_VALUES
+
+
 def deploy_values(
     *, image: str, postgres_image: str, extra: Mapping[str, Any] | None = None, helm_wait: bool = False,
 ) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Published images the deploy stack tests run, by reference: they build nothing, and a missing image fails
 the test with what to publish (never a skip).
 
-The references default to main's ``latest`` PROD images of Python 3.11 (regular: Airflow's default extras,
-fab among them; slim: none); ``SMOKE_REGULAR_PROD_IMAGE`` / ``SMOKE_SLIM_PROD_IMAGE`` name others (e.g. a
-build published under another repository).
+The references default to main's ``latest`` PROD images of Python 3.11 with the product's extras (regular:
+Airflow's default extras, fab among them; slim: none), which the suite publishes under its own repository
+``official/airflow`` (tests/conftest.py's ``official_build``; ``REG/apache/airflow/...`` holds the suite's
+light builds, without fab). ``SMOKE_REGULAR_PROD_IMAGE`` / ``SMOKE_SLIM_PROD_IMAGE`` name others.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from airflow_image_factory.engine import Engine
 from airflow_image_factory.settings import load_settings
 
 PYTHON = "3.11"
+REPOSITORY = "official/airflow"  # as tests/conftest.py's OFFICIAL_REPOSITORY on main
 
 
 def published_image(variant: str, override: str) -> str:
     """The image, pulled so the engine has the registry's tag (a tag left on the engine by an older build
     would test the wrong image); fails when the registry has no such tag."""
     settings = load_settings()
-    ref = os.environ.get(override) or f"{settings.registry}/apache/airflow/main/{variant}/python{PYTHON}:latest"
+    ref = os.environ.get(override) or f"{settings.registry}/{REPOSITORY}/main/{variant}/python{PYTHON}:latest"
     name, tag = split_image(ref)
     registry, _, repository = name.partition("/")
     try:
@@ -34,7 +36,8 @@ def published_image(variant: str, override: str) -> str:
         pytest.fail(f"cannot ask the registry {registry} for {repository}'s tags: {exc}")
     if tag not in tags:
         pytest.fail(f"{ref} is not published (tags: {tags or 'none'}): publish the {variant} PROD image first "
-                    f"(build_images for main), or name another with {override}; these tests build no image")
+                    f"(build_images for main with repository {REPOSITORY} and variants regular and slim, as the "
+                    f"official_build fixture does), or name another with {override}; these tests build no image")
     Engine(cli=settings.docker_cli).pull(ref)
     return ref
 

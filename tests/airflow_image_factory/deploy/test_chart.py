@@ -20,6 +20,7 @@ from airflow_image_factory.deploy.chart import (
     deploy_values,
     split_image,
     validate_objects,
+    values_for_extras,
 )
 from airflow_image_factory.exceptions import ChartInvalid
 from airflow_image_factory.settings import load_settings
@@ -271,3 +272,13 @@ def test_helm_cli_and_sdk_render_the_same_objects():
     sdk = HelmEngine(binary="")  # empty: the embedded SDK even where a CLI exists
     assert [o["metadata"]["name"] for o in cli.render(chart_dir(), values, release="r", namespace="n").objects] == [
         o["metadata"]["name"] for o in sdk.render(chart_dir(), values, release="r", namespace="n").objects]
+
+
+def test_an_image_without_the_fab_extra_is_deployed_with_the_simple_auth_manager(engine):
+    assert values_for_extras(None) == {} and values_for_extras("aiobotocore,fab,postgres") == {}
+    light = values_for_extras("postgres,mysql")
+    assert values_for_extras("") == light  # slim: no extras at all
+    rendered = _render(engine, deploy_values(image=IMAGE, postgres_image=POSTGRES, extra=light))
+    assert "auth_manager = airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager" in (
+        _config_file(rendered))
+    assert not [o for o in rendered.of_kind("Job") if o["metadata"]["name"] == "airflow-create-user"]
