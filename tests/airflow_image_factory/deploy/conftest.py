@@ -14,7 +14,7 @@ import os
 import pytest
 import requests
 
-from airflow_image_factory.deploy.chart import split_image
+from airflow_image_factory.deploy.chart import EXTRAS_LABEL, split_image
 from airflow_image_factory.engine import Engine
 from airflow_image_factory.settings import load_settings
 
@@ -43,10 +43,9 @@ def published_image(variant: str, override: str) -> str:
 
 
 def image_extras(ref: str) -> set[str]:
-    """The extras the image was built with (its IMAGE_AIRFLOW_EXTRAS)."""
-    env = Engine(cli=load_settings().docker_cli).inspect(ref)["Config"].get("Env") or []
-    value = next((e.split("=", 1)[1] for e in env if e.startswith("IMAGE_AIRFLOW_EXTRAS=")), "")
-    return {x.strip() for x in value.split(",") if x.strip()}
+    """The extras the image was built with (its extras label)."""
+    labels = Engine(cli=load_settings().docker_cli).inspect(ref)["Config"].get("Labels") or {}
+    return {x.strip() for x in (labels.get(EXTRAS_LABEL) or "").split(",") if x.strip()}
 
 
 @pytest.fixture(scope="session")
