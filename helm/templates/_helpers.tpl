@@ -57,10 +57,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Environment every Airflow container shares. */}}
 {{- define "airflow.env" -}}
-- name: AIRFLOW__CORE__EXECUTOR
-  value: {{ .Values.executor | quote }}
-- name: AIRFLOW__CORE__LOAD_EXAMPLES
-  value: "False"
+{{- /* Only secrets come from the environment: every other setting is in airflow.cfg (the ConfigMap). */}}
 - name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
   valueFrom:
     secretKeyRef:
@@ -81,9 +78,6 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "airflow.secretName" . }}
       key: jwt-secret
-# Task processes (LocalExecutor, in the scheduler pod) report to the api-server's execution API.
-- name: AIRFLOW__CORE__EXECUTION_API_SERVER_URL
-  value: {{ printf "http://%s:%v/execution/" (include "airflow.apiServer.fullname" .) .Values.apiServer.service.port | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -95,16 +89,49 @@ capabilities:
   drop: ["ALL"]
 {{- end -}}
 
-{{/* Init container: wait until `airflow db migrate` (the migration job) has run. */}}
+{{- define "airflow.configName" -}}
+{{- printf "%s-config" (include "airflow.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* airflow.cfg (and airflow_local_settings.py, when given) as single files over the image's AIRFLOW_HOME. */}}
+{{- define "airflow.configMounts" -}}
+- name: config
+  mountPath: {{ printf "%s/airflow.cfg" .Values.airflowHome }}
+  subPath: airflow.cfg
+  readOnly: true
+{{- if .Values.airflowLocalSettings }}
+- name: config
+  mountPath: {{ printf "%s/config/airflow_local_settings.py" .Values.airflowHome }}
+  subPath: airflow_local_settings.py
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "airflow.configVolume" -}}
+- name: config
+  configMap:
+    name: {{ include "airflow.configName" . }}
+{{- end -}}
+
+{{/* Pod annotations that roll the pods when their configuration changes. */}}
+{{- define "airflow.checksums" -}}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}
+
+{{/* Init container: wait until `airflow db migrate` (the migration job) has run; it exits non-zero after
+the timeout and the kubelet starts it again (with back-off) until the migrations are there. */}}
 {{- define "airflow.waitForMigrations" -}}
 {{- if .Values.waitForMigrations.enabled }}
 initContainers:
   - name: wait-for-airflow-migrations
     image: {{ include "airflow.image" . }}
     imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
-    args: ["db", "check-migrations", "--migration-wait-timeout", {{ .Values.waitForMigrations.timeoutSeconds | quote }}]
+    args: ["airflow", "db", "check-migrations", {{ printf "--migration-wait-timeout=%v" .Values.waitForMigrations.timeoutSeconds | quote }}]
     env:
       {{- include "airflow.env" . | nindent 6 }}
+    volumeMounts:
+      {{- include "airflow.configMounts" . | nindent 6 }}
     securityContext:
       {{- include "airflow.containerSecurityContext" . | nindent 6 }}
 {{- end }}
@@ -118,11 +145,56 @@ timeoutSeconds: {{ .timeoutSeconds }}
 failureThreshold: {{ .failureThreshold }}
 {{- end -}}
 
-{{/* Exec probe of a job-running component: (dict "jobType" "SchedulerJob" "probe" .Values.scheduler.livenessProbe) */}}
+{{/*
+Exec probe of a job-running component: (dict "jobType" "SchedulerJob" "probe" .Values.scheduler.livenessProbe).
+Through the image's entrypoint (its contract: group 0, a passwd entry for any uid), without its database wait
+(CONNECTION_CHECK_MAX_COUNT=0: a probe must answer within its timeout).
+*/}}
 {{- define "airflow.jobCheckProbe" -}}
 exec:
-  command: ["airflow", "jobs", "check", "--job-type", {{ .jobType | quote }}, "--local"]
+  command:
+    - sh
+    - -c
+    - {{ printf "CONNECTION_CHECK_MAX_COUNT=0 AIRFLOW__LOGGING__LOGGING_LEVEL=ERROR exec /entrypoint airflow jobs check --job-type %s --local" .jobType | quote }}
 {{ include "airflow.probeTiming" .probe }}
+{{- end -}}
+
+{{/* The log groomer next to a component that writes logs: (dict "root" $ "component" "scheduler" "groomer" .Values.scheduler.logGroomerSidecar) */}}
+{{- define "airflow.logGroomer" -}}
+{{- $root := .root -}}
+{{- $groomer := .groomer -}}
+- name: {{ printf "%s-log-groomer" .component }}
+  image: {{ include "airflow.image" $root }}
+  imagePullPolicy: {{ $root.Values.images.airflow.pullPolicy }}
+  args: ["bash", "/clean-logs"]
+  env:
+    - name: AIRFLOW_HOME
+      value: {{ $root.Values.airflowHome | quote }}
+    - name: AIRFLOW__LOG_RETENTION_DAYS
+      value: {{ $groomer.retentionDays | quote }}
+    {{- if $groomer.retentionMinutes }}
+    - name: AIRFLOW__LOG_RETENTION_MINUTES
+      value: {{ $groomer.retentionMinutes | quote }}
+    {{- end }}
+    - name: AIRFLOW__LOG_CLEANUP_FREQUENCY_MINUTES
+      value: {{ $groomer.frequencyMinutes | quote }}
+    {{- if $groomer.maxSizeBytes }}
+    - name: AIRFLOW__LOG_MAX_SIZE_BYTES
+      value: {{ $groomer.maxSizeBytes | int64 | quote }}
+    {{- end }}
+    {{- if $groomer.maxSizePercent }}
+    - name: AIRFLOW__LOG_MAX_SIZE_PERCENT
+      value: {{ $groomer.maxSizePercent | quote }}
+    {{- end }}
+  volumeMounts:
+    - name: logs
+      mountPath: {{ printf "%s/logs" $root.Values.airflowHome }}
+  securityContext:
+    {{- include "airflow.containerSecurityContext" $root | nindent 4 }}
+  {{- with $groomer.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{/*
@@ -148,7 +220,7 @@ spec:
       labels:
         {{- include "airflow.selectorLabels" (dict "root" $root "component" .component) | nindent 8 }}
       annotations:
-        checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- include "airflow.checksums" $root | nindent 8 }}
     spec:
       serviceAccountName: {{ include "airflow.fullname" $root }}
       securityContext:
@@ -165,6 +237,10 @@ spec:
           args: {{ toJson .args }}
           env:
             {{- include "airflow.env" $root | nindent 12 }}
+          volumeMounts:
+            {{- include "airflow.configMounts" $root | nindent 12 }}
+            - name: logs
+              mountPath: {{ printf "%s/logs" $root.Values.airflowHome }}
           securityContext:
             {{- include "airflow.containerSecurityContext" $root | nindent 12 }}
           {{- with .values.resources }}
@@ -177,4 +253,12 @@ spec:
           {{- end }}
           livenessProbe:
             {{- include "airflow.jobCheckProbe" (dict "jobType" .jobType "probe" .values.livenessProbe) | nindent 12 }}
+        {{- if .values.logGroomerSidecar.enabled }}
+        {{- include "airflow.logGroomer" (dict "root" $root "component" .component "groomer" .values.logGroomerSidecar) | nindent 8 }}
+        {{- end }}
+      volumes:
+        {{- include "airflow.configVolume" $root | nindent 8 }}
+        # The component's logs, shared with its log groomer; gone with the pod.
+        - name: logs
+          emptyDir: {}
 {{- end -}}

@@ -45,10 +45,34 @@ def split_image(ref: str) -> tuple[str, str]:
     return name, tag
 
 
-def deploy_values(*, image: str, postgres_image: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+# `helm install --wait` waits for the pods before it runs any post-install hook, and the pods wait for the
+# migration hook: with --wait the Jobs must be plain Jobs (the official chart gives the same advice).
+HELM_WAIT_VALUES: dict[str, Any] = {"migrateDatabaseJob": {"useHelmHooks": False},
+                                    "createUserJob": {"useHelmHooks": False}}
+
+
+EXTRAS_LABEL = "org.apache.airflow.extras"  # the PROD image's extras, as its Dockerfile labels it
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# The chart's FAB defaults need the fab provider; an image built without it (a slim image, the test suite's
+# light builds) is deployed as its users must deploy it: Airflow's own auth manager and no FAB user.
+WITHOUT_FAB_VALUES: dict[str, Any] = {"config": {"core": {"auth_manager": SIMPLE_AUTH_MANAGER}},
+                                      "createUserJob": {"enabled": False}}
+
+
+def values_for_extras(extras: str | None) -> dict[str, Any]:
+    """Values an image's extras (its EXTRAS_LABEL) call for: none where the label is unknown or has fab."""
+    if extras is None or "fab" in {e.strip() for e in extras.split(",")}:
+        return {}
+    return WITHOUT_FAB_VALUES
+
+
+def deploy_values(
+    *, image: str, postgres_image: str, extra: Mapping[str, Any] | None = None, helm_wait: bool = False,
+) -> dict[str, Any]:
     """The values every smoke deploy sets: the image under test and the in-chart database's image.
 
-    kind + helm and the Docker-backed run both use exactly these, so both deploy the same thing.
+    kind + helm and the Docker-backed run both use exactly these, so both deploy the same thing; except that
+    ``helm_wait`` (kind's ``helm install --wait``) turns the hook Jobs into plain Jobs.
     """
     repository, tag = split_image(image)
     pg_repository, pg_tag = split_image(postgres_image)
@@ -59,6 +83,8 @@ def deploy_values(*, image: str, postgres_image: str, extra: Mapping[str, Any] |
         },
         "postgresql": {"enabled": True},
     }
+    if helm_wait:
+        values = _merge(values, HELM_WAIT_VALUES)
     return _merge(values, dict(extra or {}))
 
 

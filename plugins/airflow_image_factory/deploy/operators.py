@@ -15,11 +15,14 @@ from typing import Any
 
 from airflow_image_factory.deploy.chart import (
     API_SERVER_PORT,
+    EXTRAS_LABEL,
+    SIMPLE_AUTH_MANAGER,
     ChartCheck,
     api_server_service,
     chart_dir,
     check_chart,
     deploy_values,
+    values_for_extras,
 )
 from airflow_image_factory.deploy.kubernetes_image import build_kubernetes_image
 from airflow_image_factory.exceptions import SettingsError
@@ -68,7 +71,20 @@ class SmokeOperator(ImageFactoryOperator):
         return self.kubernetes_image or self.images.kubernetes.ref(self.request.commit_sha or LATEST)
 
     def values(self, settings: Settings) -> dict[str, Any]:
-        return deploy_values(image=self.image_ref(), postgres_image=settings.smoke_postgres_image)
+        # kind deploys with `helm install --wait`: its Jobs cannot be post-install hooks (see HELM_WAIT_VALUES).
+        extra = values_for_extras(self.image_extras(settings))
+        if extra:
+            self.log.warning("%s was built without the fab extra: deployed with %s and no create-user Job, not "
+                             "the chart's FAB defaults", self.image_ref(), SIMPLE_AUTH_MANAGER)
+        return deploy_values(image=self.image_ref(), postgres_image=settings.smoke_postgres_image, extra=extra,
+                             helm_wait=self.run_mode(settings) == "kind")
+
+    def image_extras(self, settings: Settings) -> str | None:
+        """The extras label of the image under test, where the engine has it (None: unknown)."""
+        engine = EngineHook(settings=settings).get_conn()
+        if not engine.has_image(self.image_ref()):
+            return None
+        return (engine.inspect(self.image_ref()).get("Config", {}).get("Labels") or {}).get(EXTRAS_LABEL)
 
     def check(self, settings: Settings) -> ChartCheck:
         """Lint, render and validate the chart with exactly the values this deploy uses."""

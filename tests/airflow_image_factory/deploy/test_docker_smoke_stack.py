@@ -1,6 +1,7 @@
-"""The Docker-backed smoke run on the local stack, for real: the PROD 3.11 image that build_images published,
-turned into a Kubernetes test image under this test's own name, deployed from the rendered chart with the
-stack's PostgreSQL image; and an image with a broken entrypoint, which must fail the run.
+"""The Docker-backed smoke run on the local stack, for real: the published PROD 3.11 image (conftest.py: by
+reference, failing when it is not published), turned into a Kubernetes test image under this test's own name,
+deployed from the rendered chart with the stack's PostgreSQL image; and an image with a broken entrypoint,
+which must fail the run.
 
 The PROD image is used read-only; everything this module builds is tagged under ``helper5-tests/`` and
 removed again.
@@ -15,7 +16,7 @@ import textwrap
 import pytest
 
 from airflow_image_factory.deploy.chart import api_server_service, check_chart, deploy_values
-from airflow_image_factory.deploy.docker_smoke import RUN_LABEL, DockerSmokeRun, HealthCheck
+from airflow_image_factory.deploy.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
 from airflow_image_factory.deploy.kubernetes_image import build_kubernetes_image
 from airflow_image_factory.engine import Engine
 from airflow_image_factory.exceptions import SmokeRunFailed
@@ -37,11 +38,8 @@ def engine(settings) -> Engine:
 
 
 @pytest.fixture(scope="module")
-def prod_image(settings, engine, main_build) -> str:
-    image = f"{settings.registry}/apache/airflow/main/prod/python{PYTHON}:latest"
-    if not engine.has_image(image):
-        engine.pull(image)  # read-only: published by main's build
-    return image
+def prod_image(regular_prod_image) -> str:
+    return regular_prod_image  # read-only: published by main's build
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +67,13 @@ def broken_image(settings, engine, kubernetes_image, tmp_path_factory):
     engine.remove(target)
 
 
-def smoke_run(settings, engine, image: str, lines: list[str], **values) -> DockerSmokeRun:
-    checked = check_chart(deploy_values(image=image, postgres_image=settings.smoke_postgres_image, extra=values),
+def smoke_run(settings, engine, image: str, lines: list[str], backoff: BackOff | None = None) -> DockerSmokeRun:
+    checked = check_chart(deploy_values(image=image, postgres_image=settings.smoke_postgres_image),
                           release="airflow", namespace="airflow", versions=settings.smoke_kubernetes_versions)
     return DockerSmokeRun(
         engine.client, checked.rendered, namespace="airflow", timeout=420,
         health=HealthCheck(api_server_service("airflow"), 8080, tries=12, interval=5), on_line=lines.append,
+        backoff=backoff,
     )
 
 
@@ -100,16 +99,16 @@ def test_prod_image_passes_the_docker_backed_smoke_run(settings, engine, kuberne
                   "scheduler-smoke/scheduler: startup probe passed", "scheduler-smoke/scheduler: liveness",
                   "dag-processor-smoke/dag-processor: liveness", "triggerer-smoke/triggerer: liveness",
                   "postgresql-0/postgresql: readiness", "Job/airflow-migrate-database: completed",
-                  "health of airflow-api-server: all healthy"):
+                  "Job/airflow-create-user: completed", "health of airflow-api-server: all healthy"):
         assert ident in text, f"{ident!r} missing from:\n{text}"
-    assert len(result["pods"]) == 6
+    assert len(result["pods"]) == 7
     assert result["seconds"] < 420
     assert leftovers(engine, run.run_id) == []
 
 
 def test_broken_entrypoint_fails_the_run_and_leaves_nothing(settings, engine, broken_image):
     lines: list[str] = []
-    run = smoke_run(settings, engine, broken_image, lines)
+    run = smoke_run(settings, engine, broken_image, lines, backoff=BackOff(initial=2))
     with pytest.raises(SmokeRunFailed) as caught:
         run.run()
     message = str(caught.value)
@@ -130,7 +129,8 @@ def test_wrong_args_fail_the_run(settings, engine, kubernetes_image):
         o["kind"] != "Deployment" or o is api))
     from airflow_image_factory.deploy.chart import Rendered
 
-    run = DockerSmokeRun(engine.client, Rendered(objects), namespace="airflow", timeout=240, on_line=lines.append)
+    run = DockerSmokeRun(engine.client, Rendered(objects), namespace="airflow", timeout=240, on_line=lines.append,
+                         backoff=BackOff(initial=1, max_restarts=1))
     with pytest.raises(SmokeRunFailed, match=r"api-server.*exited with code 2 \(CrashLoopBackOff\)"):
         run.run()
     assert leftovers(engine, run.run_id) == []
@@ -139,7 +139,7 @@ def test_wrong_args_fail_the_run(settings, engine, kubernetes_image):
 def test_missing_env_fails_the_run(settings, engine, kubernetes_image):
     """The database container without its password env: it refuses to start, and the run says which pod."""
     lines: list[str] = []
-    run = smoke_run(settings, engine, kubernetes_image, lines)
+    run = smoke_run(settings, engine, kubernetes_image, lines, backoff=BackOff(initial=1, max_restarts=1))
     statefulset = run.rendered.get("StatefulSet", "airflow-postgresql")
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     container["env"] = [e for e in container["env"] if e["name"] != "POSTGRES_PASSWORD"]

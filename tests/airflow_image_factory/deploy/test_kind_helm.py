@@ -147,7 +147,7 @@ def test_real_kind_deploy(tmp_path):  # pragma: no cover - needs kind, helm and 
     deploy = KindDeploy(
         cluster=cluster_name("image-factory-test", "3.11"), kind_config=include_dir() / settings.smoke_kind_config,
         node_image=settings.smoke_kind_node_image, chart=chart_dir(), release="airflow", namespace="airflow",
-        values=deploy_values(image=image, postgres_image=settings.smoke_postgres_image),
+        values=deploy_values(image=image, postgres_image=settings.smoke_postgres_image, helm_wait=True),
         health_service=api_server_service("airflow"),
     )
     mgr = KindDeployManager(deploy, kind=KindHook(), helm_factory=lambda kc: HelmHook(kubeconfig=kc),
