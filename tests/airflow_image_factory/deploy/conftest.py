@@ -1,5 +1,6 @@
-"""Published images the deploy stack tests run, by reference: they build nothing, and a missing image fails
-the test with what to publish (never a skip).
+"""Published images the deploy stack tests run, by reference: they build nothing themselves (the session's
+``official_build`` publishes them, once, unless ``SMOKE_*_PROD_IMAGE`` names others), and a missing image
+fails the test with what to publish (never a skip).
 
 The references default to main's ``latest`` PROD images of Python 3.11 with the product's extras (regular:
 Airflow's default extras, fab among them; slim: none), which the suite publishes under its own repository
@@ -17,9 +18,10 @@ import requests
 from airflow_image_factory.deploy.chart import EXTRAS_LABEL, split_image
 from airflow_image_factory.engine import Engine
 from airflow_image_factory.settings import load_settings
+from tests.conftest import OFFICIAL_REPOSITORY
 
 PYTHON = "3.11"
-REPOSITORY = "official/airflow"  # as tests/conftest.py's OFFICIAL_REPOSITORY on main
+REPOSITORY = OFFICIAL_REPOSITORY
 
 
 def published_image(variant: str, override: str) -> str:
@@ -49,7 +51,15 @@ def image_extras(ref: str) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def regular_prod_image(stack_env) -> str:
+def official_images(request, stack_env) -> None:
+    """The session's real regular and slim images, built by tests/conftest.py's ``official_build`` before the
+    first deploy test needs them (these modules run before tests/dags/); not when both are named."""
+    if not (os.environ.get("SMOKE_REGULAR_PROD_IMAGE") and os.environ.get("SMOKE_SLIM_PROD_IMAGE")):
+        request.getfixturevalue("official_build")
+
+
+@pytest.fixture(scope="session")
+def regular_prod_image(official_images) -> str:
     ref = published_image("prod", "SMOKE_REGULAR_PROD_IMAGE")
     if "fab" not in image_extras(ref):  # say so here, not as a failing deploy of the wrong image
         pytest.fail(f"{ref} is not a regular PROD image: its extras {sorted(image_extras(ref))} lack fab")
@@ -57,7 +67,7 @@ def regular_prod_image(stack_env) -> str:
 
 
 @pytest.fixture(scope="session")
-def slim_prod_image(stack_env) -> str:
+def slim_prod_image(official_images) -> str:
     ref = published_image("prod-slim", "SMOKE_SLIM_PROD_IMAGE")
     if "fab" in image_extras(ref):
         pytest.fail(f"{ref} is not a slim PROD image: its extras {sorted(image_extras(ref))} hold fab")
