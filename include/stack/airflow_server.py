@@ -141,6 +141,12 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def start_database() -> None:
+    if not (HOME / "db-password").exists():
+        # A database left by a server home that is gone has a password no one knows any more: make it anew.
+        if docker("volume", "inspect", DB_VOLUME, check=False).returncode == 0:
+            say(f"postgres: volume {DB_VOLUME} belongs to a server home that is gone (with its password): made anew")
+            docker("rm", "-f", DB_CONTAINER, check=False)
+            docker("volume", "rm", "-f", DB_VOLUME)
     state = docker("inspect", "-f", "{{.State.Running}}", DB_CONTAINER, check=False)
     if state.returncode == 0 and state.stdout.strip() == "true":
         say(f"postgres: {DB_CONTAINER} is running (127.0.0.1:{DB_PORT})")
@@ -160,6 +166,12 @@ def start_database() -> None:
         if time.monotonic() > deadline:
             fail(f"postgres did not accept connections in 90 s: {docker('logs', '--tail', '20', DB_CONTAINER).stderr}")
         time.sleep(1)
+    login = docker("exec", "-e", f"PGPASSWORD={db_password()}", DB_CONTAINER, "psql", "-h", "127.0.0.1",
+                   "-U", "airflow", "-d", "airflow", "-tAc", "SELECT 1", check=False)
+    if login.returncode:
+        fail(f"the database in volume {DB_VOLUME} does not take the password in {HOME / 'db-password'} (it was "
+             f"made with another server home): restore that file, or drop the database with `make airflow-down` "
+             f"and `docker volume rm {DB_VOLUME}`")
 
 
 # ---------------------------------------------------------------------------------------- the components

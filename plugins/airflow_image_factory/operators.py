@@ -906,7 +906,7 @@ class PromoteImagesOperator(ImageFactoryOperator):
                                   "digest": digest})
                 self.log.info("promoted %s = %s (tested digest, manifest only)", step.target, digest)
             self._check_consistent(client, published)
-            self.log.info("promotion lock released: %s", lock.path)
+            self.log.info("promotion lock released: %s", lock.name)
         self._announce(context, published)
         return published
 
