@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 RUN_LABEL = "image-factory.smoke-run"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _LOG_TAIL = 40
+# Makes each fresh emptyDir (the arguments) 0777 and, with an fsGroup ($G), group-owned with setgid, as
+# the kubelet prepares them; values reach it only as arguments and environment, never as script text.
+_VOLUMES_SETUP_SCRIPT = ('for d in "$@"; do chmod 0777 "$d" || exit 1; '
+                         'if [ -n "$G" ]; then chgrp "$G" "$d" && chmod g+s "$d" || exit 1; fi; done')
 MAX_JOB_RETRIES = 3  # a deterministic failure (broken entrypoint) is not worth backoffLimit's 6 tries
 _MISSING_MODULE = re.compile(r"No module named '([A-Za-z0-9_.]+)'")
 # Modules Airflow imports from a provider's dependencies: the metadata database's drivers.
@@ -821,13 +825,11 @@ class DockerSmokeRun:
             mounts.append(docker.types.Mount(target=f"/smoke-volumes/{volume}", source=source, type="volume",
                                              no_copy=True))
         group = "" if pod.fs_group is None else str(pod.fs_group)
-        script = ('for d in "$@"; do chmod 0777 "$d" || exit 1; '
-                  'if [ -n "$G" ]; then chgrp "$G" "$d" && chmod g+s "$d" || exit 1; fi; done')
         with self._lock:
             if self._stopping.is_set():
                 raise _Stopped
             container = self.client.containers.create(
-                pod.containers[0].image, entrypoint=["/bin/sh", "-c", script, "volumes",
+                pod.containers[0].image, entrypoint=["/bin/sh", "-c", _VOLUMES_SETUP_SCRIPT, "volumes",
                                                      *(f"/smoke-volumes/{v}" for v in fresh)],
                 user="0:0", environment={"G": group}, mounts=mounts, network_mode="none",
                 name=f"smoke-{self.run_id}-{pod.name}-volumes"[:120], labels={RUN_LABEL: self.run_id},
