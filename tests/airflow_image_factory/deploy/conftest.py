@@ -50,6 +50,16 @@ def image_extras(ref: str) -> set[str]:
     return {x.strip() for x in (labels.get(EXTRAS_LABEL) or "").split(",") if x.strip()}
 
 
+@pytest.fixture(scope="module")
+def settings(stack_env):
+    return load_settings()
+
+
+@pytest.fixture(scope="module")
+def engine(settings) -> Engine:
+    return Engine(cli=settings.docker_cli)
+
+
 @pytest.fixture(scope="session")
 def official_images(request, stack_env) -> None:
     """The session's real regular and slim images, built by tests/conftest.py's ``official_build`` before the

@@ -18,23 +18,11 @@ import requests
 
 from airflow_image_factory.deploy.chart import Rendered, api_server_service, check_chart, deploy_values
 from airflow_image_factory.deploy.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
-from airflow_image_factory.engine import Engine
 from airflow_image_factory.exceptions import SmokeRunFailed
-from airflow_image_factory.settings import load_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 RUN_BOUND = 900  # seconds; a regular run takes about a minute here, the slim failure about two
-
-
-@pytest.fixture(scope="module")
-def settings(stack_env):
-    return load_settings()
-
-
-@pytest.fixture(scope="module")
-def engine(settings) -> Engine:
-    return Engine(cli=settings.docker_cli)
 
 
 def chart_run(settings, engine, image: str, lines: list[str], **kwargs) -> DockerSmokeRun:

@@ -3,7 +3,7 @@ reference, failing when it is not published), turned into a Kubernetes test imag
 deployed from the rendered chart with the stack's PostgreSQL image; and an image with a broken entrypoint,
 which must fail the run.
 
-The PROD image is used read-only; everything this module builds is tagged under ``helper5-tests/`` and
+The PROD image is used read-only; everything this module builds is tagged under ``smoke-tests/`` and
 removed again.
 """
 
@@ -18,23 +18,11 @@ import pytest
 from airflow_image_factory.deploy.chart import api_server_service, check_chart, deploy_values
 from airflow_image_factory.deploy.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
 from airflow_image_factory.deploy.kubernetes_image import build_kubernetes_image
-from airflow_image_factory.engine import Engine
 from airflow_image_factory.exceptions import SmokeRunFailed
-from airflow_image_factory.settings import load_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 PYTHON = "3.11"
-
-
-@pytest.fixture(scope="module")
-def settings(stack_env):
-    return load_settings()
-
-
-@pytest.fixture(scope="module")
-def engine(settings) -> Engine:
-    return Engine(cli=settings.docker_cli)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +32,7 @@ def prod_image(regular_prod_image) -> str:
 
 @pytest.fixture(scope="module")
 def kubernetes_image(settings, engine, prod_image):
-    target = f"{settings.registry}/helper5-tests/airflow/main/kubernetes/python{PYTHON}:smoke"
+    target = f"{settings.registry}/smoke-tests/airflow/main/kubernetes/python{PYTHON}:smoke"
     build_kubernetes_image(engine, prod_image=prod_image, target=target, on_line=lambda line: None)
     yield target
     engine.remove(target)
@@ -60,7 +48,7 @@ def broken_image(settings, engine, kubernetes_image, tmp_path_factory):
         RUN printf '#!/usr/bin/env bash\\nset -euo pipefail\\nexec airflw "$@"\\n' > /entrypoint
         USER 50000
         """))
-    target = f"{settings.registry}/helper5-tests/airflow/main/kubernetes/python{PYTHON}:broken-entrypoint"
+    target = f"{settings.registry}/smoke-tests/airflow/main/kubernetes/python{PYTHON}:broken-entrypoint"
     subprocess.run([engine.cli, "build", "-q", "-t", target, str(context)], check=True, capture_output=True,
                    env={**os.environ, "DOCKER_BUILDKIT": "1"}, timeout=300)
     yield target
