@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airflow_image_factory.exceptions import CacheImageMissing
-from airflow_image_factory.naming import LATEST, ImageKind, ImageSet
+from airflow_image_factory.naming import LATEST, VARIANTS, ImageKind, ImageSet
 
 
 class CacheStrategy(str, enum.Enum):
@@ -46,10 +46,9 @@ class CachePlan:
 # The images whose latest a build of each kind reuses as its cache, most useful first.
 CACHE_SOURCES: Mapping[ImageKind, tuple[ImageKind, ...]] = {
     ImageKind.CI: (ImageKind.CI,),
-    ImageKind.PROD_BUILD: (ImageKind.PROD_BUILD,),
-    ImageKind.PROD: (ImageKind.PROD_BUILD, ImageKind.PROD),
-    ImageKind.PROD_SLIM_BUILD: (ImageKind.PROD_SLIM_BUILD,),
-    ImageKind.PROD_SLIM: (ImageKind.PROD_SLIM_BUILD, ImageKind.PROD_SLIM),
+    # each PROD variant: its build stage from its own, its image from its build stage and its own
+    **{kind: sources for v in VARIANTS.values()
+       for kind, sources in ((v.prod_build, (v.prod_build,)), (v.prod, (v.prod_build, v.prod)))},
 }
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from airflow_image_factory.naming import ImageKind, ImageSet
+from airflow_image_factory.naming import VARIANTS, ImageKind, ImageSet, variant_kinds
 from airflow_image_factory.reference import ImageReference, parse_reference
 
 # The run's images that are pushed (as :SHA, or by the promotion) and so may leave the engine.
 # The Python base stays: later builds start FROM it, and its layers are upstream's anyway.
-DROPPABLE_KINDS = (ImageKind.CI, ImageKind.CI_MANIFEST, ImageKind.PROD_BUILD, ImageKind.PROD,
-                   ImageKind.PROD_SLIM_BUILD, ImageKind.PROD_SLIM)
+DROPPABLE_KINDS = (ImageKind.CI, ImageKind.CI_MANIFEST, *variant_kinds(tuple(VARIANTS)))
 _GIB = 1024**3
 
 

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from airflow_image_factory.sources import extras_of
+
 ARBITRARY_USER = "12345:0"
 OTHER_GROUP_USER = "12345:12345"
 NO_DB_WAIT = {"CONNECTION_CHECK_MAX_COUNT": "0"}  # where waiting for the database is not the point
@@ -184,8 +186,7 @@ echo "custom_import=$(PYTHONPATH=/tmp/custom-mount python -c 'import awesome' 2>
 
 def expected_imports(extras: str) -> dict[str, list[str]]:
     """The modules each of the image's extras must make importable (extras without a list: none)."""
-    chosen = [e.strip() for e in extras.split(",") if e.strip()]
-    return {extra: list(EXTRA_IMPORTS[extra]) for extra in chosen if extra in EXTRA_IMPORTS}
+    return {extra: list(EXTRA_IMPORTS[extra]) for extra in extras_of(extras) if extra in EXTRA_IMPORTS}
 
 
 @dataclass(frozen=True)

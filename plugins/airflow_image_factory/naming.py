@@ -53,6 +53,11 @@ class Variant:
     def release_tag(self, tag: str) -> str:
         return f"{self.release_prefix}{tag}"
 
+    @property
+    def task_suffix(self) -> str:
+        """What its steps' task ids end in: nothing for regular (``build_prod``), ``_slim`` for slim."""
+        return "" if self.name == "regular" else f"_{self.name}"
+
 
 VARIANTS: dict[str, Variant] = {
     v.name: v

@@ -19,6 +19,7 @@ BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 BASE_NAME_LABEL = "org.opencontainers.image.base.name"
 REVISION_LABEL = "org.opencontainers.image.revision"
 VERSION_LABEL = "org.opencontainers.image.version"
+EXTRAS_LABEL = "org.apache.airflow.extras"  # the extras a PROD (or CI) image was built with
 MAX_LISTED_UPGRADES = 8
 
 

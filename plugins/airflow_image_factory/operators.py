@@ -62,6 +62,7 @@ from airflow_image_factory.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.locks import promotion_lock
 from airflow_image_factory.naming import (
     REGULAR,
+    VARIANTS,
     ImageKind,
     ImageName,
     ImageSet,
@@ -71,7 +72,7 @@ from airflow_image_factory.naming import (
     variant_kinds,
     variant_of,
 )
-from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, VERSION_LABEL
+from airflow_image_factory.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, EXTRAS_LABEL, VERSION_LABEL
 from airflow_image_factory.promotion import SHA_PUSHED, VersionOutcome, plan_promotion
 from airflow_image_factory.reference import repository_and_reference
 from airflow_image_factory.registry import RegistryClient, config_labels
@@ -314,11 +315,7 @@ class BuildImageOperator(ImageFactoryOperator):
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "python_base", "constraints")
     timeout_setting = "timeout_build_minutes"
-    _DOCKERFILES = {
-        ImageKind.CI: "Dockerfile.ci",
-        **{kind: "Dockerfile" for kind in (ImageKind.PROD_BUILD, ImageKind.PROD, ImageKind.PROD_SLIM_BUILD,
-                                           ImageKind.PROD_SLIM)},
-    }
+    _DOCKERFILES = {ImageKind.CI: "Dockerfile.ci", **{kind: "Dockerfile" for kind in variant_kinds(tuple(VARIANTS))}}
     # Branch builds install the branch's own sources; release builds (a subclass) the released dists.
     from_sources = True
     # Whether an image published under the same content key is reused instead of built (branch builds).
@@ -649,7 +646,6 @@ def build_context(constraints: str | None, *, sources: Path | None = None):
 
 # Airflow's list of the providers in its regular PROD image, at the root of its sources.
 PROD_PROVIDERS_FILE = "prod_image_installed_providers.txt"
-EXTRAS_LABEL = "org.apache.airflow.extras"
 
 
 class VerifyImageOperator(ImageFactoryOperator):

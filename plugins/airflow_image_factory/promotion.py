@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from airflow_image_factory.exceptions import PromotionLockTimeout
-from airflow_image_factory.naming import ImageKind, ImageSet, variant_kinds
+from airflow_image_factory.naming import VARIANTS, ImageKind, ImageSet, variant_kinds
 
 # Pushed with their commit SHA on every build (seed 000: only final images are needed per commit).
-SHA_PUSHED = (ImageKind.CI, ImageKind.PROD, ImageKind.PROD_SLIM)
+SHA_PUSHED = (ImageKind.CI, *(variant.prod for variant in VARIANTS.values()))
 # The images whose tested :SHA digest is re-tagged; the others are first pushed at promotion.
 RETAGGED = SHA_PUSHED
 

@@ -548,7 +548,7 @@ def release_python_images(build_request: Any, constraints_url: Any, pool: str):
         base = PreparePythonBaseOperator(task_id="python_base", **common)
         digests = {}
         for variant in VARIANTS.values():
-            suffix = "" if variant is REGULAR else f"_{variant.name}"
+            suffix = variant.task_suffix
             kind = variant.prod.value
             build = ReleaseBuildOperator(task_id=f"build_prod{suffix}", kind=kind, python_base=base.output,
                                          constraints_url=constraints_url, pool=pool, **common)

@@ -13,7 +13,7 @@ from airflow.sdk import Param, get_current_context, task, task_group
 
 from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch
 from airflow_image_factory.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
-from airflow_image_factory.naming import CONVENTIONS, REGULAR, VARIANTS
+from airflow_image_factory.naming import CONVENTIONS, VARIANTS
 from airflow_image_factory.nightly_operators import (
     CheckForUpdatesOperator,
     CommitConstraintsOperator,
@@ -284,7 +284,7 @@ def python_version_images(
         ci >> verify_ci
         verifies, pushes, builds = [verify_ci], [], {}
         for variant in VARIANTS.values():
-            suffix = "" if variant is REGULAR else f"_{variant.name}"
+            suffix = variant.task_suffix
             stage = BuildImageOperator(task_id=f"build_prod_build{suffix}", kind=variant.prod_build.value, **build)
             prod = BuildImageOperator(task_id=f"build_prod{suffix}", kind=variant.prod.value, **build)
             verify = VerifyImageOperator(task_id=f"verify_prod{suffix}", kind=variant.prod.value, build=prod.output,

@@ -20,6 +20,7 @@ import yaml
 
 from airflow_image_factory.exceptions import ChartInvalid
 from airflow_image_factory.settings import include_dir
+from airflow_image_factory.sources import extras_of
 
 HOOK_ANNOTATION = "helm.sh/hook"
 API_SERVER_PORT = 8080  # the chart's default apiServer.port and service port
@@ -51,7 +52,6 @@ HELM_WAIT_VALUES: dict[str, Any] = {"migrateDatabaseJob": {"useHelmHooks": False
                                     "createUserJob": {"useHelmHooks": False}}
 
 
-EXTRAS_LABEL = "org.apache.airflow.extras"  # the PROD image's extras, as its Dockerfile labels it
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 # The chart's FAB defaults need the fab provider; an image built without it (a slim image, the test suite's
 # light builds) is deployed as its users must deploy it: Airflow's own auth manager and no FAB user.
@@ -61,7 +61,7 @@ WITHOUT_FAB_VALUES: dict[str, Any] = {"config": {"core": {"auth_manager": SIMPLE
 
 def values_for_extras(extras: str | None) -> dict[str, Any]:
     """Values an image's extras (its EXTRAS_LABEL) call for: none where the label is unknown or has fab."""
-    if extras is None or "fab" in {e.strip() for e in extras.split(",")}:
+    if extras is None or "fab" in extras_of(extras):
         return {}
     return WITHOUT_FAB_VALUES
 

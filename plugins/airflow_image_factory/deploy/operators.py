@@ -15,7 +15,6 @@ from typing import Any
 
 from airflow_image_factory.deploy.chart import (
     API_SERVER_PORT,
-    EXTRAS_LABEL,
     SIMPLE_AUTH_MANAGER,
     ChartCheck,
     api_server_service,
@@ -28,6 +27,7 @@ from airflow_image_factory.deploy.kubernetes_image import build_kubernetes_image
 from airflow_image_factory.exceptions import SettingsError
 from airflow_image_factory.hooks import EngineHook
 from airflow_image_factory.naming import LATEST
+from airflow_image_factory.nightly import EXTRAS_LABEL
 from airflow_image_factory.operators import ImageFactoryOperator, run_settings
 from airflow_image_factory.settings import Settings, include_dir
 

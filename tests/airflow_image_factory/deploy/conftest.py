@@ -15,9 +15,11 @@ import os
 import pytest
 import requests
 
-from airflow_image_factory.deploy.chart import EXTRAS_LABEL, split_image
+from airflow_image_factory.deploy.chart import split_image
 from airflow_image_factory.engine import Engine
+from airflow_image_factory.nightly import EXTRAS_LABEL
 from airflow_image_factory.settings import load_settings
+from airflow_image_factory.sources import extras_of
 from tests.conftest import OFFICIAL_REPOSITORY
 
 PYTHON = "3.11"
@@ -47,7 +49,7 @@ def published_image(variant: str, override: str) -> str:
 def image_extras(ref: str) -> set[str]:
     """The extras the image was built with (its extras label)."""
     labels = Engine(cli=load_settings().docker_cli).inspect(ref)["Config"].get("Labels") or {}
-    return {x.strip() for x in (labels.get(EXTRAS_LABEL) or "").split(",") if x.strip()}
+    return set(extras_of(labels.get(EXTRAS_LABEL) or ""))
 
 
 @pytest.fixture(scope="module")
