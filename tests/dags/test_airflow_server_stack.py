@@ -11,26 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.dag_runs import ARTIFACTS, stack_versions
+from tests.support.dag_runs import AIRFLOW_SERVER_SCRIPT, stack_versions
+from tests.support.dag_runs import airflow_server as server
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-SCRIPT = str(Path(__file__).resolve().parents[2] / "include/stack/airflow_server.py")
-
-
-def server(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with (ARTIFACTS / "airflow-server.log").open("a") as log:
-        log.write(f"$ airflow_server.py {' '.join(args)}\n{result.stdout}{result.stderr}\n")
-    return result
+SCRIPT = str(AIRFLOW_SERVER_SCRIPT)
 
 
 @pytest.fixture(scope="module")

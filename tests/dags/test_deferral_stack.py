@@ -18,7 +18,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -29,7 +28,7 @@ from airflow_image_factory.naming import ImageKind
 from airflow_image_factory.registry import RegistryClient
 from airflow_image_factory.sensors import resolve_candidates
 from tests.reliability.conftest import upstream_host
-from tests.support.dag_runs import ARTIFACTS
+from tests.support.dag_runs import ARTIFACTS, airflow_server
 from tests.support.oci_images import push_image
 
 pytestmark = pytest.mark.stack
@@ -49,12 +48,7 @@ def _free_port() -> int:
 
 
 def _server(env: dict[str, str], *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                            env=env)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with (ARTIFACTS / "airflow-server-deferral.log").open("a") as log:
-        log.write(f"$ airflow_server.py {' '.join(args)}\n{result.stdout}{result.stderr}\n")
-    return result
+    return airflow_server(*args, env=env, log="airflow-server-deferral", timeout=timeout)
 
 
 @pytest.fixture(scope="module")

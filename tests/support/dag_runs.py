@@ -122,3 +122,19 @@ def task_log_files(dag_id: str, run_id: str) -> list[Path]:
     """The run's task log files under $AIRFLOW_HOME/logs (if the logging config writes any)."""
     root = Path(os.environ["AIRFLOW_HOME"]) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+
+
+AIRFLOW_SERVER_SCRIPT = REPO_ROOT / "include/stack/airflow_server.py"
+
+
+def airflow_server(
+    *args: str, env: Mapping[str, str] | None = None, log: str = "airflow-server", timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """``include/stack/airflow_server.py ARGS`` (up, down, trigger), its output appended to
+    ``test-artifacts/<log>.log``; ``env`` is the whole environment of the call (default: this one's)."""
+    result = subprocess.run([sys.executable, str(AIRFLOW_SERVER_SCRIPT), *args], capture_output=True, text=True,
+                            timeout=timeout, env=env, check=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / f"{log}.log").open("a") as out:
+        out.write(f"$ airflow_server.py {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+    return result
