@@ -16,6 +16,7 @@ help:
 	@echo "make test         set up the local stack and run the whole test suite"
 	@echo "make unit         the fast tier: tests that need no engine or registry"
 	@echo "make dag DAG=<dag_id> CONF='<json>'   one DAG run in-process (airflow dags test) on the local stack"
+	@echo "make lint         ruff and the layer contract (import-linter)"
 	@echo "make bench        the benchmarks (after make run); each ends with a RESULT line"
 	@echo "make airflow-down stop the stack's Airflow (api-server, scheduler, dag-processor, triggerer, PostgreSQL)"
 	@echo "make stack-down   stop what the stack started (data stays in .stack/)"
@@ -46,7 +47,8 @@ dag: stack
 	@test -n "$${DAG:-}" || { echo "usage: make dag DAG=<dag_id> CONF='<json>'" >&2; exit 2; }
 	bash include/stack/run-dag.sh
 
-test: stack
+# Lint first: a broken layer contract fails in seconds, before the stack is set up.
+test: lint stack
 	source $(STACK_DIR)/env && $(VENV)/bin/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 unit: venv
@@ -54,6 +56,8 @@ unit: venv
 
 lint: venv
 	$(VENV)/bin/ruff check plugins dags tests benchmarks include
+	# The layer contract (pyproject.toml [tool.importlinter]; README "Architecture").
+	cd plugins && $(VENV)/bin/lint-imports ../pyproject.toml
 
 bench: stack
 	source $(STACK_DIR)/env && for script in benchmarks/*.py; do $(VENV)/bin/python "$$script"; done

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.registry import RegistryClient
 from tests.support.fault_proxy import Fault, fault_proxy
 from tests.support.oci_images import push_image
 from tests.support.registry_servers import running_registry

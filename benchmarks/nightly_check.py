@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 
-from airflow_image_factory.nightly import BASE_DIGEST_LABEL
-from airflow_image_factory.registry import RegistryClient, parse_reference
-from airflow_image_factory.resolver import airflow_requirement, resolve_newest
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.clients.registry import RegistryClient, parse_reference
+from airflow_image_factory.clients.resolver import airflow_requirement, resolve_newest
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL
 
 DOCKER = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from airflow_image_factory.registry import RegistryClient  # noqa: E402
+from airflow_image_factory.clients.registry import RegistryClient  # noqa: E402
 from tests.support.dag_runs import run_dag  # noqa: E402 - the same runner the stack tests use
 
 BRANCH = "bench/variants"

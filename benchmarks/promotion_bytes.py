@@ -15,7 +15,7 @@ import os
 import sys
 import uuid
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.registry import RegistryClient
 
 
 def main() -> int:

@@ -75,8 +75,8 @@ def build(name: str, conf: dict) -> tuple[float, str]:
 
 def fresh_worker(registry: str) -> None:
     """What a new worker lacks: the engine's build cache, the branch's local images, fetched commits."""
-    from airflow_image_factory.operators import sources_cache_dir
-    from airflow_image_factory.settings import load_settings
+    from airflow_image_factory.clients.settings_loader import load_settings
+    from airflow_image_factory.tasks.operators import sources_cache_dir
 
     shutil.rmtree(sources_cache_dir(load_settings()), ignore_errors=True)
     docker = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"

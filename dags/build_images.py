@@ -10,8 +10,8 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import (
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.tasks.groups import (
     build_and_publish,
     build_params,
     check_publishing,

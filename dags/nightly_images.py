@@ -21,9 +21,8 @@ from datetime import datetime
 
 from airflow.sdk import TaskGroup, dag, get_current_context, task
 
-from airflow_image_factory.operators import fails_at_once
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import (
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.tasks.groups import (
     NIGHTLY_FIXED_FIELDS,
     build_params,
     check_publishing,
@@ -35,6 +34,7 @@ from airflow_image_factory.tasks import (
     task_ids_so_far,
     validate,
 )
+from airflow_image_factory.tasks.operators import fails_at_once
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -43,8 +43,8 @@ SETTINGS = load_settings()  # file + environment only: no Variable lookup at par
 @fails_at_once
 def validate_conf() -> None:
     """The run's conf, for every nightly branch and the released-images check, before anything runs."""
-    from airflow_image_factory.operators import run_settings
-    from airflow_image_factory.request import validate_nightly_request
+    from airflow_image_factory.policy.request import validate_nightly_request
+    from airflow_image_factory.tasks.operators import run_settings
 
     validate_nightly_request(get_current_context()["dag_run"].conf, run_settings(),
                              branches=SETTINGS.nightly_branches, fixed_fields=NIGHTLY_FIXED_FIELDS)

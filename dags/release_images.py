@@ -14,21 +14,21 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from airflow_image_factory.operators import fails_at_once
-from airflow_image_factory.release import (
-    PublishReleaseOperator,
-    ReleaseTidyOperator,
-    release_defaults,
-    release_python_images,
-)
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import (
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.tasks.groups import (
     dag_default_args,
     fail_run_if_a_task_failed,
     python_versions,
     run_last,
     task_ids_so_far,
     variants_param,
+)
+from airflow_image_factory.tasks.operators import fails_at_once
+from airflow_image_factory.tasks.release import (
+    PublishReleaseOperator,
+    ReleaseTidyOperator,
+    release_defaults,
+    release_python_images,
 )
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
@@ -42,9 +42,9 @@ def validate_release() -> dict:
 
     Then one lookup at the package index: a version it does not have fails here, in seconds, not in a build.
     """
-    from airflow_image_factory.index import check_airflow_release
-    from airflow_image_factory.operators import run_settings
-    from airflow_image_factory.release import validate_release_request
+    from airflow_image_factory.clients.index import check_airflow_release
+    from airflow_image_factory.tasks.operators import run_settings
+    from airflow_image_factory.tasks.release import validate_release_request
 
     settings = run_settings()
     release = validate_release_request(get_current_context()["dag_run"].conf, settings)

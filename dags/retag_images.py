@@ -11,11 +11,11 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from airflow_image_factory.naming import CONVENTIONS
-from airflow_image_factory.operators import fails_at_once
-from airflow_image_factory.retag import RetagImagesOperator, retag_defaults
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import dag_default_args, variants_param
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.naming import CONVENTIONS
+from airflow_image_factory.tasks.groups import dag_default_args, variants_param
+from airflow_image_factory.tasks.operators import fails_at_once
+from airflow_image_factory.tasks.retag import RetagImagesOperator, retag_defaults
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 DEFAULTS = retag_defaults(SETTINGS)
@@ -25,8 +25,8 @@ DEFAULTS = retag_defaults(SETTINGS)
 @fails_at_once
 def validate_retag() -> dict:
     """The run's conf over the settings → one validated retag request (errors name the field)."""
-    from airflow_image_factory.operators import run_settings
-    from airflow_image_factory.retag import validate_retag_request
+    from airflow_image_factory.tasks.operators import run_settings
+    from airflow_image_factory.tasks.retag import validate_retag_request
 
     # The conf as given: the validator says "conf must be an object" for a list, text or number.
     return validate_retag_request(get_current_context()["dag_run"].conf, run_settings()).to_dict()

@@ -13,10 +13,10 @@ from datetime import datetime
 
 from airflow.sdk import AssetAny, dag
 
-from airflow_image_factory.assets import prod_latest_asset
-from airflow_image_factory.deploy.tasks import narrow_to_published, smoke_deploy_group
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import build_params, dag_default_args, validate
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.tasks.assets import prod_latest_asset
+from airflow_image_factory.tasks.deploy_groups import narrow_to_published, smoke_deploy_group
+from airflow_image_factory.tasks.groups import build_params, dag_default_args, validate
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 

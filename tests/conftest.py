@@ -78,7 +78,7 @@ OFFICIAL_REPOSITORY = "official/airflow"
 
 @pytest.fixture(scope="session")
 def official_build(stack_env):
-    from airflow_image_factory.settings import load_settings
+    from airflow_image_factory.clients.settings_loader import load_settings
     from tests.support.dag_runs import run_dag, stack_versions
 
     defaults = load_settings(env={})
@@ -109,7 +109,7 @@ def _disk_per_module(request):
     notes = []
     prefixes = tuple(getattr(request.module, "DISPOSABLE_REPOSITORIES", ()))
     if prefixes and STACK_ENV_LOADED:
-        from airflow_image_factory.registry import RegistryClient
+        from airflow_image_factory.clients.registry import RegistryClient
 
         registry = os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000")
         client = RegistryClient(registry)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from airflow.sdk import Asset, AssetAlias
 
-from airflow_image_factory.assets import (
+from airflow_image_factory.policy.naming import ImageKind, image_set
+from airflow_image_factory.tasks.assets import (
     PUBLISHED_IMAGES_ALIAS,
     ci_latest_asset,
     image_asset,
@@ -13,7 +14,6 @@ from airflow_image_factory.assets import (
     prod_latest_asset,
     release_asset,
 )
-from airflow_image_factory.naming import ImageKind, image_set
 
 
 def test_prod_latest_asset_is_the_published_reference():
@@ -65,9 +65,9 @@ def test_an_asset_names_a_tag(bad):
 
 
 def test_the_alias_is_an_outlet_of_every_publishing_operator():
-    from airflow_image_factory.operators import PromoteImagesOperator
-    from airflow_image_factory.release import PublishReleaseOperator
-    from airflow_image_factory.retag import RetagImagesOperator
+    from airflow_image_factory.tasks.operators import PromoteImagesOperator
+    from airflow_image_factory.tasks.release import PublishReleaseOperator
+    from airflow_image_factory.tasks.retag import RetagImagesOperator
 
     assert isinstance(PUBLISHED_IMAGES_ALIAS, AssetAlias)
     promote = PromoteImagesOperator(task_id="p", build_request={}, outcomes=[], python_bases=[])

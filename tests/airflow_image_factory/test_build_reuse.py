@@ -8,12 +8,12 @@ import contextlib
 import hashlib
 import json
 
-from airflow_image_factory.content import CONTENT_KEY_LABEL
+from airflow_image_factory.clients.content import CONTENT_KEY_LABEL
+from airflow_image_factory.clients.registry import Manifest
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import ManifestNotFound
-from airflow_image_factory.operators import BuildImageOperator
-from airflow_image_factory.registry import Manifest
-from airflow_image_factory.request import validate_request
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.policy.request import validate_request
+from airflow_image_factory.tasks.operators import BuildImageOperator
 
 SHA = "c" * 40
 KEY = "k" * 64

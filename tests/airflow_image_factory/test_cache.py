@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_image_factory.cache import CacheStrategy, plan_cache, plan_reuse, plan_ui_assets, reuse_blocker
 from airflow_image_factory.exceptions import CacheImageMissing
+from airflow_image_factory.policy.cache import CacheStrategy, plan_cache, plan_reuse, plan_ui_assets, reuse_blocker
 
 PROD = "ghcr.io/apache/airflow/main/prod/python3.11:latest"
 BUILD = "ghcr.io/apache/airflow/main/prod-build/python3.11:latest"
@@ -60,10 +60,10 @@ def test_unknown_strategy_is_rejected():
 
 
 def test_a_branch_other_than_main_also_reuses_mains_cache_after_its_own():
-    from airflow_image_factory.cache import cache_images
-    from airflow_image_factory.naming import ImageKind, images_for
-    from airflow_image_factory.request import validate_request
-    from airflow_image_factory.settings import load_settings
+    from airflow_image_factory.clients.settings_loader import load_settings
+    from airflow_image_factory.policy.cache import cache_images
+    from airflow_image_factory.policy.naming import ImageKind, images_for
+    from airflow_image_factory.policy.request import validate_request
 
     settings = load_settings(env={})
     feature = validate_request({"branch": "v3-1-test", "python_versions": ["3.11"]}, settings)

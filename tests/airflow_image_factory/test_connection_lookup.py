@@ -16,11 +16,11 @@ import pytest
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_image_factory import hooks, sensors, triggers
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import CredentialScopeError
-from airflow_image_factory.hooks import RegistryHook, aregistry_credentials, registry_credentials
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.triggers import Candidate, ImageAvailableTrigger
+from airflow_image_factory.tasks import hooks, sensors, triggers
+from airflow_image_factory.tasks.hooks import RegistryHook, aregistry_credentials, registry_credentials
+from airflow_image_factory.tasks.triggers import Candidate, ImageAvailableTrigger
 
 REGISTRY = "registry.example:5000"
 CONN_ID = "lookup_registry"

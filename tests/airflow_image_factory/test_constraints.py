@@ -1,4 +1,4 @@
-from airflow_image_factory import constraints as cons
+from airflow_image_factory.policy import constraints as cons
 
 OLD = """#
 # Constraints for Apache Airflow 3.3.2 on Python 3.11

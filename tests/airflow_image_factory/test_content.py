@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.content import VOLATILE_BUILD_ARGS, content_key
+from airflow_image_factory.clients.content import VOLATILE_BUILD_ARGS, content_key
 
 ARGS = {"PYTHON_BASE_IMAGE": "reg/python@sha256:" + "1" * 64, "REVISION": "f" * 40, "CREATED": "2026-12-03T00:00:00Z"}
 

@@ -20,12 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryAuthError
-from airflow_image_factory.hooks import RegistryHook, credentials_from_connection
-from airflow_image_factory.operators import fail_at_once
-from airflow_image_factory.reference import normalize_host
-from airflow_image_factory.registry import RegistryClient
-from airflow_image_factory.settings import Settings, load_settings
+from airflow_image_factory.policy.reference import normalize_host
+from airflow_image_factory.policy.settings import Settings
+from airflow_image_factory.tasks.hooks import RegistryHook, credentials_from_connection
+from airflow_image_factory.tasks.operators import fail_at_once
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -247,9 +248,9 @@ def test_default_connection_without_host_fails_the_publishing_check_of_a_conf(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The path a DAG run takes: a conf names the registry, check_publishing asks it whether we may push."""
-    from airflow_image_factory.operators import run_settings
-    from airflow_image_factory.request import validate_request
-    from airflow_image_factory.tasks import check_publishing
+    from airflow_image_factory.policy.request import validate_request
+    from airflow_image_factory.tasks.groups import check_publishing
+    from airflow_image_factory.tasks.operators import run_settings
 
     caplog.set_level(logging.DEBUG)
     registry = serve(basic_registry)

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from airflow_image_factory.engine import BuildProgress, Engine
+from airflow_image_factory.clients.engine import BuildProgress, Engine
 from airflow_image_factory.exceptions import EngineError
 
 PROGRESS = """\

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory import git
+from airflow_image_factory.clients import git
+from airflow_image_factory.clients.git import BranchFiles, branch_head
 from airflow_image_factory.exceptions import BranchNotFound, SourceRepositoryError, SourceRepositoryUnreadable
-from airflow_image_factory.git import BranchFiles, branch_head
 
 AUTHOR = "Image factory test <test@example.invalid>"
 
@@ -201,7 +201,7 @@ def test_two_fetches_of_one_commit_racing_to_rename_both_get_the_complete_tree(w
 def test_concurrent_fetches_in_separate_processes_all_get_the_complete_tree(work, remote, tmp_path):
     sha = work.commit(FILES)
     script = (
-        "import sys; from airflow_image_factory.git import fetch_commit; "
+        "import sys; from airflow_image_factory.clients.git import fetch_commit; "
         "print(fetch_commit(sys.argv[1], sys.argv[2], sys.argv[3]))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(git.__file__).parent.parent)}

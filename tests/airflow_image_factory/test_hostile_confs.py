@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
-from airflow_image_factory.release import validate_release_request
-from airflow_image_factory.request import validate_nightly_request, validate_request
-from airflow_image_factory.retag import validate_retag_request
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.tasks import NIGHTLY_FIXED_FIELDS
+from airflow_image_factory.policy.request import validate_nightly_request, validate_request
+from airflow_image_factory.tasks.groups import NIGHTLY_FIXED_FIELDS
+from airflow_image_factory.tasks.release import validate_release_request
+from airflow_image_factory.tasks.retag import validate_retag_request
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 SETTINGS = load_settings(env={})
@@ -146,7 +146,7 @@ CASES = list(_cases())
 
 
 def test_the_table_covers_every_dag_that_takes_a_conf():
-    from airflow_image_factory.request import PARAM_NAMES
+    from airflow_image_factory.policy.request import PARAM_NAMES
 
     assert {p.stem for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_")} == set(DAGS)
     assert set(DAGS["build_images"][2]) | set(DAGS["build_images"][3]) \

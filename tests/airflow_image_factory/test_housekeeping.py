@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import SettingsError
-from airflow_image_factory.housekeeping import droppable_refs, keep_bytes, pushed_digests
-from airflow_image_factory.naming import image_set
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.policy.housekeeping import droppable_refs, keep_bytes, pushed_digests
+from airflow_image_factory.policy.naming import image_set
 
 SHA = "cd27124534b46c9688a1d89e75fcd137ab5137e3"
 D1 = "sha256:" + "1" * 64

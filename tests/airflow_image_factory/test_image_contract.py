@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.image_contract import (
+from airflow_image_factory.policy.image_contract import (
     ImageCheck,
     expected_imports,
     prod_checks,

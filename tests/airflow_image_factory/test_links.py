@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_image_factory.links import RegistryImageLink, image_web_url
-from airflow_image_factory.operators import PromoteImagesOperator, PushImageOperator
-from airflow_image_factory.release import PublishReleaseOperator, ReleaseStageOperator
+from airflow_image_factory.tasks.links import RegistryImageLink, image_web_url
+from airflow_image_factory.tasks.operators import PromoteImagesOperator, PushImageOperator
+from airflow_image_factory.tasks.release import PublishReleaseOperator, ReleaseStageOperator
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_image_factory.naming import (
+from airflow_image_factory.policy.naming import (
     CONVENTIONS,
     ImageKind,
     ImageName,
@@ -150,7 +150,7 @@ def test_ref_by_digest_and_missing_tag():
 
 
 def test_variants_name_their_kinds_and_release_tags():
-    from airflow_image_factory.naming import VARIANTS, release_tag, variant_kinds, variant_of
+    from airflow_image_factory.policy.naming import VARIANTS, release_tag, variant_kinds, variant_of
 
     assert list(VARIANTS) == ["regular", "slim"]
     assert variant_of(ImageKind.PROD_SLIM_BUILD) is VARIANTS["slim"] and variant_of(ImageKind.CI) is None

@@ -1,7 +1,7 @@
 import pytest
 
-from airflow_image_factory.constraints import PinChange
-from airflow_image_factory.nightly import BaseFindings, DependencyFindings, decide, revision_reason
+from airflow_image_factory.policy.constraints import PinChange
+from airflow_image_factory.policy.nightly import BaseFindings, DependencyFindings, decide, revision_reason
 
 UP = "localhost:5000/library/python:3.11-slim-bookworm"
 OURS = "localhost:5000/apache/airflow/main/python:3.11-slim-bookworm"

@@ -10,7 +10,7 @@ from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.exceptions import BranchNotFound, ImageFactoryError, RegistryError
-from airflow_image_factory.operators import fails_at_once
+from airflow_image_factory.tasks.operators import fails_at_once
 
 
 @task(retries=3)
@@ -53,8 +53,8 @@ def test_a_task_body_that_succeeds_is_untouched():
 
 
 def test_a_packaged_task_maps_a_permanent_error_the_same_way(monkeypatch):
-    import airflow_image_factory.tasks as tasks
-    from airflow_image_factory.settings import load_settings
+    import airflow_image_factory.tasks.groups as tasks
+    from airflow_image_factory.clients.settings_loader import load_settings
 
     monkeypatch.setattr(tasks, "run_settings", lambda: load_settings(env={}))
     monkeypatch.setattr(tasks, "branch_head", lambda *args, **kwargs: None)
@@ -66,9 +66,9 @@ def test_a_packaged_task_maps_a_permanent_error_the_same_way(monkeypatch):
 
 def test_operators_outside_the_build_flow_fail_at_once_too(monkeypatch):
     """retag, release and the sensor are not ImageFactoryOperators: each decorates its own entry points."""
-    from airflow_image_factory.release import PublishReleaseOperator
-    from airflow_image_factory.retag import RetagImagesOperator
-    from airflow_image_factory.sensors import ImageAvailableSensor
+    from airflow_image_factory.tasks.release import PublishReleaseOperator
+    from airflow_image_factory.tasks.retag import RetagImagesOperator
+    from airflow_image_factory.tasks.sensors import ImageAvailableSensor
 
     for method in (RetagImagesOperator.execute, PublishReleaseOperator.execute,
                    ImageAvailableSensor.poke, ImageAvailableSensor.execute_complete):
@@ -76,7 +76,7 @@ def test_operators_outside_the_build_flow_fail_at_once_too(monkeypatch):
 
 
 def test_a_release_with_an_untested_python_fails_at_once_naming_it():
-    from airflow_image_factory.release import PublishReleaseOperator
+    from airflow_image_factory.tasks.release import PublishReleaseOperator
 
     operator = PublishReleaseOperator(
         task_id="publish", staged=[{"python": "3.11", "digests": {"regular": "sha256:" + "a" * 64}}],

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from airflow_image_factory.naming import ImageKind, image_set
-from airflow_image_factory.promotion import VersionOutcome, plan_promotion
+from airflow_image_factory.policy.naming import ImageKind, image_set
+from airflow_image_factory.policy.promotion import VersionOutcome, plan_promotion
 
 VERSIONS = ("3.11", "3.13")
 D = {v: {"ci": f"sha256:{'1' * 63}{i}", "prod": f"sha256:{'2' * 63}{i}"} for i, v in enumerate(VERSIONS)}
@@ -67,7 +67,7 @@ def test_outcome_round_trips():
 
 
 def test_fork_mode_reasons():
-    from airflow_image_factory.promotion import fork_mode_reason
+    from airflow_image_factory.policy.promotion import fork_mode_reason
 
     canonical = "https://github.com/apache/airflow.git"
     common = {"canonical_source": canonical, "registry": "ghcr.io"}

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from airflow_image_factory.git import branch_head, fetch_commit
-from airflow_image_factory.sources import read_source_tree, stage_sources, write_metadata_wheels
+from airflow_image_factory.clients.git import branch_head, fetch_commit
+from airflow_image_factory.clients.sources import read_source_tree, stage_sources, write_metadata_wheels
 
 pytestmark = pytest.mark.slow
 

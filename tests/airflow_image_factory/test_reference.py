@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_image_factory import engine as engine_module
-from airflow_image_factory import naming, reference, registry
-from airflow_image_factory.assets import image_asset
-from airflow_image_factory.engine import Engine
-from airflow_image_factory.reference import (
+from airflow_image_factory.clients import engine as engine_module
+from airflow_image_factory.clients import registry
+from airflow_image_factory.clients.engine import Engine
+from airflow_image_factory.policy import naming, reference
+from airflow_image_factory.policy.reference import (
     ImageReference,
     is_path_component,
     is_repository,
@@ -27,6 +27,7 @@ from airflow_image_factory.reference import (
     split_repository,
     split_tag,
 )
+from airflow_image_factory.tasks.assets import image_asset
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -44,11 +45,12 @@ def test_the_naming_and_the_engine_use_the_parsers_of_reference():
     assert engine_module.name_and_tag is reference.name_and_tag
 
 
-PACKAGE = Path(reference.__file__).resolve().parent
+PACKAGE = Path(reference.__file__).resolve().parents[1]
 
 
 def _imported_modules(module: str) -> set[str]:
-    """Every module ``module``.py imports, at the top or inside a function."""
+    """Every module ``module`` (a path under the package, ``tasks/links``) imports, at the top or inside a
+    function."""
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
     found = set()
     for node in ast.walk(tree):
@@ -59,21 +61,26 @@ def _imported_modules(module: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["housekeeping", "links", "assets", "naming", "request", "operators"])
+@pytest.mark.parametrize(
+    "module",
+    ["policy/housekeeping", "tasks/links", "tasks/assets", "policy/naming", "policy/request", "tasks/operators"],
+)
 def test_reference_readers_do_not_import_the_registry_client_to_parse(module):
     # The registry client pulls in requests and urllib3; reading a reference needs only reference.py.
     imported = _imported_modules(module)
-    assert "airflow_image_factory.reference" in imported
-    if module != "operators":  # the operators talk to registries; they import the client for that
-        assert "airflow_image_factory.registry" not in imported
+    assert "airflow_image_factory.policy.reference" in imported
+    if module != "tasks/operators":  # the operators talk to registries; they import the client for that
+        assert "airflow_image_factory.clients.registry" not in imported
 
 
 @pytest.mark.parametrize(
-    "module", [path.stem for path in PACKAGE.glob("*.py") if path.stem not in ("reference", "__init__")]
+    "module",
+    [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+     if path.name not in ("reference.py", "__init__.py")],
 )
 def test_no_module_but_reference_spells_the_reference_grammar(module):
     # The lower-case path component of distribution's grammar, spelled once (reference.py).
-    text = (PACKAGE / f"{module}.py").read_text()
+    text = (PACKAGE / module).read_text()
     assert "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*" not in text
 
 

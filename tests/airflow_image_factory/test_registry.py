@@ -12,13 +12,7 @@ import time
 import pytest
 import requests
 
-from airflow_image_factory.exceptions import (
-    ManifestNotFound,
-    RegistryAuthError,
-    RegistryError,
-    RegistryUnavailable,
-)
-from airflow_image_factory.registry import (
+from airflow_image_factory.clients.registry import (
     DOCKER_MANIFEST_V2,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -28,6 +22,12 @@ from airflow_image_factory.registry import (
     config_labels,
     parse_reference,
     split_image_reference,
+)
+from airflow_image_factory.exceptions import (
+    ManifestNotFound,
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnavailable,
 )
 from tests.support.fault_proxy import Fault, fault_proxy
 from tests.support.oci_images import push_image, push_index

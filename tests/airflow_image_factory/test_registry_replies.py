@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from airflow_image_factory.clients.registry import MAX_RESPONSE_BYTES, RegistryClient
 from airflow_image_factory.exceptions import RegistryError, RegistryUnavailable
-from airflow_image_factory.registry import MAX_RESPONSE_BYTES, RegistryClient
 
 
 class _Handler(BaseHTTPRequestHandler):

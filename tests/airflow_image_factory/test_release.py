@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequests, ReleaseRefused
-from airflow_image_factory.release import (
+from airflow_image_factory.tasks.release import (
     ReleasedImage,
     ReleaseRequest,
     is_newest,
@@ -17,7 +18,6 @@ from airflow_image_factory.release import (
     released_images,
     validate_release_request,
 )
-from airflow_image_factory.settings import load_settings
 
 SETTINGS = load_settings(env={})
 PYS = ("3.11", "3.13")
@@ -199,7 +199,7 @@ def test_release_version_must_be_canonical(version, says):
     ],
 )
 def test_good_constraints_templates(template):
-    from airflow_image_factory.release import constraints_template_error
+    from airflow_image_factory.tasks.release import constraints_template_error
 
     assert constraints_template_error(template) is None
     r = validate_release_request({"version": "3.3.2", "default_python": "3.12", "constraints_url": template},
@@ -255,7 +255,7 @@ def test_a_bad_constraints_template_from_the_settings_is_refused_naming_the_sett
 
 def test_constraints_location_refuses_a_template_that_skipped_validation():
     from airflow_image_factory.exceptions import InvalidBuildRequest
-    from airflow_image_factory.release import constraints_location
+    from airflow_image_factory.tasks.release import constraints_location
 
     with pytest.raises(InvalidBuildRequest, match="constraints_url"):
         constraints_location("https://x.example/{version.__init__.__globals__}", "3.3.2", "3.11")
@@ -346,7 +346,7 @@ def fake_index():
 
 
 def test_index_lookup_finds_a_release_in_json_and_html_pages(fake_index):
-    from airflow_image_factory.index import check_airflow_release
+    from airflow_image_factory.clients.index import check_airflow_release
 
     base, seen = fake_index
     found = check_airflow_release("3.3.2", index_url=f"{base}/json")
@@ -360,8 +360,8 @@ def test_index_lookup_finds_a_release_in_json_and_html_pages(fake_index):
 
 @pytest.mark.parametrize("version", ["3.3.3", "3.3.2rc2", "3.3.1"])
 def test_index_lookup_refuses_a_version_the_index_does_not_have(fake_index, version):
+    from airflow_image_factory.clients.index import check_airflow_release
     from airflow_image_factory.exceptions import InvalidBuildRequest
-    from airflow_image_factory.index import check_airflow_release
 
     base, _ = fake_index
     with pytest.raises(InvalidBuildRequest) as info:
@@ -373,8 +373,8 @@ def test_index_lookup_refuses_a_version_the_index_does_not_have(fake_index, vers
 @pytest.mark.parametrize(("path", "says"), [("/down", "HTTP 503"), ("/missing", "no project apache-airflow"),
                                             ("/garbage", "unreadable")])
 def test_index_lookup_fails_naming_the_index_when_it_does_not_answer_well(fake_index, path, says):
+    from airflow_image_factory.clients.index import check_airflow_release
     from airflow_image_factory.exceptions import PackageIndexUnavailable
-    from airflow_image_factory.index import check_airflow_release
 
     base, _ = fake_index
     with pytest.raises(PackageIndexUnavailable, match=says) as info:
@@ -386,8 +386,8 @@ def test_index_lookup_fails_in_time_when_the_index_is_slow_or_gone(fake_index):
     import socket
     import time
 
+    from airflow_image_factory.clients.index import check_airflow_release
     from airflow_image_factory.exceptions import PackageIndexUnavailable
-    from airflow_image_factory.index import check_airflow_release
 
     base, _ = fake_index
     started = time.monotonic()
@@ -402,7 +402,7 @@ def test_index_lookup_fails_in_time_when_the_index_is_slow_or_gone(fake_index):
 
 
 def test_the_index_is_the_one_release_builds_install_from():
-    from airflow_image_factory.index import DEFAULT_INDEX_URL
+    from airflow_image_factory.clients.index import DEFAULT_INDEX_URL
 
     # The Dockerfiles give pip no other index, so the lookup must ask pip's default.
     root = Path(__file__).resolve().parents[2]

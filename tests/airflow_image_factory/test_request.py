@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
-from airflow_image_factory.request import BuildRequest, validate_request
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.policy.request import BuildRequest, validate_request
 
 SETTINGS = load_settings(env={})
 
@@ -202,7 +202,7 @@ def _git_accepts_branch(name: str) -> bool:
 @pytest.mark.parametrize(("name", "git", "ours"), BRANCH_TABLE, ids=[repr(n) for n, _, _ in BRANCH_TABLE])
 def test_branch_rule_against_git_check_ref_format(name, git, ours):
     """Proven against git itself, not asserted: the table's git column is what git says today."""
-    from airflow_image_factory.request import _branch_error
+    from airflow_image_factory.policy.request import _branch_error
 
     assert _git_accepts_branch(name) is git
     assert (_branch_error(name) is None) is ours, _branch_error(name)
@@ -307,7 +307,7 @@ def test_huge_values_are_refused_and_never_echoed_whole():
 
 
 def test_echoed_values_are_capped():
-    from airflow_image_factory.request import MAX_SHOWN, show
+    from airflow_image_factory.policy.request import MAX_SHOWN, show
 
     assert show("main") == "'main'"
     assert len(show("x" * 10_000)) <= MAX_SHOWN
@@ -370,7 +370,7 @@ def test_values_that_are_not_json_are_refused():
 
 
 def test_nightly_request_checks_the_conf_for_every_branch_and_the_fixed_fields():
-    from airflow_image_factory.request import validate_nightly_request
+    from airflow_image_factory.policy.request import validate_nightly_request
 
     fixed = ("branch", "commit_sha", "upgrade_to_newer_dependencies")
     requests = validate_nightly_request({"python_versions": ["3.11"]}, SETTINGS, branches=("main", "v3-1-test"),

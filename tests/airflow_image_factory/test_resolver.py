@@ -2,8 +2,8 @@
 
 import pytest
 
+from airflow_image_factory.clients.resolver import airflow_requirement, resolve_newest, uv_platform
 from airflow_image_factory.exceptions import DependencyResolutionFailed
-from airflow_image_factory.resolver import airflow_requirement, resolve_newest, uv_platform
 
 
 def test_airflow_requirement():

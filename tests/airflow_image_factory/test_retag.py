@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequests, RetagRefused
-from airflow_image_factory.naming import ImageKind
-from airflow_image_factory.retag import (
+from airflow_image_factory.policy.naming import ImageKind
+from airflow_image_factory.tasks.retag import (
     COPY,
     UNCHANGED,
     decide_retag,
@@ -14,7 +15,6 @@ from airflow_image_factory.retag import (
     plan_retag,
     validate_retag_request,
 )
-from airflow_image_factory.settings import load_settings
 
 SETTINGS = load_settings(env={})
 
@@ -134,7 +134,7 @@ def test_deep_or_huge_retag_values_name_their_field_in_short_messages():
     with pytest.raises(InvalidBuildRequests) as info:
         validate_retag_request({"target_branch": deep, "source_branch": "m" * 100_000, "z" * 5000: 1,
                                 "dry_run": ["x" * 1000]}, SETTINGS)
-    from airflow_image_factory.request import show_name
+    from airflow_image_factory.policy.request import show_name
 
     assert {e.field for e in info.value.errors} == {"target_branch", "source_branch", show_name("z" * 5000), "dry_run"}
     assert len(show_name("z" * 5000)) <= 40

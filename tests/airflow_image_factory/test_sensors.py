@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.naming import ImageKind
-from airflow_image_factory.registry import RegistryClient
-from airflow_image_factory.sensors import resolve_candidates
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.policy.naming import ImageKind
+from airflow_image_factory.tasks.sensors import resolve_candidates
 from tests.support.oci_images import push_image
 from tests.support.registry_servers import unique_repo
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import SettingsError
-from airflow_image_factory.settings import load_settings
 
 
 def test_file_defaults():
@@ -74,7 +74,7 @@ def test_defaults_file_can_be_moved(tmp_path):
 
 
 def test_the_code_defaults_of_debian_and_the_python_base_match_the_settings_file():
-    from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
+    from airflow_image_factory.policy.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
 
     settings = load_settings(env={})
     assert settings.default_debian == DEFAULT_DEBIAN
@@ -82,9 +82,9 @@ def test_the_code_defaults_of_debian_and_the_python_base_match_the_settings_file
 
 
 def test_a_request_without_debian_or_base_source_falls_back_to_the_settings_defaults():
-    from airflow_image_factory.naming import images_for
-    from airflow_image_factory.request import BuildRequest
-    from airflow_image_factory.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
+    from airflow_image_factory.policy.naming import images_for
+    from airflow_image_factory.policy.request import BuildRequest
+    from airflow_image_factory.policy.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
 
     request = BuildRequest(
         branch="main", python_versions=("3.12",), registry="ghcr.io", repository="apache/airflow",
@@ -111,7 +111,7 @@ def test_one_module_owns_each_default(literal):
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Constant) and node.value == literal
     )
-    assert spelled == ["plugins/airflow_image_factory/settings.py"]
+    assert spelled == ["plugins/airflow_image_factory/policy/settings.py"]
 
 
 def test_settings_need_nothing_from_the_request_module():
@@ -119,7 +119,7 @@ def test_settings_need_nothing_from_the_request_module():
     import ast
     from pathlib import Path
 
-    from airflow_image_factory import request, settings
+    from airflow_image_factory.policy import request, settings
 
     tree = ast.parse(Path(settings.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {

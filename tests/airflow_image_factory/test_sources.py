@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.exceptions import SourceTreeInvalid
-from airflow_image_factory.sources import (
+from airflow_image_factory.clients.sources import (
     UI_SOURCE_DIRS,
     Distribution,
     SourceTree,
@@ -22,6 +21,7 @@ from airflow_image_factory.sources import (
     ui_sources_key,
     write_metadata_wheels,
 )
+from airflow_image_factory.exceptions import SourceTreeInvalid
 
 META = """
 [project]

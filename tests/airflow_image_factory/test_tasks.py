@@ -9,7 +9,7 @@ import pytest
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, task
 
-from airflow_image_factory.tasks import dag_of, fail_run_if_a_task_failed, run_last, task_ids_so_far
+from airflow_image_factory.tasks.groups import dag_of, fail_run_if_a_task_failed, run_last, task_ids_so_far
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ def test_no_private_airflow_module_is_imported(path):
 
 def test_a_nightly_rebuild_is_narrowed_to_the_versions_that_changed():
     """check_for_updates decides per version; the rebuild builds, verifies and publishes those only."""
-    from airflow_image_factory.tasks import rebuild_request, versions_of
+    from airflow_image_factory.tasks.groups import rebuild_request, versions_of
 
     plan = {"rebuild": ["3.13"], "constraints": {"3.13": "a==1\n"}, "decisions": []}
     request = {"branch": "main", "python_versions": ["3.11", "3.13"], "upgrade_to_newer_dependencies": True}
@@ -92,7 +92,7 @@ def test_a_nightly_rebuild_is_narrowed_to_the_versions_that_changed():
 
 
 def test_a_version_outcome_carries_the_digest_of_a_reused_prod_build_stage():
-    from airflow_image_factory.tasks import version_outcome
+    from airflow_image_factory.tasks.groups import version_outcome
 
     ci, prod, stage = (f"sha256:{c * 64}" for c in "abc")
     built = version_outcome.function("3.11", ci, {"prod": prod, "prod-build": {"reused": None, "digest": None}})
@@ -103,7 +103,7 @@ def test_a_version_outcome_carries_the_digest_of_a_reused_prod_build_stage():
 
 
 def test_a_version_outcome_leaves_out_the_variants_the_run_skipped():
-    from airflow_image_factory.tasks import version_outcome
+    from airflow_image_factory.tasks.groups import version_outcome
 
     ci, slim = (f"sha256:{c * 64}" for c in "ad")
     # regular not requested: its push and build were skipped, their XComs resolve to None

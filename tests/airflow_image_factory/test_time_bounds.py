@@ -22,16 +22,18 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_image_factory import operators, tasks
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import (
     RegistryUnavailable,
     SettingsError,
     SourceRepositoryError,
     SourceTreeInvalid,
 )
-from airflow_image_factory.registry import RegistryClient
-from airflow_image_factory.request import validate_request
-from airflow_image_factory.settings import TIME_BOUNDS, load_settings
+from airflow_image_factory.policy.request import validate_request
+from airflow_image_factory.policy.settings import TIME_BOUNDS
+from airflow_image_factory.tasks import groups as tasks
+from airflow_image_factory.tasks import operators
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,7 +78,7 @@ def test_every_task_has_an_execution_timeout_from_the_settings(dagbag, path):
         unbounded = _unbounded(dag)
         assert not unbounded, (
             f"{dag.dag_id}: {', '.join(unbounded)} have no execution_timeout from the timeout_*_minutes "
-            "settings (pass default_args=dag_default_args(SETTINGS) from airflow_image_factory.tasks)"
+            "settings (pass default_args=dag_default_args(SETTINGS) from airflow_image_factory.tasks.groups)"
         )
 
 
@@ -120,7 +122,7 @@ def test_a_bound_comes_from_the_environment_and_an_explicit_one_wins(monkeypatch
 
 
 def test_the_sensor_is_bounded_past_its_own_wait(monkeypatch):
-    from airflow_image_factory.sensors import DEFERRAL_TIMEOUT_MARGIN, ImageAvailableSensor
+    from airflow_image_factory.tasks.sensors import DEFERRAL_TIMEOUT_MARGIN, ImageAvailableSensor
 
     sensor = ImageAvailableSensor(task_id="wait", candidates=[{"registry": "localhost:5000"}], repository="r",
                                   branch="main", python="3.11", timeout=600)
@@ -319,8 +321,8 @@ def test_the_smoke_steps_are_sized_by_the_smoke_setting(dagbag):
 
 def test_the_nightly_check_of_a_base_the_upstream_lacks_is_permanent_and_names_the_python():
     from airflow_image_factory.exceptions import BaseImageMissing
-    from airflow_image_factory.naming import ImageName
-    from airflow_image_factory.nightly_operators import CheckForUpdatesOperator
+    from airflow_image_factory.policy.naming import ImageName
+    from airflow_image_factory.tasks.nightly_operators import CheckForUpdatesOperator
 
     class NoSuchImage:  # a registry client fake: the upstream has no such tag
         def __enter__(self):

@@ -11,8 +11,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryError
-from airflow_image_factory.sensors import ImageAvailableSensor
-from airflow_image_factory.triggers import ERROR, Candidate, ImageAvailableTrigger
+from airflow_image_factory.tasks.sensors import ImageAvailableSensor
+from airflow_image_factory.tasks.triggers import ERROR, Candidate, ImageAvailableTrigger
 
 
 def _trigger(**kwargs) -> ImageAvailableTrigger:

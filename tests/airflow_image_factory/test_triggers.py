@@ -15,8 +15,8 @@ import time
 import pytest
 
 from airflow_image_factory.exceptions import CredentialScopeError
-from airflow_image_factory.hooks import credentials_from_connection
-from airflow_image_factory.triggers import (
+from airflow_image_factory.tasks.hooks import credentials_from_connection
+from airflow_image_factory.tasks.triggers import (
     ERROR,
     FOUND,
     TIMEOUT,
@@ -48,7 +48,7 @@ def first_event(trigger: ImageAvailableTrigger) -> dict:
 def roundtrip(trigger: ImageAvailableTrigger) -> ImageAvailableTrigger:
     """What the triggerer gets: only what serialize() carries."""
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow_image_factory.triggers.ImageAvailableTrigger"
+    assert classpath == "airflow_image_factory.tasks.triggers.ImageAvailableTrigger"
     assert all(isinstance(c, dict) for c in kwargs["candidates"])
     return ImageAvailableTrigger(**kwargs)
 
@@ -69,7 +69,7 @@ def test_finds_an_image_pushed_while_it_waits_and_names_the_registry(registry_ho
 
         def push_later():
             time.sleep(3)
-            from airflow_image_factory.registry import RegistryClient
+            from airflow_image_factory.clients.registry import RegistryClient
 
             with RegistryClient(registry_host) as client:
                 pushed["image"] = push_image(client, f"{repo}/prod/python3.11", "latest")
@@ -121,7 +121,7 @@ def test_refused_everywhere_is_an_error_not_an_endless_wait(registry_host):
 def test_a_refusing_registry_does_not_stop_the_wait_on_another(registry_host):
     repo = unique_repo("helper5-mixed")
     with fault_proxy(registry_host, Fault(status=403, times=None)) as refusing:
-        from airflow_image_factory.registry import RegistryClient
+        from airflow_image_factory.clients.registry import RegistryClient
 
         with RegistryClient(registry_host) as client:
             image = push_image(client, f"{repo}/ci/python3.11", "latest")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.operators import UI_ASSETS_LABEL, UI_ASSETS_TARGET, BuildImageOperator
-from airflow_image_factory.request import validate_request
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.sources import UI_SOURCE_DIRS
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.clients.sources import UI_SOURCE_DIRS
+from airflow_image_factory.policy.request import validate_request
+from airflow_image_factory.tasks.operators import UI_ASSETS_LABEL, UI_ASSETS_TARGET, BuildImageOperator
 
 SHA = "a" * 40
 DIGEST = "sha256:" + "d" * 64

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.registry import RegistryClient
 from tests.support.dag_runs import run_dag, stack_versions
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -172,8 +172,8 @@ def run_context(monkeypatch):
     """Call a DAG file's validate task body directly, with ``conf`` as the run's conf."""
     from types import SimpleNamespace
 
-    import airflow_image_factory.operators as operators
-    from airflow_image_factory.settings import load_settings
+    import airflow_image_factory.tasks.operators as operators
+    from airflow_image_factory.clients.settings_loader import load_settings
 
     monkeypatch.setattr(operators, "run_settings", lambda: load_settings(env={}))
 
@@ -185,7 +185,7 @@ def run_context(monkeypatch):
 
 
 def test_the_release_validate_task_asks_the_index_once_and_only_for_a_valid_request(run_context, monkeypatch):
-    import airflow_image_factory.index as index
+    import airflow_image_factory.clients.index as index
     from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
 
     asked = []
@@ -236,10 +236,10 @@ def test_the_build_validate_task_refuses_a_conf_that_is_not_an_object(monkeypatc
     # dict() of a list of pairs would make an object of it; a conf must be one already.
     from types import SimpleNamespace
 
-    import airflow_image_factory.operators as operators
-    import airflow_image_factory.tasks as tasks
+    import airflow_image_factory.tasks.groups as tasks
+    import airflow_image_factory.tasks.operators as operators
+    from airflow_image_factory.clients.settings_loader import load_settings
     from airflow_image_factory.exceptions import InvalidBuildRequests
-    from airflow_image_factory.settings import load_settings
 
     monkeypatch.setattr(operators, "run_settings", lambda: load_settings(env={}))
     monkeypatch.setattr(tasks, "run_settings", lambda: load_settings(env={}), raising=False)
@@ -251,7 +251,7 @@ def test_the_build_validate_task_refuses_a_conf_that_is_not_an_object(monkeypatc
 def test_every_task_body_maps_permanent_errors_one_way(dagbag):
     """Every @task body of every DAG goes through operators.fails_at_once (ImageFactoryOperator wraps each
     execute with it), so a permanent domain error fails the task at once the same way everywhere."""
-    from airflow_image_factory.operators import fails_at_once
+    from airflow_image_factory.tasks.operators import fails_at_once
 
     wrapper_code = fails_at_once(lambda: None).__code__
     unwrapped = sorted(

@@ -24,9 +24,9 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_image_factory.naming import ImageKind
-from airflow_image_factory.registry import RegistryClient
-from airflow_image_factory.sensors import resolve_candidates
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.policy.naming import ImageKind
+from airflow_image_factory.tasks.sensors import resolve_candidates
 from tests.reliability.conftest import upstream_host
 from tests.support.dag_runs import ARTIFACTS, airflow_server
 from tests.support.oci_images import push_image
@@ -38,7 +38,7 @@ SCRIPT = REPO_ROOT / "include/stack/airflow_server.py"
 INSTANCE = "deferral-test"
 DAG_ID = "wait_for_image_probe"
 SENSOR = "wait_deferred"
-TRIGGER_CLASS = "airflow_image_factory.triggers.ImageAvailableTrigger"
+TRIGGER_CLASS = "airflow_image_factory.tasks.triggers.ImageAvailableTrigger"
 
 
 def _free_port() -> int:
@@ -178,7 +178,7 @@ def test_a_real_task_holds_the_promotion_lock_in_the_metadata_database(server, s
     PostgreSQL metadata database): an advisory lock of the task's session, gone when the task is done."""
     import psycopg2
 
-    from airflow_image_factory.locks import advisory_key
+    from airflow_image_factory.clients.locks import advisory_key
 
     api = server.Api()
     dag_id = "promotion_lock_probe"

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.constraints import parse_pins
-from airflow_image_factory.git import BranchFiles, branch_head
-from airflow_image_factory.nightly import BASE_DIGEST_LABEL
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.git import BranchFiles, branch_head
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.policy.constraints import parse_pins
+from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL
 from tests.support.dag_runs import DagRun, run_dag, stack_versions
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.fresh_content]

@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from airflow_image_factory.engine import Engine
-from airflow_image_factory.image_contract import prod_checks
-from airflow_image_factory.registry import RegistryClient, config_labels
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.clients.engine import Engine
+from airflow_image_factory.clients.registry import RegistryClient, config_labels
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.image_contract import prod_checks
 from tests.conftest import OFFICIAL_REPOSITORY
 from tests.support.dag_runs import stack_versions
 

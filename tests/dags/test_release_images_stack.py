@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.registry import RegistryClient
-from airflow_image_factory.release import plan_rebuilds, read_released_images
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.tasks.release import plan_rebuilds, read_released_images
 from tests.support.dag_runs import run_dag, stack_versions
 from tests.support.oci_images import push_image
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.registry import RegistryClient
 from tests.support.dag_runs import run_dag, stack_versions
 from tests.support.fault_proxy import fault_proxy
 

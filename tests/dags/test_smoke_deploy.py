@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_image_factory.assets import prod_latest_asset
-from airflow_image_factory.deploy.tasks import published_pythons
-from airflow_image_factory.request import validate_request
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.request import validate_request
+from airflow_image_factory.tasks.assets import prod_latest_asset
+from airflow_image_factory.tasks.deploy_groups import published_pythons
 
 
 @pytest.fixture(scope="module")

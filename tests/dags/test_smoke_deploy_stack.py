@@ -8,7 +8,7 @@ import os
 import docker
 import pytest
 
-from airflow_image_factory.deploy.docker_smoke import RUN_LABEL
+from airflow_image_factory.services.docker_smoke import RUN_LABEL
 from tests.support.dag_runs import run_dag
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.registry import RegistryClient, config_labels
+from airflow_image_factory.clients.registry import RegistryClient, config_labels
 from tests.support.dag_runs import DagRun, run_dags_at_once
 from tests.support.registry_servers import BASIC_USER, RegistryServer, running_registry
 

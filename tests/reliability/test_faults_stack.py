@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.engine import BuildSpec, Engine
+from airflow_image_factory.clients.engine import BuildSpec, Engine
 from airflow_image_factory.exceptions import EngineError
 from tests.reliability.conftest import PYTHON, blobs_complete, latest_digests, untag_local_images, upstream_host
 from tests.support.dag_runs import run_dag

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequest
-from airflow_image_factory.request import validate_request
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.policy.request import validate_request
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = {"python_versions": ["3.11"], "repository": "reliability/malformed"}
@@ -131,7 +131,7 @@ def test_build_conf_is_rejected_naming_the_field(dags, dag_id, bad, field):
 def test_retag_conf_is_rejected_naming_the_field(dags, conf, field):
     if "retag_images" not in dags:
         pytest.skip("retag_images is not in dags/")
-    from airflow_image_factory.retag import validate_retag_request
+    from airflow_image_factory.tasks.retag import validate_retag_request
 
     settings = load_settings()
     message = _rejection(dags["retag_images"], conf, lambda c: validate_retag_request(c, settings))
@@ -144,7 +144,7 @@ SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env"}
 # (file, the script argument's source) that are allowed to be built from a value, and why.
 ALLOWED_SHELL_SCRIPTS = {
     # The CI test command is a shell command by design; it runs inside the CI image's container.
-    ("plugins/airflow_image_factory/operators.py", "command"),
+    ("plugins/airflow_image_factory/tasks/operators.py", "command"),
 }
 
 
@@ -211,8 +211,8 @@ def test_the_shell_check_can_fail():
 
 def test_the_ci_test_command_goes_to_the_container_as_one_argv_item():
     """The one shell by design: the command is a single argv item of ``bash -c`` inside the CI image."""
-    from airflow_image_factory.operators import VerifyImageOperator
-    from airflow_image_factory.request import BuildRequest
+    from airflow_image_factory.policy.request import BuildRequest
+    from airflow_image_factory.tasks.operators import VerifyImageOperator
 
     request = validate_request({**BASE, "test_command": "pytest -k 'a or b'; echo $HOME"}, load_settings())
     op = VerifyImageOperator(task_id="t", kind="ci", build_request=BuildRequest.to_dict(request), python="3.11")
@@ -253,7 +253,7 @@ def _registry_snapshot(client) -> dict[str, list[str]]:
          "retag-target_branch"],
 )
 def test_real_run_stops_at_validation(stack_env, tmp_path, dag_id, bad, field):
-    from airflow_image_factory.registry import RegistryClient
+    from airflow_image_factory.clients.registry import RegistryClient
     from tests.support.dag_runs import run_dag
 
     if not (REPO_ROOT / "dags" / f"{dag_id}.py").is_file():

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
+from airflow_image_factory.clients.locks import PostgresPromotionLock, advisory_key, promotion_lock
+from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import PromotionLockTimeout, PromotionLockUnavailable
-from airflow_image_factory.locks import PostgresPromotionLock, advisory_key, promotion_lock
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.tasks.hooks import find_connection
 
 pytestmark = pytest.mark.stack
 
@@ -162,7 +163,8 @@ def test_the_task_lock_reaches_a_postgres_connection(database, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_IMAGE_FACTORY_PROMOTION_LOCK",
                        "postgresql://{user}:{password}@{host}:{port}/{dbname}".format(**database))
     settings = load_settings(env={"IMAGE_FACTORY_PROMOTION_LOCK_TIMEOUT": "1"})  # auto, the default Connection
-    lock = promotion_lock(settings, registry=REGISTRY, repository=REPOSITORY, branch="main", owner="run-C")
+    lock = promotion_lock(settings, registry=REGISTRY, repository=REPOSITORY, branch="main", owner="run-C",
+                           find_connection=find_connection)
     with lock.hold():
         with pytest.raises(PromotionLockTimeout, match=r"held by run-C \(backend pid"), \
                 _lock(database, "main", "run-D", timeout=0.5, poll=0.1).hold():

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from airflow_image_factory.clients.locks import PromotionLock, lock_path
 from airflow_image_factory.exceptions import PromotionLockTimeout, PromotionRefused
-from airflow_image_factory.promotion import PromotionLock, lock_path
 
 CTX = multiprocessing.get_context("fork")
 

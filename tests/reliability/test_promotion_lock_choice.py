@@ -8,15 +8,16 @@ import sys
 
 import pytest
 
-from airflow_image_factory.exceptions import SettingsError
-from airflow_image_factory.locks import (
+from airflow_image_factory.clients.locks import (
     PostgresPromotionLock,
+    PromotionLock,
     advisory_key,
     choose_lock_mode,
     promotion_lock,
 )
-from airflow_image_factory.promotion import PromotionLock
-from airflow_image_factory.settings import load_settings
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.exceptions import SettingsError
+from airflow_image_factory.tasks.hooks import find_connection
 
 CONN_ENV = "AIRFLOW_CONN_IMAGE_FACTORY_PROMOTION_LOCK"  # the default promotion_lock_database
 
@@ -25,7 +26,7 @@ def test_the_key_is_the_same_in_every_process():
     # A literal: Python's hash() is salted per process, a key built on it would differ between workers.
     assert advisory_key("localhost:5000", "apache/airflow", "main") == -6423741944809228737
     other = subprocess.run(
-        [sys.executable, "-c", "from airflow_image_factory.locks import advisory_key as k;"
+        [sys.executable, "-c", "from airflow_image_factory.clients.locks import advisory_key as k;"
                                "print(k('localhost:5000', 'apache/airflow', 'main'))"],
         capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin",
                                                          "PYTHONPATH": ":".join(sys.path)},
@@ -70,7 +71,7 @@ def test_the_settings_default_to_auto_with_a_connection_id_and_the_environment_f
 
 def _lock(env: dict[str, str]):
     return promotion_lock(load_settings(env=env), registry="localhost:5000", repository="apache/airflow",
-                          branch="main", owner="run-A of main at abc")
+                          branch="main", owner="run-A of main at abc", find_connection=find_connection)
 
 
 def test_the_connection_gives_the_lock_its_database_and_its_password_stays_out_of_messages(monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.registry import RegistryClient
 
 MIB = 1024 * 1024
 

@@ -15,7 +15,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 
-from airflow_image_factory.registry import (
+from airflow_image_factory.clients.registry import (
     DOCKER_MANIFEST_LIST,
     DOCKER_MANIFEST_V2,
     OCI_INDEX,

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from airflow_image_factory.registry import RegistryClient
+from airflow_image_factory.clients.registry import RegistryClient
 from tests.support.token_server import TokenServer
 
 REGISTRY_BINARY = shutil.which("docker-registry") or shutil.which("registry") or "/usr/bin/docker-registry"

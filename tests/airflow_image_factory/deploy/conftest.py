@@ -15,11 +15,11 @@ import os
 import pytest
 import requests
 
-from airflow_image_factory.deploy.chart import split_image
-from airflow_image_factory.engine import Engine
-from airflow_image_factory.nightly import EXTRAS_LABEL
-from airflow_image_factory.settings import load_settings
-from airflow_image_factory.sources import extras_of
+from airflow_image_factory.clients.engine import Engine
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.nightly import EXTRAS_LABEL
+from airflow_image_factory.policy.settings import extras_of
+from airflow_image_factory.services.chart import split_image
 from tests.conftest import OFFICIAL_REPOSITORY
 
 PYTHON = "3.11"

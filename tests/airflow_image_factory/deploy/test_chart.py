@@ -12,7 +12,9 @@ import shutil
 
 import pytest
 
-from airflow_image_factory.deploy.chart import (
+from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.exceptions import ChartInvalid
+from airflow_image_factory.services.chart import (
     HelmEngine,
     api_server_service,
     chart_dir,
@@ -22,8 +24,6 @@ from airflow_image_factory.deploy.chart import (
     validate_objects,
     values_for_extras,
 )
-from airflow_image_factory.exceptions import ChartInvalid
-from airflow_image_factory.settings import load_settings
 
 IMAGE = "localhost:5000/helper5/airflow/main/kubernetes/python3.11:0123abc"
 POSTGRES = "localhost:5000/library/postgres:15-bookworm"

@@ -16,9 +16,9 @@ import time
 import pytest
 import requests
 
-from airflow_image_factory.deploy.chart import Rendered, api_server_service, check_chart, deploy_values
-from airflow_image_factory.deploy.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
 from airflow_image_factory.exceptions import SmokeRunFailed
+from airflow_image_factory.services.chart import Rendered, api_server_service, check_chart, deploy_values
+from airflow_image_factory.services.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

@@ -11,8 +11,9 @@ import copy
 
 import pytest
 
-from airflow_image_factory.deploy.chart import HelmEngine, Rendered, chart_dir, deploy_values
-from airflow_image_factory.deploy.docker_smoke import (
+from airflow_image_factory.exceptions import SmokeRunFailed
+from airflow_image_factory.services.chart import HelmEngine, Rendered, chart_dir, deploy_values
+from airflow_image_factory.services.docker_smoke import (
     BackOff,
     Probe,
     configured_modules,
@@ -24,7 +25,6 @@ from airflow_image_factory.deploy.docker_smoke import (
     package_of,
     plan_pods,
 )
-from airflow_image_factory.exceptions import SmokeRunFailed
 
 IMAGE = "localhost:5000/helper5/airflow/main/kubernetes/python3.11:plan"
 POSTGRES = "localhost:5000/library/postgres:15-bookworm"

@@ -15,10 +15,10 @@ import textwrap
 
 import pytest
 
-from airflow_image_factory.deploy.chart import api_server_service, check_chart, deploy_values
-from airflow_image_factory.deploy.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
-from airflow_image_factory.deploy.kubernetes_image import build_kubernetes_image
 from airflow_image_factory.exceptions import SmokeRunFailed
+from airflow_image_factory.services.chart import api_server_service, check_chart, deploy_values
+from airflow_image_factory.services.docker_smoke import RUN_LABEL, BackOff, DockerSmokeRun, HealthCheck
+from airflow_image_factory.services.kubernetes_image import build_kubernetes_image
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -115,7 +115,7 @@ def test_wrong_args_fail_the_run(settings, engine, kubernetes_image):
     api["spec"]["template"]["spec"].pop("initContainers")  # straight to the broken container
     objects = tuple(o for o in checked.rendered.objects if o["kind"] != "Job" and (
         o["kind"] != "Deployment" or o is api))
-    from airflow_image_factory.deploy.chart import Rendered
+    from airflow_image_factory.services.chart import Rendered
 
     run = DockerSmokeRun(engine.client, Rendered(objects), namespace="airflow", timeout=240, on_line=lines.append,
                          backoff=BackOff(initial=1, max_restarts=1))

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from airflow_image_factory.deploy.chart import api_server_service, chart_dir, deploy_values
-from airflow_image_factory.deploy.hooks import HELM_WAIT_TIMEOUT, HelmHook, KindHook, KubectlHook, _seconds
-from airflow_image_factory.deploy.manager import KindDeploy, KindDeployManager, cluster_name
+from airflow_image_factory.clients.settings_loader import include_dir, load_settings
 from airflow_image_factory.exceptions import DeployToolError, HelmWaitTimeout, SmokeRunFailed
-from airflow_image_factory.settings import include_dir, load_settings
+from airflow_image_factory.services.chart import api_server_service, chart_dir, deploy_values
+from airflow_image_factory.tasks.kind_manager import KindDeploy, KindDeployManager, cluster_name
+from airflow_image_factory.tasks.kubernetes_hooks import HELM_WAIT_TIMEOUT, HelmHook, KindHook, KubectlHook, _seconds
 
 IMAGE = "localhost:5000/helper5/airflow/main/kubernetes/python3.11:kind"
 

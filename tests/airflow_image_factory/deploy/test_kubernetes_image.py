@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from airflow_image_factory.deploy.kubernetes_image import build_spec, kubernetes_context
+from airflow_image_factory.services.kubernetes_image import build_spec, kubernetes_context
 
 
 def test_example_dags_load_without_errors():

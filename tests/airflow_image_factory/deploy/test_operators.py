@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from airflow_image_factory.deploy.operators import resolve_mode, smoke_run_id
 from airflow_image_factory.exceptions import SettingsError
+from airflow_image_factory.tasks.deploy_operators import resolve_mode, smoke_run_id
 
 
 def test_auto_mode_follows_the_kind_binary():

@@ -11,11 +11,12 @@ from airflow.sdk import dag, get_current_context, task
 
 @task
 def hold_promotion_lock(repository: str, seconds: float) -> str:
-    from airflow_image_factory.locks import promotion_lock
-    from airflow_image_factory.operators import run_settings
+    from airflow_image_factory.clients.locks import promotion_lock
+    from airflow_image_factory.tasks.hooks import find_connection
+    from airflow_image_factory.tasks.operators import run_settings
 
     lock = promotion_lock(run_settings(), registry="localhost:5000", repository=repository, branch="main",
-                          owner=get_current_context()["run_id"], on_wait=print)
+                          owner=get_current_context()["run_id"], find_connection=find_connection, on_wait=print)
     with lock.hold():
         print(f"HOLDING {lock.name}")
         time.sleep(float(seconds))

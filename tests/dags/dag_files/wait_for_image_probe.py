@@ -10,7 +10,7 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from airflow_image_factory.sensors import ImageAvailableSensor
+from airflow_image_factory.tasks.sensors import ImageAvailableSensor
 
 # The test sets the wait bound; reading the environment at parse time is fine in a test-only DAG.
 TIMEOUT = float(os.environ.get("WAIT_FOR_IMAGE_PROBE_TIMEOUT", "60"))
@@ -19,9 +19,9 @@ TIMEOUT = float(os.environ.get("WAIT_FOR_IMAGE_PROBE_TIMEOUT", "60"))
 @task
 def use_registry(found: dict) -> str:
     """Downstream of the sensor: reads the image from the registry the sensor found, nowhere else."""
-    from airflow_image_factory.hooks import RegistryHook
-    from airflow_image_factory.operators import run_settings
-    from airflow_image_factory.registry import parse_reference
+    from airflow_image_factory.clients.registry import parse_reference
+    from airflow_image_factory.tasks.hooks import RegistryHook
+    from airflow_image_factory.tasks.operators import run_settings
 
     hook = RegistryHook(found["registry"], settings=run_settings())
     reference = parse_reference(found["ref"])
