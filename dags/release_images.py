@@ -84,7 +84,8 @@ def release_images():
     per_version = release_python_images(request["build"], request["constraints_url"], SETTINGS.build_pool)
     groups = per_version.expand(python=python_versions(request["build"]))
     PublishReleaseOperator(task_id="publish", release_request=request["release"], staged=groups["staged"])
-    run_last(ReleaseTidyOperator(task_id="tidy_engine", build_request=request["build"]), after_all_since=before)
+    run_last(ReleaseTidyOperator(task_id="tidy_engine", build_request=request["build"]).as_teardown(),
+             after_all_since=before)
     fail_run_if_a_task_failed()
 
 

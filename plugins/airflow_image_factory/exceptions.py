@@ -6,11 +6,18 @@ from __future__ import annotations
 class ImageFactoryError(Exception):
     """Base of all domain errors."""
 
-    # True where no retry can mend it (a branch or an image that does not exist, a repository that
-    # cannot be read): the task fails at once instead of retrying (``operators.fail_at_once``).
+    # True for a PermanentError: no retry can mend it.
     permanent: bool = False
     # The request field or setting the error is about, where there is one: named first in the message.
     field: str | None = None
+
+
+class PermanentError(ImageFactoryError):
+    """Base of the errors no retry can mend (a branch or an image that does not exist, a repository that
+    cannot be read, a secret aimed at the wrong host): the task fails at once instead of retrying. The one
+    mapping to Airflow's ``AirflowFailException`` is ``tasks.operators.fail_at_once``."""
+
+    permanent = True
 
 
 class InvalidBuildRequest(ImageFactoryError, ValueError):
@@ -62,13 +69,11 @@ class ManifestNotFound(RegistryError):
     """The asked-for manifest (image:tag or image@digest) does not exist."""
 
 
-class CredentialScopeError(ImageFactoryError):
+class CredentialScopeError(PermanentError):
     """A registry Connection's secret would go to a host it was not made for (names connection and host).
 
     Retrying cannot fix this; the Connection's host (or the ``registry_connections`` mapping) must.
     """
-
-    permanent = True
 
 
 class EngineError(ImageFactoryError):
@@ -91,38 +96,33 @@ class SourceRepositoryError(ImageFactoryError):
     """The source repository or branch could not be read, or a constraints push failed."""
 
 
-class SourceTreeInvalid(SourceRepositoryError):
+class SourceTreeInvalid(SourceRepositoryError, PermanentError):
     """The fetched sources are not an Apache Airflow checkout the images can be built from."""
 
-    permanent = True
     field = "source_repo"
 
 
-class CommitNotOnBranch(SourceRepositoryError):
+class CommitNotOnBranch(SourceRepositoryError, PermanentError):
     """A commit_sha was asked for that is not on the branch the images are named after."""
 
-    permanent = True
     field = "commit_sha"
 
 
-class BranchNotFound(SourceRepositoryError):
+class BranchNotFound(SourceRepositoryError, PermanentError):
     """The branch does not exist in the source repository."""
 
-    permanent = True
     field = "branch"
 
 
-class SourceRepositoryUnreadable(SourceRepositoryError):
+class SourceRepositoryUnreadable(SourceRepositoryError, PermanentError):
     """The source repository cannot be read at all: no such repository, not a repository, no access."""
 
-    permanent = True
     field = "source_repo"
 
 
-class BaseImageMissing(ImageFactoryError):
+class BaseImageMissing(PermanentError):
     """An image the builds start FROM (the Python base) is not in its registry."""
 
-    permanent = True
     field = "python base image"
 
 
@@ -130,18 +130,15 @@ class RetagRefused(ImageFactoryError):
     """A retag cannot run as asked: a source image is missing, or a copy landed on another digest."""
 
 
-class RetagSourceMissing(RetagRefused):
+class RetagSourceMissing(RetagRefused, PermanentError):
     """A source image of the retag does not exist: it stays missing however often the task retries."""
 
-    permanent = True
     field = "source_branch"
 
 
-class ReleaseRefused(ImageFactoryError):
+class ReleaseRefused(PermanentError):
     """A release cannot be published: bad version, a tested image is missing, or a tag would not point
     at the tested digest. A retry would publish from the same staged images, so none is made."""
-
-    permanent = True
 
 
 class DependencyResolutionFailed(ImageFactoryError):

@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_image_factory.exceptions import BranchNotFound, ImageFactoryError, RegistryError
+from airflow_image_factory.exceptions import BranchNotFound, ImageFactoryError, PermanentError, RegistryError
 from airflow_image_factory.tasks.operators import fails_at_once
 
 
@@ -86,3 +86,24 @@ def test_a_release_with_an_untested_python_fails_at_once_naming_it():
     )
     with pytest.raises(AirflowFailException, match=r"no tested image for Python 3\.13 \(regular\): "):
         operator.execute(context={})
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
+@pytest.mark.parametrize("error_class", sorted(set(_subclasses(PermanentError)), key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+def test_every_permanent_error_fails_at_once_naming_its_field(error_class):
+    # One base class, one mapping: a new PermanentError needs no change in the tasks layer.
+    error = error_class.__new__(error_class)
+    Exception.__init__(error, "it stays broken")
+    with pytest.raises(AirflowFailException) as info:
+        _run(error)
+    assert info.value.__cause__ is error
+    assert str(info.value) == (f"{error.field}: it stays broken" if error.field else "it stays broken")
+
+
+def test_only_permanent_errors_say_they_are_permanent():
+    for error_class in _subclasses(ImageFactoryError):
+        assert error_class.permanent == issubclass(error_class, PermanentError), error_class.__name__

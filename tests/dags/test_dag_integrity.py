@@ -109,9 +109,10 @@ def test_build_images_shape(dagbag):
     assert promote.trigger_rule == "all_success"
     # promotion waits on every per-version outcome
     assert "python.version_outcome" in promote.upstream_task_ids
-    # the engine is tidied last, after every build, check, push and the promotion, however they ended
+    # the engine is tidied last, after every build, check, push and the promotion, however they ended: a
+    # teardown (Airflow's own "runs whatever happened", left out of the run's state)
     tidy = dag.task_dict["tidy_engine"]
-    assert tidy.trigger_rule == "all_done"
+    assert tidy.is_teardown and tidy.trigger_rule == "all_done_setup_success"
     upstream = tidy.upstream_task_ids
     assert {"promote_latest", "report", "python.push_ci", "python.push_prod", "python.build_ci"} <= upstream
 
@@ -119,7 +120,7 @@ def test_build_images_shape(dagbag):
 def test_release_tidies_after_publishing(dagbag):
     dag = dagbag.dags["release_images"]
     tidy = dag.task_dict["tidy_engine"]
-    assert tidy.trigger_rule == "all_done"
+    assert tidy.is_teardown and tidy.trigger_rule == "all_done_setup_success"
     assert {"publish", "python.build_prod", "python.stage_prod"} <= tidy.upstream_task_ids
 
 
@@ -128,6 +129,7 @@ def test_nightly_tidies_each_branch_after_its_constraints_commit(dagbag):
     tidies = [t for t in dag.tasks if t.task_id.endswith(".tidy_engine")]
     assert tidies
     for tidy in tidies:
+        assert tidy.is_teardown
         branch = tidy.task_id.rsplit(".", 1)[0]
         assert {f"{branch}.commit_constraints", f"{branch}.promote_latest"} <= tidy.upstream_task_ids
         assert not any(u.startswith(f"{branch}.check_for_updates") for u in tidy.upstream_task_ids)

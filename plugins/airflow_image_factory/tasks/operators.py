@@ -40,8 +40,8 @@ from airflow_image_factory.clients.sources import (
 )
 from airflow_image_factory.exceptions import (
     BaseImageMissing,
-    ImageFactoryError,
     ManifestNotFound,
+    PermanentError,
     PromotionRefused,
     RegistryError,
     RegistryUnavailable,
@@ -143,11 +143,11 @@ def _why_not_connected(error: BaseException) -> str:
 
 def fail_at_once(exc: BaseException) -> BaseException:
     """What the task should raise for ``exc``: :class:`AirflowFailException` (no retry) when no retry can
-    mend it - a domain error marked ``permanent``, named by its field, or a registry that does not accept
-    connections - else ``exc`` itself."""
+    mend it - a :class:`PermanentError`, named by its field, or a registry that does not accept connections -
+    else ``exc`` itself."""
     if isinstance(exc, AirflowFailException):
         return exc
-    if isinstance(exc, ImageFactoryError) and exc.permanent:
+    if isinstance(exc, PermanentError):
         text = str(exc)
         if exc.field and not text.startswith(f"{exc.field}:"):
             text = f"{exc.field}: {text}"
