@@ -20,6 +20,7 @@ import yaml
 
 from airflow_image_factory.clients.settings_loader import include_dir
 from airflow_image_factory.exceptions import ChartInvalid
+from airflow_image_factory.policy.reference import name_and_tag
 from airflow_image_factory.policy.settings import extras_of
 
 HOOK_ANNOTATION = "helm.sh/hook"
@@ -36,14 +37,6 @@ def api_server_service(release: str, chart_name: str = "airflow") -> str:
     """The api-server Service's name, as the chart's ``airflow.fullname`` helper makes it (tested against a render)."""
     fullname = release if chart_name in release else f"{release}-{chart_name}"
     return f"{fullname[:63].rstrip('-')}-api-server"[:63].rstrip("-")
-
-
-def split_image(ref: str) -> tuple[str, str]:
-    """``name:tag`` → (name, tag); a registry port is not a tag."""
-    name, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        return ref, "latest"
-    return name, tag
 
 
 # `helm install --wait` waits for the pods before it runs any post-install hook, and the pods wait for the
@@ -74,8 +67,8 @@ def deploy_values(
     kind + helm and the Docker-backed run both use exactly these, so both deploy the same thing; except that
     ``helm_wait`` (kind's ``helm install --wait``) turns the hook Jobs into plain Jobs.
     """
-    repository, tag = split_image(image)
-    pg_repository, pg_tag = split_image(postgres_image)
+    repository, tag = name_and_tag(image)
+    pg_repository, pg_tag = name_and_tag(postgres_image)
     values: dict[str, Any] = {
         "images": {
             "airflow": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},

@@ -52,7 +52,8 @@ from typing import Any
 import requests
 
 from airflow_image_factory.exceptions import SmokeDeployError, SmokeRunFailed
-from airflow_image_factory.services.chart import HEALTH_PATH, HOOK_ANNOTATION, Rendered, split_image
+from airflow_image_factory.policy.reference import name_and_tag
+from airflow_image_factory.services.chart import HEALTH_PATH, HOOK_ANNOTATION, Rendered
 
 log = logging.getLogger(__name__)
 
@@ -799,7 +800,7 @@ class DockerSmokeRun:
                     raise SmokeRunFailed(f"{pod.name}/{plan.name}: image {plan.image} is not on the engine "
                                          "and imagePullPolicy is Never (ErrImageNeverPull)")
                 self._note(f"pulling {plan.image}")
-                name, tag = split_image(plan.image)
+                name, tag = name_and_tag(plan.image)
                 try:
                     self.client.images.pull(name, tag=tag)
                 except docker.errors.APIError as exc:

@@ -18,8 +18,8 @@ import requests
 from airflow_image_factory.clients.engine import Engine
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.policy.nightly import EXTRAS_LABEL
+from airflow_image_factory.policy.reference import name_and_tag
 from airflow_image_factory.policy.settings import extras_of
-from airflow_image_factory.services.chart import split_image
 from tests.conftest import OFFICIAL_REPOSITORY
 
 PYTHON = "3.11"
@@ -31,7 +31,7 @@ def published_image(variant: str, override: str) -> str:
     would test the wrong image); fails when the registry has no such tag."""
     settings = load_settings()
     ref = os.environ.get(override) or f"{settings.registry}/{REPOSITORY}/main/{variant}/python{PYTHON}:latest"
-    name, tag = split_image(ref)
+    name, tag = name_and_tag(ref)
     registry, _, repository = name.partition("/")
     try:
         answer = requests.get(f"http://{registry}/v2/{repository}/tags/list", timeout=10)

@@ -20,7 +20,6 @@ from airflow_image_factory.services.chart import (
     chart_dir,
     check_chart,
     deploy_values,
-    split_image,
     validate_objects,
     values_for_extras,
 )
@@ -259,9 +258,6 @@ def test_api_server_service_name_matches_the_render(engine, release):
     assert api_server_service(release) in names
 
 
-def test_split_image_keeps_registry_ports():
-    assert split_image("localhost:5000/a/b:tag") == ("localhost:5000/a/b", "tag")
-    assert split_image("localhost:5000/a/b") == ("localhost:5000/a/b", "latest")
 
 
 @pytest.mark.skipif(not shutil.which("helm"), reason="no helm binary on PATH here: the SDK engine is tested instead")
