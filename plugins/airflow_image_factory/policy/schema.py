@@ -269,7 +269,8 @@ class Field:
         return (self.default or setting(self.name))(settings)
 
     def json_schema(self, settings: Settings | None, *, default: Any = _FROM_SETTINGS) -> dict[str, Any]:
-        """The field's trigger-form entry as plain JSON schema, with ``default`` (else the settings')."""
+        """The field's trigger-form entry as plain JSON schema, with ``default`` (else the settings').
+        ``settings`` may be None for a field whose choices are fixed, when ``default`` is given."""
         schema: dict[str, Any] = {"type": self.type if isinstance(self.type, str) else list(self.type),
                                   "title": self.title}
         if self.description:
