@@ -11,14 +11,15 @@ from datetime import datetime
 from airflow.sdk import dag
 
 from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.request import BUILD_SCHEMA
 from airflow_image_factory.tasks.groups import (
     build_and_publish,
-    build_params,
     check_publishing,
     dag_default_args,
     resolve_sha,
     validate,
 )
+from airflow_image_factory.tasks.params import request_params
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -29,7 +30,7 @@ SETTINGS = load_settings()  # file + environment only: no Variable lookup at par
     start_date=datetime(2025, 1, 1),
     catchup=False,
     max_active_runs=4,
-    params=build_params(SETTINGS),
+    params=request_params(BUILD_SCHEMA, SETTINGS),  # the form and validate() share one schema
     tags=["images", "build"],
     default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,

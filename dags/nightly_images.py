@@ -22,9 +22,8 @@ from datetime import datetime
 from airflow.sdk import TaskGroup, dag, get_current_context, task
 
 from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.request import NIGHTLY_SCHEMA
 from airflow_image_factory.tasks.groups import (
-    NIGHTLY_FIXED_FIELDS,
-    build_params,
     check_publishing,
     dag_default_args,
     fail_run_if_a_task_failed,
@@ -35,6 +34,7 @@ from airflow_image_factory.tasks.groups import (
     validate,
 )
 from airflow_image_factory.tasks.operators import fails_at_once
+from airflow_image_factory.tasks.params import request_params
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -46,8 +46,7 @@ def validate_conf() -> None:
     from airflow_image_factory.policy.request import validate_nightly_request
     from airflow_image_factory.tasks.operators import run_settings
 
-    validate_nightly_request(get_current_context()["dag_run"].conf, run_settings(),
-                             branches=SETTINGS.nightly_branches, fixed_fields=NIGHTLY_FIXED_FIELDS)
+    validate_nightly_request(get_current_context()["dag_run"].conf, run_settings(), branches=SETTINGS.nightly_branches)
 
 
 @dag(
@@ -56,7 +55,7 @@ def validate_conf() -> None:
     start_date=datetime(2025, 1, 1),
     catchup=False,
     max_active_runs=1,
-    params={k: v for k, v in build_params(SETTINGS).items() if k not in NIGHTLY_FIXED_FIELDS},
+    params=request_params(NIGHTLY_SCHEMA, SETTINGS),  # without the fields the nightly decides itself
     tags=["images", "nightly"],
     default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,

@@ -14,9 +14,11 @@ from datetime import datetime
 from airflow.sdk import AssetAny, dag
 
 from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.request import SMOKE_SCHEMA
 from airflow_image_factory.tasks.assets import prod_latest_asset
 from airflow_image_factory.tasks.deploy_groups import narrow_to_published, smoke_deploy_group
-from airflow_image_factory.tasks.groups import build_params, dag_default_args, validate
+from airflow_image_factory.tasks.groups import dag_default_args, validate
+from airflow_image_factory.tasks.params import request_params
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
 
@@ -33,7 +35,7 @@ PROD_LATEST = [
     start_date=datetime(2025, 1, 1),
     catchup=False,
     max_active_runs=2,
-    params=build_params(SETTINGS),
+    params=request_params(SMOKE_SCHEMA, SETTINGS),
     tags=["images", "smoke", "kubernetes"],
     default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,

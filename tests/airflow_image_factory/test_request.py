@@ -115,6 +115,7 @@ BAD = [
     ("variants", ["alpine"]),
     ("variants", ["slim", "slim"]),
     ("variants", [None]),
+    ("variants", [["slim"]]),  # an unhashable item: refused like any other, not a TypeError
     ("unknown_field", "x"),
 ]
 

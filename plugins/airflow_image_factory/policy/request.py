@@ -7,16 +7,28 @@ image path components and argv items: no value is ever interpolated into a shell
 from __future__ import annotations
 
 import re
-import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
-from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
+from airflow_image_factory.exceptions import InvalidBuildRequests
+from airflow_image_factory.policy.naming import CONVENTIONS, VARIANTS
 from airflow_image_factory.policy.reference import is_path_component
-from airflow_image_factory.policy.settings import DEFAULT_PYTHON_BASE_UPSTREAM, PARAM_NAMES, Settings, plain
+from airflow_image_factory.policy.schema import (  # noqa: F401 - the conf screening is imported from here too
+    MAX_SHOWN,
+    Fail,
+    Field,
+    RequestSchema,
+    conf_object,
+    invalid,
+    refuse,
+    screen_conf,
+    show,
+    show_name,
+)
+from airflow_image_factory.policy.settings import DEFAULT_PYTHON_BASE_UPSTREAM, PARAM_NAMES, Settings, plain  # noqa: F401
 
 CACHE_MODES = ("pulled", "local", "disabled")
 
@@ -41,161 +53,6 @@ MAX_BRANCH_LENGTH = 100
 MAX_TEST_COMMAND_LENGTH = 4000
 MAX_SOURCE_REPO_LENGTH = 1000
 MAX_VERSION_LENGTH = 40
-
-# ---- the shape of a conf, and how errors show a user's values -------------------------------------
-
-MAX_SHOWN = 60  # characters of a user's value an error message echoes
-MAX_SHOWN_NAME = 40  # characters of an unknown field's name
-MAX_CONF_DEPTH = 32  # nesting levels of lists/objects in one field
-MAX_FIELD_SIZE = 64 * 1024  # characters of text (strings and keys) in one field
-MAX_FIELD_ITEMS = 10_000  # values (lists, objects, scalars) in one field
-MAX_UNKNOWN_REPORTED = 5  # unknown fields named one by one; the rest are counted
-MAX_ERRORS_PER_FIELD = 5  # distinct messages per field; the rest are counted
-# Jinja's markers: no value is ever rendered, so one holding them was meant for something else.
-_TEMPLATE_MARKERS = ("{{", "{%")
-# ...except a shell command for the CI container, where `docker inspect -f '{{.Id}}'` is ordinary.
-_MAY_HOLD_TEMPLATE_MARKERS = frozenset({"test_command"})
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
-
-
-class _ShortRepr(reprlib.Repr):
-    """reprlib with small limits, and no full repr of anything that could be huge or foreign."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 2
-        self.maxstring = self.maxother = MAX_SHOWN
-        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 4
-        self.maxlong = 24
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 128:  # repr() of a huge int is slow, and refused past 4300 digits
-            return f"<{x.bit_length()}-bit integer>"
-        return super().repr_int(x, level)
-
-    def repr_instance(self, x: Any, level: int) -> str:
-        if x is None or isinstance(x, (bool, float)):
-            return repr(x)
-        return f"<{type(x).__name__}>"
-
-
-_SHORT_REPR = _ShortRepr()
-
-
-def show(value: Any, limit: int = MAX_SHOWN) -> str:
-    """A user's value as an error message echoes it: a short repr, non-ASCII escaped (lookalikes show
-    as ``\\u0430``), at most ``limit`` characters. Every validator uses this, never ``{value!r}``."""
-    text = _SHORT_REPR.repr(value).encode("ascii", "backslashreplace").decode("ascii")
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def show_name(name: Any) -> str:
-    """A field name as an error names it: itself when short and plain, else :func:`show`'s form."""
-    if isinstance(name, str) and len(name) <= MAX_SHOWN_NAME and _PLAIN_NAME.fullmatch(name):
-        return name
-    return show(name, MAX_SHOWN_NAME)
-
-
-def _shape_error(value: Any, *, markers_allowed: bool = False) -> str | None:
-    """What makes a field's value unfit to look at further, found without recursion: too deep, too
-    big, not JSON, a NUL or a template marker anywhere in it."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    items = 1
-    size = 0
-    while stack:
-        item, depth = stack.pop()
-        texts: Iterable[Any] = ()
-        if isinstance(item, str):
-            texts = (item,)
-        elif isinstance(item, (Mapping, list, tuple)):
-            if depth > MAX_CONF_DEPTH:
-                return f"is nested more than {MAX_CONF_DEPTH} levels deep"
-            items += len(item)
-            if items > MAX_FIELD_ITEMS:
-                return f"holds more than {MAX_FIELD_ITEMS} values"
-            if isinstance(item, Mapping):
-                if not all(isinstance(key, str) for key in item):
-                    return "has an object whose keys are not all text"
-                texts = tuple(item)
-                stack.extend((child, depth + 1) for child in item.values())
-            else:
-                stack.extend((child, depth + 1) for child in item)
-        elif not (item is None or isinstance(item, (bool, int, float))):
-            return f"holds a {type(item).__name__}; only JSON values (text, numbers, true/false, null, lists, objects)"
-        for text in texts:
-            size += len(text)
-            if size > MAX_FIELD_SIZE:
-                return f"is too large (more than {MAX_FIELD_SIZE} characters of text)"
-            if "\x00" in text:
-                return "must not contain NUL characters"
-            if not markers_allowed and any(marker in text for marker in _TEMPLATE_MARKERS):
-                return "must not contain template markers ('{{' or '{%'): no value is ever rendered"
-    return None
-
-
-class _ShapeError(InvalidBuildRequest):
-    """A field :func:`screen_conf` refused: its default took its place, so later errors about it are moot."""
-
-
-def conf_object(conf: Any, what: str = "build request") -> dict[str, Any]:
-    """A run's conf as a dict to add fields to: None is empty, anything but an object is refused."""
-    if conf is None:
-        return {}
-    if not isinstance(conf, Mapping):
-        raise InvalidBuildRequests(
-            [InvalidBuildRequest("conf", f"must be an object of field names and values, got {type(conf).__name__}")],
-            what,
-        )
-    return dict(conf)
-
-
-def screen_conf(
-    conf: Any, known: Iterable[str], *, what: str = "build request"
-) -> tuple[dict[str, Any], list[InvalidBuildRequest]]:
-    """The checks every validator runs first: ``conf`` is an object (raises at once otherwise), its
-    unknown fields are named (a few, the rest counted), and each known field's value is JSON of
-    bounded depth and size. Returns the fields fit to validate and the errors found so far."""
-    conf = conf_object(conf, what)
-    known = tuple(known)
-    errors: list[InvalidBuildRequest] = []
-    unknown = sorted((show_name(name) for name in conf if name not in known), key=str)
-    for name in unknown[:MAX_UNKNOWN_REPORTED]:
-        errors.append(InvalidBuildRequest(name, f"unknown field; known fields are {', '.join(known)}"))
-    if len(unknown) > MAX_UNKNOWN_REPORTED:
-        errors.append(InvalidBuildRequest("conf", f"and {len(unknown) - MAX_UNKNOWN_REPORTED} more unknown fields"))
-    fit: dict[str, Any] = {}
-    for name in known:
-        if name not in conf:
-            continue
-        if problem := _shape_error(conf[name], markers_allowed=name in _MAY_HOLD_TEMPLATE_MARKERS):
-            errors.append(_ShapeError(name, problem))
-        else:
-            fit[name] = conf[name]
-    return fit, errors
-
-
-def invalid(errors: Iterable[InvalidBuildRequest], what: str = "build request") -> InvalidBuildRequests:
-    """One exception for every error, each message once: a repeated one says how often, and a field
-    with many different problems shows the first few and counts the rest. A field the screen refused
-    reports only that (not what its default, judged in its place, lacks)."""
-    errors = list(errors)
-    refused = {e.field for e in errors if isinstance(e, _ShapeError)}
-    counts: dict[tuple[str, str], int] = {}
-    for error in errors:
-        if error.field in refused and not isinstance(error, _ShapeError):
-            continue
-        key = (error.field, error.message)
-        counts[key] = counts.get(key, 0) + 1
-    shown: list[InvalidBuildRequest] = []
-    per_field: dict[str, int] = {}
-    for (name, message), count in counts.items():
-        per_field[name] = per_field.get(name, 0) + 1
-        if per_field[name] <= MAX_ERRORS_PER_FIELD:
-            shown.append(InvalidBuildRequest(name, message if count == 1 else f"{message} (repeated {count} times)"))
-    for name, count in per_field.items():
-        if count > MAX_ERRORS_PER_FIELD:
-            shown.append(InvalidBuildRequest(name, f"and {count - MAX_ERRORS_PER_FIELD} more problems"))
-    return InvalidBuildRequests(shown, what)
 
 
 def version_error(value: str, pattern: re.Pattern[str], example: str) -> str | None:
@@ -313,173 +170,162 @@ class BuildRequest(RequestRecord):
         return BuildRequest.from_dict({**self.to_dict(), "commit_sha": sha})
 
 
+# ---- the build request's fields: one spec each makes its form entry and its check --------------------
+
+
+def _python_version_error(item: Any, supported: Sequence[str]) -> str | None:
+    if not isinstance(item, str) or not _PYTHON_VERSION.fullmatch(item):
+        return f'{show(item)} is not a Python version of the form "3.Y"'
+    if item not in supported:
+        return f"{item} is not supported; supported: {', '.join(supported)}"
+    return None
+
+
+def _registry(value: str, fail: Fail) -> str:
+    # ASCII first: str.lower() turns some lookalikes into ASCII (KELVIN SIGN → "k").
+    match = _REGISTRY.fullmatch(value.lower()) if value.isascii() else None
+    if not match:
+        fail(f"{show(value)} is not a registry host[:port] such as ghcr.io or localhost:5000")
+        return value
+    if match.group("port") and not 0 < int(match.group("port")) < 65536:
+        fail(f"port {match.group('port')} is out of range")
+    return value.lower()
+
+
+def _repository(value: str, fail: Fail) -> str:
+    # Registries require lower case; the seeds lower-case the GitHub repository the same way.
+    if value.isascii():
+        value = value.lower()
+    components = value.split("/") if value.isascii() else [""]
+    if not value or not all(is_path_component(c) for c in components):
+        fail(f"{show(value)} is not an image repository path such as apache/airflow")
+    return value
+
+
+def _commit_sha(value: str, fail: Fail) -> str:
+    value = value.lower()
+    if not _SHA.fullmatch(value):
+        fail(f"{show(value)} is not a hexadecimal commit id of 7 to 40 characters")
+    return value
+
+
+def _variant_error(item: Any, known: Sequence[str]) -> str | None:
+    return None if item in known else f"{show(item)} is not a PROD variant; known: {', '.join(known)}"
+
+
+def _in_variant_order(chosen: tuple[str, ...], _fail: Fail) -> tuple[str, ...]:
+    return tuple(v for v in VARIANTS if v in chosen)  # one order, whatever the conf's
+
+
+def _airflow_version_error(value: str) -> str | None:
+    return version_error(value, _AIRFLOW_VERSION, "release version such as 3.3.2 or 3.4.0rc1")
+
+
+def _test_command(value: str, fail: Fail) -> str | None:
+    if "\x00" in value:
+        fail("must not contain NUL characters")
+    elif len(value) > MAX_TEST_COMMAND_LENGTH:
+        fail(f"must be at most {MAX_TEST_COMMAND_LENGTH} characters")
+    elif not value.strip():
+        return None
+    return value
+
+
+# Shared by every request that names these (release and retag take some of them under their own names:
+# dataclasses.replace(BRANCH, name="source_branch", title=..., default=setting("branch"))).
+BRANCH = Field("branch", "string", "Branch", "Branch of the sources to build.", rule=refuse(_branch_error))
+PYTHON_VERSIONS = Field(
+    "python_versions", "array", "Python versions", "Python versions (X.Y) to build, one image set each.",
+    choices=lambda settings: settings.supported_python_versions, example='["3.11", "3.13"]',
+    item_rule=_python_version_error,
+)
+REGISTRY = Field("registry", "string", "Registry", "Registry host[:port].", rule=_registry)
+REPOSITORY = Field("repository", "string", "Repository",
+                   "Image repository prefix (the source repository, lower-cased).", rule=_repository)
+SOURCE_REPO = Field("source_repo", "string", "Source repository", "Git URL or path of the sources.",
+                    rule=refuse(_source_repo_error))
+COMMIT_SHA = Field("commit_sha", ("null", "string"), "Commit SHA",
+                   "Build this commit instead of the branch head (optional).", rule=_commit_sha)
+CACHE = Field("cache", "string", "Cache",
+              "pulled: registry images as cache; local: engine cache only; disabled: none.", choices=CACHE_MODES)
+PUSH = Field("push", "boolean", "Push", "Push :SHA and, when tests pass, latest.")
+UPGRADE_TO_NEWER_DEPENDENCIES = Field(
+    "upgrade_to_newer_dependencies", "boolean", "Upgrade to newer dependencies",
+    "Resolve dependencies eagerly instead of using the constraints.",
+)
+REBUILD = Field(
+    "rebuild", "boolean", "Rebuild",
+    "Build every image even where one of the same content key (same sources, constraints, base, Dockerfiles, "
+    "build args and checks) is already published.",
+)
+PROD_VARIANTS = Field(
+    "variants", "array", "PROD variants",
+    "PROD images to build, as Airflow publishes them: regular (Airflow's default extras) and slim (no extras: "
+    "the providers airflow-core needs).",
+    choices=tuple(VARIANTS), example='["regular", "slim"]', item_rule=_variant_error, rule=_in_variant_order,
+    form={"minItems": 1, "uniqueItems": True},
+)
+AIRFLOW_VERSION = Field(
+    "airflow_version", "string", "Airflow version",
+    "Installed from the index only where no sources are built (release images); a branch build installs its "
+    "sources' own version.",
+    rule=refuse(_airflow_version_error),
+)
+TEST_COMMAND = Field("test_command", ("null", "string"), "Test command",
+                     "Run inside the CI image as the tests; empty: the image verification suite.",
+                     rule=_test_command, templates_allowed=True)
+NAMING = Field("naming", "string", "Naming convention",
+               "How image names are made: " + "; ".join(f"{key}: {c.description}" for key, c in CONVENTIONS.items())
+               + ".",
+               choices=tuple(CONVENTIONS))
+
+# build_images: every field a build request has, in the form's order.
+BUILD_SCHEMA = RequestSchema("build request", (
+    BRANCH, PYTHON_VERSIONS, REGISTRY, REPOSITORY, SOURCE_REPO, COMMIT_SHA, CACHE, PUSH,
+    UPGRADE_TO_NEWER_DEPENDENCIES, REBUILD, PROD_VARIANTS, AIRFLOW_VERSION, TEST_COMMAND, NAMING,
+))
+# smoke_deploy takes a build request (its validate task is build_images'): the same fields and rules.
+SMOKE_SCHEMA = BUILD_SCHEMA
+# nightly_images decides these itself: each configured branch, its head, newest dependencies.
+NIGHTLY_FIXED_MESSAGE = "is not a field of the nightly run (set nightly_branches instead)"
+NIGHTLY_SCHEMA = BUILD_SCHEMA.fixing(
+    dict.fromkeys(("branch", "commit_sha", "upgrade_to_newer_dependencies"), NIGHTLY_FIXED_MESSAGE),
+    what="nightly request",
+)
+# The schema of each DAG that takes a build request's fields (its trigger form and its validation).
+SCHEMAS: Mapping[str, RequestSchema] = {
+    "build_images": BUILD_SCHEMA, "nightly_images": NIGHTLY_SCHEMA, "smoke_deploy": SMOKE_SCHEMA,
+}
+
+
 def validate_request(
     conf: Mapping[str, Any] | None, settings: Settings, *, allowed_extra: tuple[str, ...] = ()
 ) -> BuildRequest:
-    """Merge ``conf`` over the settings' defaults and validate every field.
+    """Merge ``conf`` over the settings' defaults and validate every field (:data:`BUILD_SCHEMA`).
 
     Raises :class:`InvalidBuildRequests` listing every bad field at once (a conf that is not an object,
     or a value too deep or too big to look at, included).
     """
-    from airflow_image_factory.policy.naming import CONVENTIONS, VARIANTS
-
-    conf, errors = screen_conf(conf, (*PARAM_NAMES, *allowed_extra))
-
-    def fail(name: str, message: str) -> None:
-        errors.append(InvalidBuildRequest(name, message))
-
-    values = {**settings.request_defaults(), **{k: v for k, v in conf.items() if k in PARAM_NAMES}}
-
-    def text(name: str, *, optional: bool = False) -> str | None:
-        value = values.get(name)
-        if value is None or (optional and value == ""):
-            if optional:
-                return None
-            fail(name, "is required")
-            return None
-        if not isinstance(value, str):
-            fail(name, f"must be a string, got {type(value).__name__}")
-            return None
-        return value
-
-    def flag(name: str) -> bool:
-        value = values.get(name)
-        if not isinstance(value, bool):
-            fail(name, f"must be true or false, got {show(value)}")
-            return False
-        return value
-
-    branch = text("branch")
-    if branch is not None and (problem := _branch_error(branch)):
-        fail("branch", problem)
-
-    python_versions: tuple[str, ...] = ()
-    raw_versions = values.get("python_versions")
-    if not isinstance(raw_versions, (list, tuple)) or not raw_versions:
-        fail("python_versions", f'must be a non-empty list like ["3.11", "3.13"], got {show(raw_versions)}')
-    else:
-        seen: list[str] = []
-        for item in raw_versions:
-            if not isinstance(item, str) or not _PYTHON_VERSION.fullmatch(item):
-                fail("python_versions", f'{show(item)} is not a Python version of the form "3.Y"')
-            elif item not in settings.supported_python_versions:
-                fail(
-                    "python_versions",
-                    f"{item} is not supported; supported: {', '.join(settings.supported_python_versions)}",
-                )
-            elif item in seen:
-                fail("python_versions", f"{item} is listed more than once")
-            else:
-                seen.append(item)
-        python_versions = tuple(seen)
-
-    registry = text("registry")
-    if registry is not None:
-        # ASCII first: str.lower() turns some lookalikes into ASCII (KELVIN SIGN → "k").
-        match = _REGISTRY.fullmatch(registry.lower()) if registry.isascii() else None
-        if match:
-            registry = registry.lower()
-        if not match:
-            fail("registry", f"{show(registry)} is not a registry host[:port] such as ghcr.io or localhost:5000")
-        elif match.group("port") and not 0 < int(match.group("port")) < 65536:
-            fail("registry", f"port {match.group('port')} is out of range")
-
-    repository = text("repository")
-    if repository is not None:
-        # Registries require lower case; the seeds lower-case the GitHub repository the same way.
-        if repository.isascii():
-            repository = repository.lower()
-        components = repository.split("/") if repository.isascii() else [""]
-        if not repository or not all(is_path_component(c) for c in components):
-            fail("repository", f"{show(repository)} is not an image repository path such as apache/airflow")
-
-    source_repo = text("source_repo")
-    if source_repo is not None and (problem := _source_repo_error(source_repo)):
-        fail("source_repo", problem)
-
-    commit_sha = text("commit_sha", optional=True)
-    if commit_sha is not None:
-        commit_sha = commit_sha.lower()
-        if not _SHA.fullmatch(commit_sha):
-            fail("commit_sha", f"{show(commit_sha)} is not a hexadecimal commit id of 7 to 40 characters")
-
-    cache = text("cache")
-    if cache is not None and cache not in CACHE_MODES:
-        fail("cache", f"{show(cache)} is not one of {', '.join(CACHE_MODES)}")
-
-    push = flag("push")
-    upgrade = flag("upgrade_to_newer_dependencies")
-    rebuild = flag("rebuild")
-
-    variants: tuple[str, ...] = ()
-    raw_variants = values.get("variants")
-    if not isinstance(raw_variants, (list, tuple)) or not raw_variants:
-        fail("variants", f'must be a non-empty list like ["regular", "slim"], got {show(raw_variants)}')
-    else:
-        chosen: list[str] = []
-        for item in raw_variants:
-            if item not in VARIANTS:
-                fail("variants", f"{show(item)} is not a PROD variant; known: {', '.join(VARIANTS)}")
-            elif item in chosen:
-                fail("variants", f"{item} is listed more than once")
-            else:
-                chosen.append(item)
-        variants = tuple(v for v in VARIANTS if v in chosen)  # one order, whatever the conf's
-
-    airflow_version = text("airflow_version")
-    if airflow_version is not None and (
-        problem := version_error(airflow_version, _AIRFLOW_VERSION, "release version such as 3.3.2 or 3.4.0rc1")
-    ):
-        fail("airflow_version", problem)
-
-    test_command = text("test_command", optional=True)
-    if test_command is not None:
-        if "\x00" in test_command:
-            fail("test_command", "must not contain NUL characters")
-        elif len(test_command) > MAX_TEST_COMMAND_LENGTH:
-            fail("test_command", f"must be at most {MAX_TEST_COMMAND_LENGTH} characters")
-        elif not test_command.strip():
-            test_command = None
-
-    naming = text("naming")
-    if naming is not None and naming not in CONVENTIONS:
-        fail("naming", f"{show(naming)} is not one of {', '.join(CONVENTIONS)}")
-
-    if errors:
-        raise invalid(errors)
+    values = BUILD_SCHEMA.validate(conf, settings, allowed_extra=allowed_extra)
     return BuildRequest(
-        branch=branch,
-        python_versions=python_versions,
-        registry=registry,
-        repository=repository,
-        source_repo=source_repo,
-        commit_sha=commit_sha,
-        cache=cache,
-        push=push,
-        upgrade_to_newer_dependencies=upgrade,
-        airflow_version=airflow_version,
-        test_command=test_command,
-        naming=naming,
-        rebuild=rebuild,
-        variants=variants,
-        debian={version: settings.debian_for(version) for version in python_versions},
+        **values,
+        debian={version: settings.debian_for(version) for version in values["python_versions"]},
         python_base_source=settings.python_base_source,
     )
 
 
 def validate_nightly_request(
-    conf: Mapping[str, Any] | None, settings: Settings, *, branches: Iterable[str], fixed_fields: Iterable[str]
+    conf: Mapping[str, Any] | None, settings: Settings, *, branches: Iterable[str],
+    fixed_fields: Iterable[str] | None = None,
 ) -> list[BuildRequest]:
     """The nightly run's conf, checked once before any of its tasks runs (each branch's group and the
     released-images check): the request of every branch in ``branches``, plus the branch-less one the
-    released-images check reads. ``fixed_fields`` are the nightly's own decisions; a conf may not set them.
+    released-images check reads. The fixed fields (:data:`NIGHTLY_SCHEMA`'s, or ``fixed_fields``) are the
+    nightly's own decisions; a conf may not set them.
     """
-    screened, errors = screen_conf(conf, PARAM_NAMES, what="nightly request")
-    fixed = tuple(fixed_fields)
-    for name in fixed:
-        if name in screened:
-            errors.append(InvalidBuildRequest(name, "is not a field of the nightly run (set nightly_branches instead)"))
-    shared = {k: v for k, v in screened.items() if k not in fixed}
+    schema = NIGHTLY_SCHEMA if fixed_fields is None else BUILD_SCHEMA.fixing(
+        dict.fromkeys(fixed_fields, NIGHTLY_FIXED_MESSAGE), what="nightly request")
+    shared, errors = schema.screen(conf)
     found: list[BuildRequest] = []
     for overrides in [{}, *({"branch": b, "upgrade_to_newer_dependencies": True} for b in branches)]:
         try:
@@ -487,5 +333,5 @@ def validate_nightly_request(
         except InvalidBuildRequests as exc:
             errors.extend(exc.errors)
     if errors:
-        raise invalid(errors, "nightly request")
+        raise invalid(errors, schema.what)
     return found[1:]

@@ -13,9 +13,10 @@ from airflow.sdk import Param, get_current_context, task, task_group
 
 from airflow_image_factory.clients.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
 from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch
-from airflow_image_factory.policy.naming import CONVENTIONS, VARIANTS
+from airflow_image_factory.policy.naming import VARIANTS
 from airflow_image_factory.policy.request import (
-    CACHE_MODES,
+    NIGHTLY_SCHEMA,
+    PROD_VARIANTS,
     BuildRequest,
     conf_object,
     validate_nightly_request,
@@ -40,6 +41,7 @@ from airflow_image_factory.tasks.operators import (
     run_settings,
     step_timeout,
 )
+from airflow_image_factory.tasks.params import param
 
 log = logging.getLogger(__name__)
 # The execution_timeout of the small tasks here (settings: timeout_short_minutes); read once, when the
@@ -58,66 +60,13 @@ def dag_default_args(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_params(settings: Settings) -> dict[str, Param]:
-    """The trigger form of a build: one field per build-request param, defaults from the settings."""
-    d = settings.request_defaults()
-    return {
-        "branch": Param(d["branch"], type="string", title="Branch", description="Branch of the sources to build."),
-        "python_versions": Param(
-            d["python_versions"], type="array", title="Python versions",
-            description="Python versions (X.Y) to build, one image set each.",
-            items={"type": "string", "enum": list(settings.supported_python_versions)},
-        ),
-        "registry": Param(d["registry"], type="string", title="Registry", description="Registry host[:port]."),
-        "repository": Param(
-            d["repository"], type="string", title="Repository",
-            description="Image repository prefix (the source repository, lower-cased).",
-        ),
-        "source_repo": Param(
-            d["source_repo"], type="string", title="Source repository", description="Git URL or path of the sources."
-        ),
-        "commit_sha": Param(
-            d["commit_sha"], type=["null", "string"], title="Commit SHA",
-            description="Build this commit instead of the branch head (optional).",
-        ),
-        "cache": Param(d["cache"], type="string", enum=list(CACHE_MODES), title="Cache",
-                       description="pulled: registry images as cache; local: engine cache only; disabled: none."),
-        "push": Param(d["push"], type="boolean", title="Push", description="Push :SHA and, when tests pass, latest."),
-        "upgrade_to_newer_dependencies": Param(
-            d["upgrade_to_newer_dependencies"], type="boolean", title="Upgrade to newer dependencies",
-            description="Resolve dependencies eagerly instead of using the constraints.",
-        ),
-        "rebuild": Param(
-            d["rebuild"], type="boolean", title="Rebuild",
-            description="Build every image even where one of the same content key (same sources, "
-                        "constraints, base, Dockerfiles, build args and checks) is already published.",
-        ),
-        "variants": variants_param(d["variants"]),
-        "airflow_version": Param(
-            d["airflow_version"], type="string", title="Airflow version",
-            description="Installed from the index only where no sources are built (release images); a branch "
-                        "build installs its sources' own version.",
-        ),
-        "test_command": Param(
-            d["test_command"], type=["null", "string"], title="Test command",
-            description="Run inside the CI image as the tests; empty: the image verification suite.",
-        ),
-        "naming": Param(d["naming"], type="string", enum=list(CONVENTIONS), title="Naming convention"),
-    }
-
-
 def variants_param(default: list[str]) -> Param:
-    """The PROD variants field of the build and release forms."""
-    return Param(
-        default, type="array", title="PROD variants",
-        description="PROD images to build, as Airflow publishes them: regular (Airflow's default extras) "
-                    "and slim (no extras: the providers airflow-core needs).",
-        items={"type": "string", "enum": list(VARIANTS)}, minItems=1, uniqueItems=True,
-    )
+    """The PROD variants field of the build and release forms (request.PROD_VARIANTS, with ``default``)."""
+    return param(PROD_VARIANTS.json_schema(None, default=default))
 
 
 # The nightly run decides these itself: each configured branch, its head, newest dependencies.
-NIGHTLY_FIXED_FIELDS = ("branch", "commit_sha", "upgrade_to_newer_dependencies")
+NIGHTLY_FIXED_FIELDS = tuple(NIGHTLY_SCHEMA.fixed)
 
 
 # A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
@@ -130,8 +79,7 @@ def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> d
     """
     context = get_current_context()
     if branch is not None:  # the nightly's rules, the same the run's validate_conf gate applied
-        [request] = validate_nightly_request(context["dag_run"].conf, run_settings(), branches=[branch],
-                                             fixed_fields=NIGHTLY_FIXED_FIELDS)
+        [request] = validate_nightly_request(context["dag_run"].conf, run_settings(), branches=[branch])
     else:
         request = validate_request(conf_object(context["dag_run"].conf), run_settings(), allowed_extra=extra_fields)
     log.info("Build request: %s", request.to_dict())
