@@ -9,6 +9,9 @@ A ``docker`` Connection is read the way the docker provider's ``DockerHook`` rea
 names: both rules are :func:`airflow_image_factory.policy.credentials.login_from_connection` (pure).
 :func:`registry_login` (and :func:`aregistry_login` for the triggerer) is the one lookup of a connection
 id to a login: the hook, the image sensor and its trigger all use it.
+
+The engine is the docker provider's :class:`DockerHook` (:class:`EngineHook`): its ``docker.APIClient``,
+reached the way DockerHook reaches it, under the engine wrapper that adds BuildKit builds.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from airflow.providers.docker.hooks.docker import DockerHook
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_image_factory.clients.engine import Engine
 from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.exceptions import EngineError
 from airflow_image_factory.policy.credentials import RegistryLogin, login_from_connection
 from airflow_image_factory.policy.settings import Settings
 
@@ -119,17 +124,43 @@ def registry_client(registry: str, credentials: tuple[str, str] | None, **option
     return RegistryClient(registry, username=username, password=password, **options)
 
 
-class EngineHook(BaseHook):
-    """The Docker engine the worker builds on, with the BuildKit-capable CLI the settings name."""
+class EngineHook(DockerHook):
+    """The Docker engine the worker builds on: the docker provider's :class:`DockerHook`, under
+    :class:`Engine`, which adds BuildKit builds through the CLI the settings name.
+
+    DockerHook makes the engine connection (``base_url``, TLS and the API version as ``docker.from_env``
+    reads them from ``DOCKER_HOST``, ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``; the engine's socket
+    without them) and, when ``docker_conn_id`` names a ``docker`` Connection, its registry login
+    (``host[:port]``, ``login``, ``password``, ``extra`` ``email``/``reauth``). None by default: pushes and
+    pulls carry the login of the registry they go to (:class:`RegistryHook`), which honours
+    ``registry_connections`` and the rule of which host a secret may go to. :meth:`get_conn` returns the
+    :class:`Engine`; DockerHook's ``docker.APIClient`` is :attr:`api_client`, as in the provider.
+    """
 
     hook_name = "Image factory engine"
 
-    def __init__(self, *, settings: Settings):
-        super().__init__()
+    def __init__(self, *, settings: Settings, docker_conn_id: str | None = None, base_url: str | None = None):
+        import docker.constants
+        import docker.utils
+
+        from_env = docker.utils.kwargs_from_env()
+        super().__init__(
+            docker_conn_id=docker_conn_id,
+            base_url=base_url or from_env.get("base_url") or docker.constants.DEFAULT_UNIX_SOCKET,
+            tls=from_env.get("tls"),
+        )
         self.settings = settings
 
-    def get_conn(self) -> Engine:
-        return Engine(cli=self.settings.docker_cli, buildx=self.settings.buildx)
+    def get_conn(self) -> Engine:  # type: ignore[override]  # the Engine, whose .client.api is DockerHook's
+        import docker
+
+        try:
+            api = self.api_client
+        except Exception as exc:
+            raise EngineError(f"the Docker engine does not answer ({exc}); is dockerd running?") from exc
+        client = docker.DockerClient.__new__(docker.DockerClient)  # DockerClient(...) only builds .api
+        client.api = api
+        return Engine(cli=self.settings.docker_cli, buildx=self.settings.buildx, client=client)
 
 
 def find_connection(connection_id: str) -> Any | None:
