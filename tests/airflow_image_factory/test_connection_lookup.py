@@ -1,4 +1,4 @@
-"""One Connection → credentials lookup (hooks.registry_credentials, and its async twin for the triggerer).
+"""One Connection → registry login lookup (hooks.registry_login, and its async twin for the triggerer).
 
 The hook, the sensor's poke and the trigger must agree for every kind of Connection: each case is run
 through all of them. Connections come from ``AIRFLOW_CONN_<ID>`` environment variables, as Airflow reads them.
@@ -18,8 +18,9 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import CredentialScopeError
+from airflow_image_factory.policy.credentials import RegistryLogin
 from airflow_image_factory.tasks import hooks, sensors, triggers
-from airflow_image_factory.tasks.hooks import RegistryHook, aregistry_credentials, registry_credentials
+from airflow_image_factory.tasks.hooks import RegistryHook, aregistry_login, registry_login
 from airflow_image_factory.tasks.triggers import Candidate, ImageAvailableTrigger
 
 REGISTRY = "registry.example:5000"
@@ -64,12 +65,16 @@ def _through_the_trigger(explicit: bool):
     return asyncio.run(trigger._credentials())[REGISTRY]
 
 
+def _pair(login):
+    return login.pair if login else None
+
+
 def _direct(explicit: bool):
-    return registry_credentials(CONN_ID, REGISTRY, explicit=explicit)
+    return _pair(registry_login(CONN_ID, REGISTRY, explicit=explicit))
 
 
 def _direct_async(explicit: bool):
-    return asyncio.run(aregistry_credentials(CONN_ID, REGISTRY, explicit=explicit))
+    return _pair(asyncio.run(aregistry_login(CONN_ID, REGISTRY, explicit=explicit)))
 
 
 LOOKUPS = [_direct, _direct_async, _through_the_hook, _through_the_sensor, _through_the_trigger]
@@ -100,7 +105,7 @@ def test_every_caller_applies_the_same_rule(define, lookup, host, explicit, expe
         assert lookup(explicit) == expected
 
 
-@pytest.mark.parametrize("lookup", [registry_credentials, aregistry_credentials])
+@pytest.mark.parametrize("lookup", [registry_login, aregistry_login])
 def test_no_conn_id_is_anonymous_without_a_lookup(monkeypatch, lookup):
     def refuse(*_):
         raise AssertionError("no connection id: nothing to look up")
@@ -113,15 +118,15 @@ def test_no_conn_id_is_anonymous_without_a_lookup(monkeypatch, lookup):
 
 def test_a_login_without_password_is_anonymous(define):
     define(REGISTRY, password="")
-    assert registry_credentials(CONN_ID, REGISTRY, explicit=False) is None
+    assert registry_login(CONN_ID, REGISTRY, explicit=False) is None
 
 
 def test_the_hook_says_why_it_goes_anonymous(define, caplog):
     caplog.set_level(logging.INFO)
     log = logging.getLogger("lookup-test")
-    assert registry_credentials(CONN_ID, REGISTRY, explicit=False, log=log) is None
+    assert registry_login(CONN_ID, REGISTRY, explicit=False, log=log) is None
     define("ghcr.io")
-    assert registry_credentials(CONN_ID, REGISTRY, explicit=False, log=log) is None
+    assert registry_login(CONN_ID, REGISTRY, explicit=False, log=log) is None
     assert f"No connection {CONN_ID!r}: using {REGISTRY} anonymously" in caplog.text
     assert f"Connection {CONN_ID!r} is for ghcr.io, not {REGISTRY}: anonymous access" in caplog.text
     assert SECRET[1] not in caplog.text
@@ -133,17 +138,15 @@ def test_the_callers_go_through_the_one_lookup(monkeypatch, define):
 
     def spy(conn_id, registry, *, explicit, log=None):
         calls.append((conn_id, registry, explicit))
-        return SECRET
+        return RegistryLogin(registry, *SECRET)
 
     async def aspy(conn_id, registry, *, explicit, log=None):
         return spy(conn_id, registry, explicit=explicit)
 
-    monkeypatch.setattr(hooks, "registry_credentials", spy)
-    monkeypatch.setattr(sensors, "registry_credentials", spy)
-    monkeypatch.setattr(triggers, "aregistry_credentials", aspy)
-    _through_the_hook(True)
-    _through_the_sensor(True)
-    _through_the_trigger(True)
+    monkeypatch.setattr(hooks, "registry_login", spy)
+    monkeypatch.setattr(sensors, "registry_login", spy)
+    monkeypatch.setattr(triggers, "aregistry_login", aspy)
+    assert _through_the_hook(True) == _through_the_sensor(True) == _through_the_trigger(True) == SECRET
     assert calls == [(CONN_ID, REGISTRY, True)] * 3
 
 
@@ -151,7 +154,7 @@ def test_the_hook_looks_up_the_connection_its_conn_name_attr_names(monkeypatch):
     # Airflow's hook convention: getattr(hook, conn_name_attr) is the connection id the hook uses, and
     # with no setting changed it is default_conn_name (the settings file's registry_default_conn_id).
     seen = []
-    monkeypatch.setattr(hooks, "registry_credentials", lambda conn_id, *_, **__: seen.append(conn_id))
+    monkeypatch.setattr(hooks, "registry_login", lambda conn_id, *_, **__: seen.append(conn_id))
     hook = RegistryHook(REGISTRY, settings=load_settings(env={}))
     assert hook.credentials is None
     assert seen == [getattr(hook, RegistryHook.conn_name_attr)] == [RegistryHook.default_conn_name]

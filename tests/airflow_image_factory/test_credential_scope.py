@@ -23,9 +23,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_image_factory.clients.registry import RegistryClient
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryAuthError
+from airflow_image_factory.policy.credentials import login_from_connection
 from airflow_image_factory.policy.reference import normalize_host
 from airflow_image_factory.policy.settings import Settings
-from airflow_image_factory.tasks.hooks import RegistryHook, credentials_from_connection
+from airflow_image_factory.tasks.hooks import RegistryHook
 from airflow_image_factory.tasks.operators import fail_at_once
 
 pytestmark = pytest.mark.timeout(60)
@@ -222,7 +223,7 @@ def test_hosts_are_compared_normalised(a: str, b: str, same: bool) -> None:
 def test_conn_name_attr_names_the_attribute_holding_the_connection_id(changes, expected) -> None:
     # Airflow's convention: getattr(hook, hook.conn_name_attr) is the connection the hook uses.
     hook = RegistryHook("ghcr.io", settings=settings(**changes))
-    assert getattr(hook, hook.conn_name_attr) == expected == hook.conn_id
+    assert getattr(hook, hook.conn_name_attr) == expected == hook.registry_conn_id
 
 
 def test_default_connection_without_host_is_refused_and_nothing_is_sent(
@@ -320,7 +321,7 @@ def test_the_trigger_rule_refuses_a_default_connection_without_host() -> None:
         conn_id, host, login, password = "cs_trigger", "", LOGIN, PASSWORD
 
     with pytest.raises(CredentialScopeError, match=r"cs_trigger.*ghcr\.io") as err:
-        credentials_from_connection(Conn(), "ghcr.io", explicit=False)
+        login_from_connection(Conn(), "ghcr.io", explicit=False)
     assert PASSWORD not in str(err.value)
 
 

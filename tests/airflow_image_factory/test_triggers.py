@@ -15,7 +15,7 @@ import time
 import pytest
 
 from airflow_image_factory.exceptions import CredentialScopeError
-from airflow_image_factory.tasks.hooks import credentials_from_connection
+from airflow_image_factory.policy.credentials import login_from_connection
 from airflow_image_factory.tasks.triggers import (
     ERROR,
     FOUND,
@@ -158,6 +158,7 @@ class _Conn:
 def test_connection_rule(conn, explicit, expected):
     if expected is CredentialScopeError:
         with pytest.raises(CredentialScopeError, match=r"registry_conn.*ghcr\.io"):
-            credentials_from_connection(conn, "ghcr.io", explicit=explicit)
+            login_from_connection(conn, "ghcr.io", explicit=explicit)
         return
-    assert credentials_from_connection(conn, "ghcr.io", explicit=explicit) == expected
+    login = login_from_connection(conn, "ghcr.io", explicit=explicit)
+    assert (login.pair if login else None) == expected

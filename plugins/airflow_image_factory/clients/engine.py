@@ -159,17 +159,21 @@ def find_buildkit_cli(preferred: str = "") -> str:
 class Engine:
     """A Docker engine: BuildKit builds through the CLI, the rest through the Docker SDK."""
 
-    def __init__(self, *, cli: str = "", buildx: bool = False, docker_host: str | None = None):
+    def __init__(self, *, cli: str = "", buildx: bool = False, docker_host: str | None = None, client=None):
+        """``client``: a ``docker.DockerClient`` the caller connected (the tasks' EngineHook: DockerHook's)."""
         import docker  # imported here: DAG files import this module at parse time
 
         self.cli = find_buildkit_cli(cli)
         self.buildx = buildx
+        self._config_dir: str | None = None
+        if client is not None:
+            self.client = client
+            return
         try:
             self.client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
             self.client.ping()
         except Exception as exc:
             raise EngineError(f"the Docker engine does not answer ({exc}); is dockerd running?") from exc
-        self._config_dir: str | None = None
 
     # ---- credentials ---------------------------------------------------------------------------
 

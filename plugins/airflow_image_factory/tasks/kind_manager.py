@@ -1,6 +1,7 @@
 """kind + helm smoke deploy, step by step, over the hooks (as the cncf-kubernetes provider's PodManager sits
 between its hook and its operator): cluster, image, install (retried only on Helm's wait timeout), health
-through a port-forward (bounded tries), upgrade, and always logs + cluster deletion in :meth:`teardown`.
+through a port-forward (bounded tries; a failed check says what the cluster holds, read through the
+cncf-kubernetes provider's KubernetesHook), upgrade, and always logs + cluster deletion in :meth:`teardown`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import requests
 from airflow_image_factory.exceptions import HelmWaitTimeout, SmokeRunFailed
 from airflow_image_factory.services.chart import API_SERVER_PORT, HEALTH_PATH
 from airflow_image_factory.services.docker_smoke import poll_health
-from airflow_image_factory.tasks.kubernetes_hooks import HelmHook, KindHook, KubectlHook
+from airflow_image_factory.tasks.kubernetes_hooks import ClusterHook, HelmHook, KindHook, KubectlHook
 
 
 def cluster_name(base: str, python: str) -> str:
@@ -45,11 +46,13 @@ class KindDeploy:
 class KindDeployManager:
     def __init__(self, deploy: KindDeploy, *, kind: KindHook, helm_factory: Callable[[str], HelmHook],
                  kubectl_factory: Callable[[str], KubectlHook], docker_cli: str = "docker",
-                 say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep):
+                 say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
+                 cluster_factory: Callable[[str], ClusterHook] = lambda kubeconfig: ClusterHook(kubeconfig=kubeconfig)):
         self.deploy = deploy
         self.kind = kind
         self.helm_factory = helm_factory
         self.kubectl_factory = kubectl_factory
+        self.cluster_factory = cluster_factory
         self.docker_cli = docker_cli
         self.say = say
         self.sleep = sleep
@@ -105,8 +108,24 @@ class KindDeployManager:
             with kubectl.port_forward(f"svc/{d.health_service}", d.health_port, namespace=d.namespace) as port:
                 return requests.get(f"http://127.0.0.1:{port}{d.health_path}", timeout=10)
 
-        return poll_health(fetch, tries=d.health_tries, interval=d.health_interval, what=d.health_service,
-                           say=self.say, sleep=self.sleep)
+        try:
+            return poll_health(fetch, tries=d.health_tries, interval=d.health_interval, what=d.health_service,
+                               say=self.say, sleep=self.sleep)
+        except SmokeRunFailed:
+            self.say_what_the_cluster_holds(workdir)
+            raise
+
+    def say_what_the_cluster_holds(self, workdir: Path) -> None:
+        """Pods, events and the logs of containers that are not ready, for the task log; a cluster that
+        cannot be read is said so, and does not hide the failure being explained."""
+        namespace = self.deploy.namespace
+        try:
+            cluster = self.cluster_factory(self.kubeconfig(workdir))
+            self.say(f"namespace {namespace} of {self.deploy.cluster}:\n{cluster.describe_all(namespace)}")
+            for container, text in cluster.unready_logs(namespace).items():
+                self.say(f"last lines of {container} (not ready):\n{text}")
+        except Exception as exc:
+            self.say(f"could not read namespace {namespace} of {self.deploy.cluster}: {type(exc).__name__}: {exc}")
 
     def teardown(self, logs_dir: Path) -> None:
         """Always: keep the cluster's logs, then delete it (each step runs even if the other failed)."""

@@ -1,6 +1,8 @@
-"""Thin hooks over the ``kind``, ``helm`` and ``kubectl`` binaries: run one command, raise on failure.
+"""Hooks to the kind cluster: the cncf-kubernetes provider's ``KubernetesHook`` for its API (:class:`ClusterHook`:
+pods, events, logs), and thin hooks over the ``kind``, ``helm`` and ``kubectl`` binaries (run one command, raise
+on failure) where the provider has nothing: it has no kind or helm hook, and no port-forward to a local port.
 
-No policy here (which retries, how many health checks): that is :mod:`deploy.manager`.
+No policy here (which retries, how many health checks): that is :mod:`airflow_image_factory.tasks.kind_manager`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.sdk import BaseHook
 
 from airflow_image_factory.exceptions import DeployToolError, HelmWaitTimeout
@@ -135,7 +138,13 @@ class HelmHook(_CliHook):
 
 
 class KubectlHook(_CliHook):
-    """``kubectl``: port-forwards and what a failed deploy leaves to read."""
+    """``kubectl port-forward``, which the health check goes through.
+
+    Not :class:`ClusterHook`: the Kubernetes Python client's port-forward (``kubernetes.stream.portforward``)
+    opens one pod's port as a socket object inside this process, where ``kubectl port-forward svc/...`` picks a
+    ready pod behind the Service and listens on a local TCP port that ``requests`` (and a person repeating the
+    check) can use as is. A local relay over the client's socket would be ours to write and keep.
+    """
 
     binary_name = "kubectl"
     hook_name = "kubectl"
@@ -166,8 +175,43 @@ class KubectlHook(_CliHook):
             if process.poll() is None:
                 process.kill()
 
+
+class ClusterHook(KubernetesHook):
+    """The kind cluster's API through the cncf-kubernetes provider's ``KubernetesHook``, with that cluster's
+    kubeconfig (never the worker's default one, nor a Connection). Nothing connects before the first call,
+    so making one needs no cluster."""
+
+    hook_name = "kind cluster"
+
+    def __init__(self, *, kubeconfig: str):
+        super().__init__(conn_id=None, kubernetes_conn_id=None, config_file=kubeconfig)
+
     def describe_all(self, namespace: str) -> str:
-        return self.run(["get", "all,events", "--namespace", namespace, "-o", "wide"], timeout=120)
+        """What a failed deploy leaves to read: each pod's phase, ready containers and restarts, then the
+        namespace's events."""
+        core = self.core_v1_client
+        lines = []
+        for pod in core.list_namespaced_pod(namespace).items:
+            statuses = pod.status.container_statuses or []
+            ready = sum(1 for status in statuses if status.ready)
+            restarts = sum(status.restart_count or 0 for status in statuses)
+            lines.append(f"pod/{pod.metadata.name}: {pod.status.phase}, {ready}/{len(statuses)} ready, "
+                         f"{restarts} restart(s)")
+        for event in core.list_namespaced_event(namespace).items:
+            thing = event.involved_object
+            lines.append(f"event {event.type} {event.reason} {thing.kind.lower()}/{thing.name}: {event.message}")
+        return "\n".join(lines)
+
+    def unready_logs(self, namespace: str, *, tail_lines: int = 40) -> dict[str, str]:
+        """The last ``tail_lines`` of every container that is not ready, as ``pod/container`` → text."""
+        core = self.core_v1_client
+        logs = {}
+        for pod in core.list_namespaced_pod(namespace).items:
+            for status in pod.status.container_statuses or []:
+                if not status.ready:
+                    logs[f"{pod.metadata.name}/{status.name}"] = core.read_namespaced_pod_log(
+                        pod.metadata.name, namespace, container=status.name, tail_lines=tail_lines)
+        return logs
 
 
 def _seconds(duration: str) -> float:

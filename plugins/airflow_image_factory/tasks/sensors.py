@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 from airflow_image_factory.exceptions import CredentialScopeError, RegistryError
 from airflow_image_factory.policy.naming import ImageKind, NamingContext, convention
 from airflow_image_factory.policy.settings import DEFAULT_DEBIAN
-from airflow_image_factory.tasks.hooks import registry_credentials
+from airflow_image_factory.tasks.hooks import registry_login
 from airflow_image_factory.tasks.operators import fails_at_once
 from airflow_image_factory.tasks.triggers import (
     ERROR,
@@ -113,7 +113,7 @@ class ImageAvailableSensor(BaseSensorOperator):
         conn_ids = {}
         for registry in registries:
             hook = RegistryHook(registry, settings=settings)
-            conn_ids[registry] = (hook.conn_id, hook.explicit)
+            conn_ids[registry] = (hook.registry_conn_id, hook.explicit)
         return resolve_candidates(
             self.candidates, kind=ImageKind(self.kind), repository=self.repository, branch=self.branch,
             python=self.python, tag=self.tag, debian=self.debian, conn_ids=conn_ids,
@@ -182,7 +182,8 @@ def _token_realms() -> tuple[str, ...]:
 def _credentials_now(candidate: Candidate) -> tuple[str, str] | None:
     """In the worker, the lookup the trigger makes in the triggerer (same connection, same rule)."""
     # An empty conn_id names no connection, as in the trigger.
-    return registry_credentials(candidate.conn_id or None, candidate.registry, explicit=candidate.conn_explicit)
+    login = registry_login(candidate.conn_id or None, candidate.registry, explicit=candidate.conn_explicit)
+    return login.pair if login else None
 
 
 def _result(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,14 +19,14 @@ from typing import Any
 import requests
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_image_factory.clients.registry import DEFAULT_TOKEN_REALMS, RegistryClient
+from airflow_image_factory.clients.registry import DEFAULT_TOKEN_REALMS
 from airflow_image_factory.exceptions import (
     CredentialScopeError,
     RegistryAuthError,
     RegistryError,
     RegistryUnavailable,
 )
-from airflow_image_factory.tasks.hooks import aregistry_credentials
+from airflow_image_factory.tasks.hooks import aregistry_login, registry_client
 
 FOUND, TIMEOUT, ERROR = "found", "timeout", "error"
 PROBE_RETRIES = 1  # a round is cheap and repeats anyway; do not let one HEAD stall it
@@ -81,15 +81,8 @@ def probe_candidates(
     permanent: dict[str, str] = {}
     transient: dict[str, str] = {}
     for index, candidate in enumerate(candidates):
-        creds = credentials.get(candidate.registry)
-        client = RegistryClient(
-            candidate.registry,
-            username=creds[0] if creds else None,
-            password=creds[1] if creds else None,
-            retries=PROBE_RETRIES,
-            timeout=PROBE_TIMEOUT,
-            token_realms=token_realms,
-        )
+        client = registry_client(candidate.registry, credentials.get(candidate.registry), retries=PROBE_RETRIES,
+                                 timeout=PROBE_TIMEOUT, token_realms=token_realms)
         try:
             with client:
                 digest = client.manifest_digest(candidate.path, candidate.tag)
@@ -158,9 +151,8 @@ class ImageAvailableTrigger(BaseTrigger):
             if candidate.registry in found or not candidate.conn_id:
                 found.setdefault(candidate.registry, None)
                 continue
-            found[candidate.registry] = await aregistry_credentials(
-                candidate.conn_id, candidate.registry, explicit=candidate.conn_explicit
-            )
+            login = await aregistry_login(candidate.conn_id, candidate.registry, explicit=candidate.conn_explicit)
+            found[candidate.registry] = login.pair if login else None
         return found
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

@@ -7,18 +7,28 @@ scripts (named ``stand_in_*``) that only record their arguments and answer like 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
 from airflow_image_factory.clients.settings_loader import include_dir, load_settings
 from airflow_image_factory.exceptions import DeployToolError, HelmWaitTimeout, SmokeRunFailed
 from airflow_image_factory.services.chart import api_server_service, chart_dir, deploy_values
 from airflow_image_factory.tasks.kind_manager import KindDeploy, KindDeployManager, cluster_name
-from airflow_image_factory.tasks.kubernetes_hooks import HELM_WAIT_TIMEOUT, HelmHook, KindHook, KubectlHook, _seconds
+from airflow_image_factory.tasks.kubernetes_hooks import (
+    HELM_WAIT_TIMEOUT,
+    ClusterHook,
+    HelmHook,
+    KindHook,
+    KubectlHook,
+    _seconds,
+)
 
 IMAGE = "localhost:5000/helper5/airflow/main/kubernetes/python3.11:kind"
 
@@ -161,3 +171,82 @@ def test_real_kind_deploy(tmp_path):  # pragma: no cover - needs kind, helm and 
         assert mgr.check_health(tmp_path)
     finally:
         mgr.teardown(tmp_path / "logs")
+
+
+# ---- the cluster's API: the cncf-kubernetes provider's KubernetesHook ------------------------------
+
+
+def _pod(name, *containers):
+    statuses = [SimpleNamespace(name=c, ready=ready, restart_count=restarts) for c, ready, restarts in containers]
+    return SimpleNamespace(metadata=SimpleNamespace(name=name),
+                           status=SimpleNamespace(phase="Running", container_statuses=statuses))
+
+
+class _FakeCore:
+    """The three CoreV1Api calls ClusterHook makes, answered from fixed pods and events."""
+
+    def __init__(self):
+        self.log_requests = []
+
+    def list_namespaced_pod(self, namespace):
+        assert namespace == "airflow"
+        return SimpleNamespace(items=[_pod("airflow-api-server-0", ("api-server", False, 3)),
+                                      _pod("airflow-postgresql-0", ("postgresql", True, 0))])
+
+    def list_namespaced_event(self, namespace):
+        thing = SimpleNamespace(kind="Pod", name="airflow-api-server-0")
+        return SimpleNamespace(items=[SimpleNamespace(type="Warning", reason="BackOff", involved_object=thing,
+                                                      message="Back-off restarting failed container")])
+
+    def read_namespaced_pod_log(self, name, namespace, *, container, tail_lines):
+        self.log_requests.append((name, container, tail_lines))
+        return "ImportError: no module named fab"
+
+
+def _cluster(kubeconfig: str, core: _FakeCore) -> ClusterHook:
+    hook = ClusterHook(kubeconfig=kubeconfig)
+    hook.__dict__["core_v1_client"] = core  # KubernetesHook's cached client, faked: no cluster here
+    return hook
+
+
+def test_the_cluster_hook_is_the_providers_kubernetes_hook_on_the_clusters_kubeconfig(tmp_path):
+    hook = ClusterHook(kubeconfig=str(tmp_path / "kubeconfig"))  # nothing connects yet: no cluster needed
+    assert isinstance(hook, KubernetesHook)
+    assert hook.config_file == str(tmp_path / "kubeconfig") and hook.conn_id is None
+    assert hook.conn_extras == {}  # no Connection is looked up, nor the worker's default kubeconfig
+
+
+def test_the_cluster_hook_describes_pods_and_events_and_reads_unready_logs():
+    core = _FakeCore()
+    hook = _cluster("kubeconfig", core)
+    described = hook.describe_all("airflow")
+    assert "pod/airflow-api-server-0: Running, 0/1 ready, 3 restart(s)" in described
+    assert "event Warning BackOff pod/airflow-api-server-0: Back-off restarting failed container" in described
+    assert hook.unready_logs("airflow") == {"airflow-api-server-0/api-server": "ImportError: no module named fab"}
+    assert core.log_requests == [("airflow-api-server-0", "api-server", 40)]
+
+
+def test_a_failed_health_check_says_what_the_cluster_holds(tmp_path):
+    said, kubeconfigs = [], []
+    mgr = manager(tmp_path)
+    mgr.say, mgr.deploy = said.append, dataclasses.replace(mgr.deploy, health_tries=2)
+
+    def cluster_factory(kubeconfig):
+        kubeconfigs.append(kubeconfig)
+        return _cluster(kubeconfig, _FakeCore())
+
+    mgr.cluster_factory = cluster_factory
+    with pytest.raises(SmokeRunFailed, match="failed 2 times"):
+        mgr.check_health(tmp_path)
+    assert kubeconfigs == [str(tmp_path / "kubeconfig-airflow-smoke-py3-11")]  # the cluster's own kubeconfig
+    text = "\n".join(said)
+    assert "3 restart(s)" in text and "last lines of airflow-api-server-0/api-server (not ready)" in text
+
+
+def test_a_cluster_that_cannot_be_read_does_not_hide_the_health_failure(tmp_path):
+    said = []
+    mgr = manager(tmp_path)  # the stand-in kind's kubeconfig is no kubeconfig: the real ClusterHook fails
+    mgr.say, mgr.deploy = said.append, dataclasses.replace(mgr.deploy, health_tries=2)
+    with pytest.raises(SmokeRunFailed, match="failed 2 times"):
+        mgr.check_health(tmp_path)
+    assert any(line.startswith("could not read namespace airflow of airflow-smoke-py3-11") for line in said)
