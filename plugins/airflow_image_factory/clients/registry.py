@@ -554,6 +554,17 @@ class RegistryClient:
         self._expect(resp, "DELETE", path, (202, 200, 204))
         return digest
 
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """Remove ``tag`` only (OCI distribution 1.1 ``DELETE /v2/<name>/manifests/<tag>``), never the
+        manifest it names: other tags of that digest stay. A registry that deletes manifests only refuses
+        (RegistryError); :meth:`delete_manifest` of the digest would take every tag of it along."""
+        _check_reference(tag)
+        path = self._manifest_path(repository, tag)
+        resp = self.request("DELETE", path, scope=[f"repository:{repository}:delete"])
+        if resp.status_code == 404:
+            raise ManifestNotFound(f"{self.registry}/{repository}:{tag} not found", status=404)
+        self._expect(resp, "DELETE", path, (202, 200, 204))
+
     def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
         """All tags of a repository, following ``Link: rel="next"``; [] if the repository is unknown."""
         path = f"/v2/{_check_repository(repository)}/tags/list"
