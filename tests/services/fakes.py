@@ -5,8 +5,10 @@ its effect - a reply lost after the registry already moved the tag)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+
+import pytest
 
 from airflow_image_factory.exceptions import ManifestNotFound, RegistryError, RegistryUnavailable
 from airflow_image_factory.policy.reference import is_digest, repository_and_reference
@@ -153,3 +155,18 @@ class Log:
 
     def __call__(self, message: str, *args: object) -> None:
         self.lines.append(message % args if args else message)
+
+
+def leaves_every_tag_as_it_was(registry: FakeRegistry, run: Callable[[FakeRegistry], object],
+                               errors: type[BaseException] | tuple[type[BaseException], ...]) -> None:
+    """``run(registry)`` raises one of ``errors``, and the registry's tags are then exactly as before."""
+    before = dict(registry.tags)
+    with pytest.raises(errors):
+        run(registry)
+    assert registry.tags == before
+
+
+def calls_of(registry: FakeRegistry, run: Callable[[FakeRegistry], object]) -> int:
+    """How many calls a successful ``run(registry)`` makes: the steps a failure can be injected at."""
+    run(registry)
+    return len(registry.calls)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from airflow_image_factory.exceptions import RetagSourceMissing
 from airflow_image_factory.policy.naming import ImageKind, ImageName, image_set, variant_kinds
@@ -23,18 +23,6 @@ def retagged_kinds(variants: tuple[str, ...]) -> tuple[ImageKind, ...]:
     return (ImageKind.CI_MANIFEST, ImageKind.CI, *variant_kinds(variants), ImageKind.PYTHON_BASE)
 
 
-
-class RetagNames(Protocol):
-    """What :func:`plan_retag` reads of a retag request (``tasks.retag.RetagRequest``)."""
-
-    source_branch: str
-    target_branch: str
-    python_versions: tuple[str, ...]
-    registry: str
-    repository: str
-    naming: str
-    debian: Mapping[str, str]
-    variants: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -57,8 +45,8 @@ class RetagStep:
         return self.target.ref(self.tag)
 
 
-def plan_retag(request: RetagNames) -> tuple[RetagStep, ...]:
-    """Every (source, target) pair, named by the request's naming convention.
+def plan_retag(request: Any) -> tuple[RetagStep, ...]:
+    """Every (source, target) pair of ``request`` (a ``tasks.retag.RetagRequest``), named by its naming convention.
 
     The Python base is shared by all versions of a branch (one repository, one tag per version), so it
     appears once per version with that version's ``X.Y-slim-<debian>`` tag.
