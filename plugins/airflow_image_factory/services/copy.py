@@ -44,7 +44,8 @@ class TagJournal:
     target's previous digest is recorded (:meth:`remember`) before anything moves, and on any failure
     inside :meth:`all_or_nothing` each tag goes back to it - a tag that did not exist is deleted (the tag
     only, :meth:`RegistryClient.delete_tag`) - before the error goes on. A tag that cannot be put back is
-    named in a note on the error rather than hiding it.
+    named in a note on the error rather than hiding it: so is a new tag on a registry that deletes
+    manifests only (distribution 2.x) - deleting its manifest would take the tested ``:SHA`` tag along.
     """
 
     def __init__(self, client: Any, log: Callable[..., None] | None = None):
