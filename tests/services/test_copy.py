@@ -50,8 +50,8 @@ def test_the_journal_puts_moved_tags_back_and_deletes_new_ones():
     journal.remember("dst", "latest")
     journal.remember("dst", "fresh")
     with pytest.raises(Injected), journal.all_or_nothing():
-        verified_copy(fake, "src", NEW, "dst", "latest")
-        verified_copy(fake, "src", NEW, "dst", "fresh")
+        journal.copy("src", NEW, "dst", "latest")
+        journal.copy("src", NEW, "dst", "fresh")
         raise Injected("the last step failed")
     assert fake.tags == before
     assert log.lines == ["put back localhost:5000/dst:fresh to no tag (it did not exist)",
@@ -65,7 +65,7 @@ def test_the_journal_turns_a_mismatch_into_the_callers_refusal_after_putting_bac
     journal = TagJournal(fake)
     journal.remember("dst", "latest")
     with pytest.raises(ReleaseRefused, match="not the tested") as error, journal.all_or_nothing(ReleaseRefused):
-        verified_copy(fake, "src", NEW, "dst", "latest")
+        journal.copy("src", NEW, "dst", "latest")
     assert isinstance(error.value.__cause__, DigestMismatch)
     assert fake.tags == before
 
@@ -75,7 +75,7 @@ def test_a_tag_that_cannot_be_put_back_is_named_on_the_error():
     journal = TagJournal(fake)
     journal.remember("dst", "fresh")
     with pytest.raises(Injected) as error, journal.all_or_nothing():
-        verified_copy(fake, "src", NEW, "dst", "fresh")
+        journal.copy("src", NEW, "dst", "fresh")
         raise Injected("later step")
     assert any("could not be put back: localhost:5000/dst:fresh" in note for note in error.value.__notes__)
 
@@ -85,6 +85,23 @@ def test_a_journal_left_without_error_changes_nothing_more():
     journal = TagJournal(fake)
     journal.remember("dst", "latest", OLD)  # a digest the caller has just read: no second HEAD
     with journal.all_or_nothing():
-        verified_copy(fake, "src", NEW, "dst", "latest")
+        journal.copy("src", NEW, "dst", "latest")
     assert fake.tags[("dst", "latest")] == NEW
     assert [c[0] for c in fake.calls] == ["copy", "manifest_digest"]
+
+
+def test_only_tags_a_move_was_attempted_on_are_asked_about_when_putting_back():
+    fake = registry()
+    journal = TagJournal(fake)
+    journal.remember("dst", "latest")
+    journal.remember("dst", "untouched")
+    fake.calls.clear()
+    with pytest.raises(Injected), journal.all_or_nothing():
+        journal.copy("src", NEW, "dst", "latest")
+        raise Injected("later step")
+    assert [c[:3] for c in fake.calls if c[0] == "manifest_digest"] == [("manifest_digest", "dst", "latest")] * 2
+
+
+def test_a_tag_cannot_move_without_its_previous_digest_recorded():
+    with pytest.raises(ValueError, match="without its previous digest"):
+        TagJournal(registry()).copy("src", NEW, "dst", "latest")

@@ -52,12 +52,25 @@ class TagJournal:
         self.client = client
         self.log = log or (lambda *args: None)
         self.before: dict[tuple[str, str], str | None] = {}
+        self.moved: list[tuple[str, str]] = []  # the tags a move was attempted on, in order
 
     def remember(self, repository: str, tag: str, previous: object = _UNREAD) -> None:
         """Record the digest ``repository:tag`` holds now (``previous`` when the caller has just read it)."""
         if (repository, tag) not in self.before:
             digest = self.client.manifest_digest(repository, tag) if previous is _UNREAD else previous
             self.before[(repository, tag)] = digest  # type: ignore[assignment]
+
+    def moving(self, repository: str, tag: str) -> None:
+        """Say that ``repository:tag`` is about to move (it must have been remembered)."""
+        if (repository, tag) not in self.before:
+            raise ValueError(f"{repository}:{tag} moves without its previous digest recorded")
+        if (repository, tag) not in self.moved:
+            self.moved.append((repository, tag))
+
+    def copy(self, source_repository: str, digest: str, repository: str, tag: str) -> str:
+        """:func:`verified_copy`, put back by :meth:`restore` if the publish fails."""
+        self.moving(repository, tag)
+        return verified_copy(self.client, source_repository, digest, repository, tag)
 
     @contextlib.contextmanager
     def all_or_nothing(self, refused: type[ImageFactoryError] | None = None) -> Iterator[TagJournal]:
@@ -75,9 +88,11 @@ class TagJournal:
             raise
 
     def restore(self) -> list[str]:
-        """Put each remembered tag back (last moved first); returns those that could not be."""
+        """Put each tag a move was attempted on back (last first); returns those that could not be. Tags
+        never touched are not asked about: a registry that went away costs no retries for them."""
         failed = []
-        for (repository, tag), previous in reversed(list(self.before.items())):
+        for repository, tag in reversed(self.moved):
+            previous = self.before[(repository, tag)]
             ref = f"{self.client.registry}/{repository}:{tag}"
             try:
                 if self.client.manifest_digest(repository, tag) == previous:

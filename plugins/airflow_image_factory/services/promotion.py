@@ -15,7 +15,7 @@ from typing import Any
 from airflow_image_factory.exceptions import PromotionRefused
 from airflow_image_factory.policy.promotion import PromotionPlan
 from airflow_image_factory.policy.reference import repository_and_reference
-from airflow_image_factory.services.copy import TagJournal, verified_copy
+from airflow_image_factory.services.copy import TagJournal
 
 
 def refuse_unless_allowed(plan: PromotionPlan) -> None:
@@ -63,6 +63,7 @@ class Promotion:
                 journal.remember(*repository_and_reference(step.target))
             with journal.all_or_nothing(refused=PromotionRefused):
                 for step in plan.pushes:
+                    journal.moving(*repository_and_reference(step.target))
                     if step.local_image != step.target:
                         self.engine.tag(step.local_image, step.target)
                     digest = self.engine.push(step.target, auth=self.push_auth, retries=self.push_retries,
@@ -72,7 +73,7 @@ class Promotion:
                     self.log("pushed %s = %s", step.target, digest)
                 for step in plan.retags:
                     repository, tag = repository_and_reference(step.target)
-                    digest = verified_copy(client, repository, step.source_digest, repository, tag)
+                    digest = journal.copy(repository, step.source_digest, repository, tag)
                     published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
                                       "digest": digest})
                     self.log("promoted %s = %s (tested digest, manifest only)", step.target, digest)

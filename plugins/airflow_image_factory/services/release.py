@@ -16,7 +16,7 @@ from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL
 from airflow_image_factory.policy.reference import name_and_tag
 from airflow_image_factory.policy.release import ReleasedImage, plan_rebuilds, plan_release_tags, released_images
 from airflow_image_factory.policy.request import BuildRequest
-from airflow_image_factory.services.copy import TagJournal, verified_copy
+from airflow_image_factory.services.copy import TagJournal
 
 
 def publish_release(
@@ -45,7 +45,7 @@ def publish_release(
     published: list[dict[str, str]] = []
     with journal.all_or_nothing(refused=ReleaseRefused):
         for variant, item in plan:
-            digest = verified_copy(client, staging.path, staged[(item.python, variant)], target.path, item.tag)
+            digest = journal.copy(staging.path, staged[(item.python, variant)], target.path, item.tag)
             published.append({"image": target.ref(item.tag), "python": item.python, "digest": digest,
                               "variant": variant, "reason": item.reason})
     width = max(len(r["image"]) for r in published)

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow_image_factory.exceptions import RetagRefused
 from airflow_image_factory.policy.retag import COPY, RetagAction, decide_retag, format_actions, plan_retag
-from airflow_image_factory.services.copy import TagJournal, verified_copy
+from airflow_image_factory.services.copy import TagJournal
 
 
 def retag(client: Any, request: Any, log: Callable[..., None]) -> tuple[RetagAction, ...]:
@@ -32,7 +32,7 @@ def retag(client: Any, request: Any, log: Callable[..., None]) -> tuple[RetagAct
         with journal.all_or_nothing(refused=RetagRefused):
             for action in moves:
                 step = action.step
-                verified_copy(client, step.source.path, action.digest, step.target.path, step.tag)
+                journal.copy(step.source.path, action.digest, step.target.path, step.tag)
     changed = sum(a.action == COPY for a in actions)
     log(
         "%s %s → %s (%d of %d names %s):\n%s",
