@@ -74,7 +74,7 @@ class TagJournal:
 
     @contextlib.contextmanager
     def all_or_nothing(self, refused: type[ImageFactoryError] | None = None) -> Iterator[TagJournal]:
-        """Put every remembered tag back when the block raises, then re-raise; a :class:`DigestMismatch`
+        """Put every tag moved back (:meth:`restore`) when the block raises, then re-raise; a :class:`DigestMismatch`
         becomes ``refused`` (the caller's own refusal) when given."""
         try:
             yield self
