@@ -69,6 +69,15 @@ class ManifestNotFound(RegistryError):
     """The asked-for manifest (image:tag or image@digest) does not exist."""
 
 
+class DigestMismatch(RegistryError):
+    """A tag just copied to a digest reads back as another one (a registry that rewrote the manifest, or
+    someone moving the tag at the same time). Names the tag, the digest expected and the one found."""
+
+    def __init__(self, ref: str, expected: str, found: str | None):
+        self.ref, self.expected, self.found = ref, expected, found
+        super().__init__(f"{ref} became {found or 'nothing'}, not the tested {expected}")
+
+
 class CredentialScopeError(PermanentError):
     """A registry Connection's secret would go to a host it was not made for (names connection and host).
 

@@ -288,6 +288,21 @@ def test_delete_manifest(plain_registry: RegistryServer) -> None:
         client.delete_manifest(repo, "v1")
 
 
+def test_delete_tag_removes_that_tag_only_or_says_the_registry_cannot(plain_registry: RegistryServer) -> None:
+    client = plain_registry.client()
+    repo = unique_repo()
+    image = push_image(client, repo, "v1")
+    client.tag(repo, image.digest, "v2")
+    try:
+        client.delete_tag(repo, "v2")
+    except RegistryError as exc:  # distribution 2.x deletes manifests only
+        assert "does not delete tags, only manifests" in str(exc) and "v2 stays" in str(exc)
+        assert client.manifest_digest(repo, "v2") == image.digest
+    else:
+        assert client.manifest_digest(repo, "v2") is None
+    assert client.manifest_digest(repo, "v1") == image.digest  # never the manifest nor its other tags
+
+
 # --------------------------------------------------------------------------- listing
 
 

@@ -9,15 +9,14 @@ import pytest
 
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequests, ReleaseRefused
-from airflow_image_factory.tasks.release import (
+from airflow_image_factory.policy.release import (
     ReleasedImage,
-    ReleaseRequest,
     is_newest,
     plan_rebuilds,
     plan_release_tags,
     released_images,
-    validate_release_request,
 )
+from airflow_image_factory.tasks.release import ReleaseRequest, validate_release_request
 
 SETTINGS = load_settings(env={})
 PYS = ("3.11", "3.13")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from airflow_image_factory.clients.registry import RegistryClient
-from airflow_image_factory.tasks.release import plan_rebuilds, read_released_images
+from airflow_image_factory.policy.release import plan_rebuilds
+from airflow_image_factory.services.release import read_released_images
 from tests.support.dag_runs import run_dag, stack_versions
 from tests.support.oci_images import push_image
 

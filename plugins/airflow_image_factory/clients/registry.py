@@ -554,6 +554,23 @@ class RegistryClient:
         self._expect(resp, "DELETE", path, (202, 200, 204))
         return digest
 
+    def delete_tag(self, repository: str, tag: str) -> None:
+        """Remove ``tag`` only (OCI distribution 1.1 ``DELETE /v2/<name>/manifests/<tag>``), never the
+        manifest it names: other tags of that digest stay. Registries that delete manifests only (distribution
+        2.x answers 400 DIGEST_INVALID; others 405 or UNSUPPORTED) refuse with a RegistryError saying so -
+        :meth:`delete_manifest` of the digest is no way out, it takes every tag of the digest along."""
+        _check_reference(tag)
+        path = self._manifest_path(repository, tag)
+        resp = self.request("DELETE", path, scope=[f"repository:{repository}:delete"])
+        if resp.status_code == 404:
+            raise ManifestNotFound(f"{self.registry}/{repository}:{tag} not found", status=404)
+        if resp.status_code in (400, 405):
+            raise RegistryError(
+                f"registry {self.registry} does not delete tags, only manifests ({resp.status_code}: "
+                f"{self._error_text(resp)}): {repository}:{tag} stays", status=resp.status_code,
+            )
+        self._expect(resp, "DELETE", path, (202, 200, 204))
+
     def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
         """All tags of a repository, following ``Link: rel="next"``; [] if the repository is unknown."""
         path = f"/v2/{_check_repository(repository)}/tags/list"

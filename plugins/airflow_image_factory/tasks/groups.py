@@ -418,40 +418,16 @@ def released_images_to_rebuild() -> list[dict[str, Any]]:
     Reads tags, manifests and config labels only. Returns one ``release_images`` conf per release to
     rebuild (newest patch of each X.Y line), which republishes the same tags after its checks.
     """
-    from airflow_image_factory.policy.naming import images_for, release_image
+    from airflow_image_factory.services.release import releases_to_rebuild
     from airflow_image_factory.tasks.hooks import RegistryHook
-    from airflow_image_factory.tasks.release import plan_rebuilds, read_released_images
 
     conf = conf_object(get_current_context()["dag_run"].conf)
     settings = run_settings()
     request = validate_request({k: v for k, v in conf.items() if k not in NIGHTLY_FIXED_FIELDS}, settings)
-    released_repo = release_image(request.registry, request.repository)
     fail_if_unreachable(request.registry)
-    with RegistryHook(request.registry, settings=settings).get_conn() as client:
-        released = read_released_images(client, released_repo.path)
-    if not released:
-        log.info("No released images in %s: nothing to rebuild", released_repo)
-        return []
-    current: dict[str, str] = {}
-    for python in sorted({image.python for image in released}):
-        upstream = images_for(request, python).upstream_python_base
-        with RegistryHook(upstream.registry, settings=settings).get_conn() as client:
-            digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
-        if digest:
-            current[python] = digest
-    rebuilds = plan_rebuilds(released, current, newest_patch_only=True)
-    by_version: dict[str, list[str]] = {}
-    for rebuild in rebuilds:
-        log.info("Released %s:%s is on base %s; upstream is now %s: rebuilding", released_repo, rebuild.tag,
-                 rebuild.old_base_digest, rebuild.new_base_digest)
-        by_version.setdefault(rebuild.version, []).append(rebuild.python)
-    if not by_version:
-        log.info("All %d released images are on their Python base's current digest", len(released))
-    return [
-        {"version": version, "python_versions": pythons, "registry": request.registry,
-         "repository": request.repository}
-        for version, pythons in sorted(by_version.items())
-    ]
+    return releases_to_rebuild(
+        request, lambda registry: RegistryHook(registry, settings=settings).get_conn(), log=log.info
+    )
 
 
 def rebuild_released_images():

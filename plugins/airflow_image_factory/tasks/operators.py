@@ -42,7 +42,6 @@ from airflow_image_factory.exceptions import (
     BaseImageMissing,
     ManifestNotFound,
     PermanentError,
-    PromotionRefused,
     RegistryError,
     RegistryUnavailable,
     VerificationFailed,
@@ -83,6 +82,7 @@ from airflow_image_factory.policy.promotion import SHA_PUSHED, VersionOutcome, p
 from airflow_image_factory.policy.reference import repository_and_reference
 from airflow_image_factory.policy.request import BuildRequest
 from airflow_image_factory.policy.settings import TIME_BOUNDS, VARIABLE_NAME, Settings
+from airflow_image_factory.services.promotion import Promotion, refuse_unless_allowed
 from airflow_image_factory.tasks.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.tasks.hooks import EngineHook, RegistryHook, find_connection
 from airflow_image_factory.tasks.links import RegistryImageLink, record_image_ref
@@ -824,7 +824,8 @@ class PromoteImagesOperator(ImageFactoryOperator):
 
     CI and PROD ``latest`` are re-tagged from the tested ``:SHA`` digests in the registry (manifest PUTs,
     no blob moves); the Python base, PROD build stage and CI manifest are pushed here for the first
-    time, before any re-tag, so a failed upload leaves the published CI and PROD images untouched.
+    time, before any re-tag. All-or-nothing: a failure at any step puts every ``latest`` back
+    (:class:`airflow_image_factory.services.promotion.Promotion` does the work; this step makes its clients).
     """
 
     template_fields: Sequence[str] = (*ImageFactoryOperator.template_fields, "outcomes", "python_bases")
@@ -857,53 +858,26 @@ class PromoteImagesOperator(ImageFactoryOperator):
             push=request.push, python_versions=request.python_versions, outcomes=outcomes, images=images,
             local_images=local_images, variants=request.variants,
         )
-        if not plan.allowed:
-            if not request.push:
-                self.log.info("Nothing published: %s", plan.reason)
-                return []
-            raise PromotionRefused(plan.reason)
+        if not plan.allowed and not request.push:
+            self.log.info("Nothing published: %s", plan.reason)
+            return []
+        refuse_unless_allowed(plan)  # before any client is made
 
         settings = run_settings()
         hook = self.registry_hook(settings)
         engine = EngineHook(settings=settings).get_conn()
-        published: list[dict[str, str]] = []
-        # Two runs of one branch must not interleave their re-tags (latest would mix both runs): the
-        # lock serialises promotions per registry/repository/branch; other branches never wait. A file
-        # lock on one machine, a PostgreSQL advisory lock across machines (locks.py).
+        # Serialises promotions per registry/repository/branch; other branches never wait. A file lock on
+        # one machine, a PostgreSQL advisory lock across machines (clients/locks.py).
         lock = promotion_lock(
             settings, registry=request.registry, repository=request.repository, branch=request.branch,
             owner=f"{(context or {}).get('run_id', 'a run')} of {request.branch} at {self.sha}",
             find_connection=find_connection, on_wait=self.log.info,
         )
-        with lock.hold(), hook.get_conn() as client:
-            self.log.info("promotion lock acquired: %s (waited %.1fs)", lock.name, lock.waited)
-            # Pre-flight: every tested digest must still be in the registry before anything moves.
-            for step in plan.retags:
-                repository, _ = repository_and_reference(step.target)
-                if client.manifest_digest(repository, step.source_digest) is None:
-                    raise PromotionRefused(
-                        f"tested digest {step.source_digest} of {step.target} is gone; nothing moved"
-                    )
-            for step in plan.pushes:
-                if step.local_image != step.target:
-                    engine.tag(step.local_image, step.target)
-                digest = engine.push(step.target, auth=hook.credentials, retries=settings.push_retries,
-                                     on_line=self.log.debug)
-                published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
-                                  "digest": digest})
-                self.log.info("pushed %s = %s", step.target, digest)
-            for step in plan.retags:
-                repository, tag = repository_and_reference(step.target)
-                digest = client.tag(repository, step.source_digest, tag)
-                if digest != step.source_digest:
-                    raise PromotionRefused(
-                        f"{step.target} now points at {digest}, not the tested {step.source_digest}"
-                    )
-                published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
-                                  "digest": digest})
-                self.log.info("promoted %s = %s (tested digest, manifest only)", step.target, digest)
-            self._check_consistent(client, published)
-            self.log.info("promotion lock released: %s", lock.name)
+        with hook.get_conn() as client:
+            published = Promotion(
+                registry=client, engine=engine, lock=lock, log=self.log.info,
+                push_auth=hook.credentials, push_retries=settings.push_retries, on_line=self.log.debug,
+            ).apply(plan, self.sha)
         self._announce(context, published)
         return published
 
@@ -916,18 +890,6 @@ class PromoteImagesOperator(ImageFactoryOperator):
         prod = [item["image"] for item in published if item["kind"] == ImageKind.PROD.value]
         if prod:
             record_image_ref(context, prod[0])
-
-    def _check_consistent(self, client: Any, published: list[dict[str, str]]) -> None:
-        """Still under the lock: every latest this run set must read back as this run's digest."""
-        wrong = []
-        for item in published:
-            repository, tag = repository_and_reference(item["image"])
-            now = client.manifest_digest(repository, tag)
-            if now != item["digest"]:
-                wrong.append(f"{item['image']} is {now}, this run published {item['digest']}")
-        if wrong:
-            raise PromotionRefused("the published latest set is not consistent: " + "; ".join(wrong))
-        self.log.info("latest set verified: %d images, all from commit %s", len(published), self.sha)
 
 
 class TidyEngineOperator(ImageFactoryOperator):

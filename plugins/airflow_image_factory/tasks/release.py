@@ -2,28 +2,25 @@
 constraints, verify it, and publish ``X.Y.Z-pythonA.B``, ``X.Y-pythonA.B``, and for the default Python
 ``X.Y.Z`` and ``latest`` — moving tags only forward.
 
-Policy (pure, tested with tables): :func:`plan_release_tags` decides which tags a release publishes from
-the tags the registry already holds; :func:`plan_rebuilds` decides which released images need a rebuild
-because their Python base got a new digest (the nightly wires it). Operators reuse the build, verify and
-push steps of a branch build with the release's names; promotion copies tested digests by manifest.
+Here: the release request and its rules, and the Airflow steps. Which tags a release publishes and which
+released images need a rebuild is :mod:`airflow_image_factory.policy.release` (pure); publishing and
+reading released images is :mod:`airflow_image_factory.services.release`. Operators reuse the build,
+verify and push steps of a branch build with the release's names.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
-from packaging.version import InvalidVersion, Version
 
-from airflow_image_factory.clients.registry import config_labels
-from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests, ReleaseRefused
+from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
 from airflow_image_factory.policy.naming import (
-    LATEST,
     REGULAR,
     VARIANTS,
     ImageKind,
@@ -35,6 +32,7 @@ from airflow_image_factory.policy.naming import (
     variant_of,
 )
 from airflow_image_factory.policy.reference import name_and_tag
+from airflow_image_factory.policy.release import _RELEASE_VERSION, staged_digests
 from airflow_image_factory.policy.request import (
     _GIT_HOST,
     BuildRequest,
@@ -66,12 +64,8 @@ RELEASE_PARAM_NAMES = (
     "cache_branch",
     "constraints_url",
 )
-# A released Airflow version: final X.Y.Z, or a pre-release X.Y.Z{a,b,rc}N (no dev/post builds), in its
-# canonical PEP 440 form (request.version_error): "03.3.2" would publish tags no other release matches.
-_RELEASE_VERSION = re.compile(r"(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?", re.ASCII)
+# The released versions a request may name: policy.release._RELEASE_VERSION.
 _RELEASE_EXAMPLE = "released version such as 3.3.2 or 3.4.0rc1"
-# Tags of released images: X.Y.Z[-pythonA.B] (X.Y-pythonA.B and latest say nothing new about versions).
-_RELEASED_TAG = re.compile(r"(?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)(?:-python(?P<python>3\.\d+))?", re.ASCII)
 # The constraints URL template: these placeholders only, bare ({version}, never {version:>9}, {version!r},
 # {version.__class__} or {python[0]}), in an https:// URL made of plain URL characters.
 CONSTRAINTS_PLACEHOLDERS = ("version", "python")
@@ -223,171 +217,6 @@ def validate_release_request(conf: Mapping[str, Any] | None, settings: Settings)
     )
 
 
-# ---- which tags a release publishes --------------------------------------------------------------
-
-
-def _version(text: str) -> Version | None:
-    try:
-        return Version(text)
-    except InvalidVersion:
-        return None
-
-
-def released_versions(tags: Iterable[str]) -> set[Version]:
-    """Every Airflow version the registry's tags show as released (final releases only)."""
-    found = set()
-    for tag in tags:
-        match = _RELEASED_TAG.fullmatch(tag)
-        version = _version(match.group("version")) if match else None
-        if version is not None and not version.is_prerelease:
-            found.add(version)
-    return found
-
-
-def is_newest(version: str, existing_tags: Iterable[str], *, same_minor: bool = False) -> bool:
-    """True when ``version`` is at least every final release the tags show (within its X.Y if asked).
-
-    Re-publishing the newest version counts as newest (a rebuild moves its tags to the new digest).
-    """
-    wanted = Version(version)
-    if wanted.is_prerelease:
-        return False
-    others = released_versions(existing_tags)
-    if same_minor:
-        others = {v for v in others if v.release[:2] == wanted.release[:2]}
-    return all(wanted >= other for other in others)
-
-
-@dataclass(frozen=True)
-class ReleaseTag:
-    tag: str
-    python: str
-    reason: str
-
-
-def plan_release_tags(
-    version: str, python_versions: Sequence[str], default_python: str, existing_tags: Iterable[str],
-    variant: str = "regular",
-) -> tuple[ReleaseTag, ...]:
-    """The tags a release publishes, from what the registry already holds (AIP-26 names).
-
-    Each PROD variant has its own family of tags, decided from that family only: the slim variant's
-    are the regular names with Airflow's ``slim-`` prefix (``slim-3.3.2-python3.11``, ``slim-latest``).
-
-    * ``X.Y.Z-pythonA.B`` for every Python version, always;
-    * ``X.Y-pythonA.B`` when X.Y.Z is the newest release of X.Y (a back-ported 3.2.9 after 3.2.10 does
-      not move ``3.2-python3.11`` back);
-    * ``X.Y.Z`` for the default Python;
-    * ``latest`` for the default Python only when X.Y.Z is the newest release of all.
-    Pre-releases (``3.4.0rc1``) get only their own version's tags.
-    """
-    if default_python not in python_versions:
-        raise ReleaseRefused(f"default Python {default_python} is not one of {', '.join(python_versions)}")
-    prefix = VARIANTS[variant].release_prefix
-    if prefix:
-        existing = [t.removeprefix(prefix) for t in existing_tags if t.startswith(prefix)]
-    else:
-        existing = [t for t in existing_tags if not _is_prefixed(t)]
-    minor = _RELEASE_VERSION.fullmatch(version)
-    if not minor:
-        raise ReleaseRefused(f"{show(version)} is not a released version")
-    newest_in_minor = is_newest(version, existing, same_minor=True)
-    newest = is_newest(version, existing)
-    tags = []
-    for python in python_versions:
-        tags.append(ReleaseTag(release_tag(version, python, variant), python, "the release, per Python version"))
-        if newest_in_minor:
-            line = minor.group("minor")
-            tags.append(ReleaseTag(release_tag(line, python, variant), python, f"newest {line}.x"))
-    tags.append(ReleaseTag(release_tag(version, variant=variant), default_python, "the release, default Python"))
-    if newest:
-        tags.append(ReleaseTag(prefix + LATEST, default_python, "newest release, default Python"))
-    return tuple(tags)
-
-
-def _is_prefixed(tag: str) -> bool:
-    """A tag of another variant's family (``slim-…``)."""
-    return any(v.release_prefix and tag.startswith(v.release_prefix) for v in VARIANTS.values())
-
-
-# ---- which released images need a rebuild (the nightly calls this) --------------------------------
-
-
-@dataclass(frozen=True)
-class ReleasedImage:
-    """One released ``X.Y.Z-pythonA.B`` image and the Python base digest it was built on (its
-    ``org.opencontainers.image.base.digest`` label; None when it carries none)."""
-
-    version: str
-    python: str
-    base_digest: str | None
-
-    @property
-    def tag(self) -> str:
-        return release_tag(self.version, self.python)
-
-
-@dataclass(frozen=True)
-class Rebuild:
-    version: str
-    python: str
-    old_base_digest: str
-    new_base_digest: str
-
-    @property
-    def tag(self) -> str:
-        return release_tag(self.version, self.python)
-
-
-def released_images(tags: Iterable[str]) -> list[tuple[str, str]]:
-    """(version, python) of every ``X.Y.Z-pythonA.B`` tag (final releases; the per-Python images)."""
-    found = []
-    for tag in tags:
-        match = _RELEASED_TAG.fullmatch(tag)
-        if match and match.group("python") and not Version(match.group("version")).is_prerelease:
-            found.append((match.group("version"), match.group("python")))
-    return sorted(found, key=lambda vp: (Version(vp[0]), Version(vp[1])))
-
-
-def plan_rebuilds(
-    released: Iterable[ReleasedImage], current_base_digests: Mapping[str, str], *, newest_patch_only: bool = False
-) -> tuple[Rebuild, ...]:
-    """Released images whose Python base has a new digest upstream (AIP-26: security fixes reach released
-    images). Rebuilt images are republished under the same tags (:func:`plan_release_tags` decides).
-
-    An image without a recorded base digest, or for a Python version with no known current digest, is
-    left alone: nothing says it is stale. ``newest_patch_only`` limits rebuilds to the newest X.Y.Z of
-    each X.Y line (older patches are superseded by it).
-    """
-    images = list(released)
-    if newest_patch_only:
-        newest: dict[tuple[int, ...], Version] = {}
-        for image in images:
-            v = Version(image.version)
-            newest[v.release[:2]] = max(newest.get(v.release[:2], v), v)
-        images = [i for i in images if Version(i.version) == newest[Version(i.version).release[:2]]]
-    rebuilds = []
-    for image in images:
-        current = current_base_digests.get(image.python)
-        if image.base_digest and current and image.base_digest != current:
-            rebuilds.append(Rebuild(image.version, image.python, image.base_digest, current))
-    return tuple(sorted(rebuilds, key=lambda r: (Version(r.version), Version(r.python))))
-
-
-def read_released_images(client: Any, repository: str) -> list[ReleasedImage]:
-    """The registry's ``X.Y.Z-pythonA.B`` images with the base digest each records in its labels.
-
-    Reads manifests and config blobs only (no layers); the input :func:`plan_rebuilds` needs.
-    """
-    from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL
-
-    found = []
-    for version, python in released_images(client.list_tags(repository)):
-        labels = config_labels(client.image_config(repository, release_tag(version, python)))
-        found.append(ReleasedImage(version, python, labels.get(BASE_DIGEST_LABEL) or None))
-    return found
-
-
 # ---- operators -----------------------------------------------------------------------------------
 
 
@@ -461,8 +290,9 @@ class ReleaseTidyOperator(TidyEngineOperator):
 class PublishReleaseOperator(BaseOperator):
     """All-or-nothing: when every Python version staged a tested digest, copy each to its release tags.
 
-    Tags are decided from the registry's tags before anything moves; every staged digest is checked
-    first; each tag is then a manifest PUT of exactly the tested digest (blobs mounted, never pulled).
+    The registry work is :func:`airflow_image_factory.services.release.publish_release`: tags decided from
+    the registry's tags before anything moves, every staged digest checked first, each tag a verified copy
+    of exactly the tested digest, and every tag put back when any step fails.
     Emits an asset event for every published tag (through :data:`PUBLISHED_IMAGES_ALIAS`).
     """
 
@@ -479,6 +309,7 @@ class PublishReleaseOperator(BaseOperator):
 
     @fails_at_once  # a refused release (an untested Python, a moved tag) is not retried
     def execute(self, context: Any) -> list[dict[str, str]]:
+        from airflow_image_factory.services.release import publish_release
         from airflow_image_factory.tasks.hooks import RegistryHook
         from airflow_image_factory.tasks.operators import run_settings
 
@@ -486,44 +317,15 @@ class PublishReleaseOperator(BaseOperator):
         variants = tuple(release.build.get("variants") or (REGULAR.name,))
         # Airflow hands a single mapped result over as itself rather than a one-item list.
         items = [self.staged] if isinstance(self.staged, Mapping) else list(self.staged or [])
-        # (python, variant) → the tested digest staged for it
-        staged = {(s["python"], variant): digest for s in items if s
-                  for variant, digest in (s.get("digests") or {}).items() if digest}
-        missing = [f"{p} ({v})" for p in release.python_versions for v in variants if (p, v) not in staged]
-        if missing:
-            raise ReleaseRefused(f"no tested image for Python {', '.join(missing)}: nothing is published")
-        target = release_image(release.registry, release.repository)
-        staging = release_staging_image(release.registry, release.repository)
-        hook = RegistryHook(release.registry, settings=run_settings())
-        published: list[dict[str, str]] = []
-        with hook.get_conn() as client:
-            existing = client.list_tags(target.path)
-            plan = [(variant, item) for variant in variants for item in plan_release_tags(
-                release.version, release.python_versions, release.default_python, existing, variant)]
-            for (python, variant), digest in staged.items():
-                if client.manifest_digest(staging.path, digest) is None:
-                    raise ReleaseRefused(f"tested digest {digest} of Python {python} ({variant}) is gone from "
-                                         f"{staging}; nothing was published")
-            for variant, item in plan:
-                tested = staged[(item.python, variant)]
-                digest = client.copy(staging.path, tested, target.path, item.tag)
-                if digest != tested:
-                    raise ReleaseRefused(f"{target.ref(item.tag)} became {digest}, not the tested {tested}")
-                published.append({"image": target.ref(item.tag), "python": item.python, "digest": digest,
-                                  "variant": variant, "reason": item.reason})
+        staged = staged_digests(items, release.python_versions, variants)
+        with RegistryHook(release.registry, settings=run_settings()).get_conn() as client:
+            published = publish_release(client, release, staged, variants, log=self.log.info)
         events = context["outlet_events"][PUBLISHED_IMAGES_ALIAS]
         for row in published:
             events.add(release_asset(release.registry, release.repository, name_and_tag(row["image"])[1]),
                        extra={"digest": row["digest"]})
-        default_ref = target.ref(release_tag(release.version, release.default_python, variants[0]))
-        record_image_ref(context, default_ref)
-        width = max(len(r["image"]) for r in published)
-        self.log.info("Published release %s:\n%s", release.version, "\n".join(
-            f"{r['image'].ljust(width)}  {r['digest']}  ({r['reason']})" for r in published))
-        skipped = {"latest", f"{release.version.rsplit('.', 1)[0]}-python{release.default_python}"} - {
-            name_and_tag(r["image"])[1] for r in published}
-        if skipped:
-            self.log.info("Not moved (a newer release owns them): %s", ", ".join(sorted(skipped)))
+        target = release_image(release.registry, release.repository)
+        record_image_ref(context, target.ref(release_tag(release.version, release.default_python, variants[0])))
         return published
 
 
