@@ -41,11 +41,14 @@ def uv_platform(architecture: str | None = None) -> str:
 def resolve_newest(
     requirement: str | list[str], *, python: str, architecture: str | None = None, extra_ca_bundle: str = "",
     cache_dir: str | None = None, find_links: str | None = None, exclude: tuple[str, ...] = (),
+    uploaded_before: str = "",
 ) -> dict[str, str]:
     """``{name: version}`` of the eager (newest allowed) resolution of ``requirement`` for ``python``.
 
     ``find_links``: a directory of wheels the resolver sees beside the index (a branch's metadata
-    wheels, so its own dependency metadata is resolved); ``exclude``: packages left out of the result.
+    wheels, so its own dependency metadata is resolved); ``exclude``: packages left out of the result;
+    ``uploaded_before``: an RFC 3339 time — resolve as the index stood then (what a release's
+    constraints held), not as it stands today.
     """
     requirements_lines = [requirement] if isinstance(requirement, str) else list(requirement)
     requirement = " ".join(requirements_lines)
@@ -73,6 +76,8 @@ def resolve_newest(
             cmd += ["--find-links", find_links]
         for package in exclude:
             cmd += ["--no-emit-package", package]
+        if uploaded_before:
+            cmd += ["--exclude-newer", uploaded_before]
         log.info("Resolving %s for Python %s: %s", requirement, python, " ".join(cmd[1:]))
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=RESOLVE_TIMEOUT, env=env,
