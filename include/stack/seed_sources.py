@@ -45,6 +45,9 @@ from pathlib import Path
 # --- the pinned release (override with --airflow-version / --task-sdk-version) -------------------
 AIRFLOW_VERSION = "3.3.2"  # apache-airflow (the meta distribution) and apache-airflow-core
 TASK_SDK_VERSION = "1.3.2"  # apache-airflow-task-sdk released with it
+# When PyPI got the pinned release (apache_airflow_core-3.3.2.tar.gz): seed_constraints.py resolves the
+# constraints as the index stood then, as Airflow's own were frozen at the release.
+RELEASE_UPLOADED = "2026-09-17T08:40:00Z"
 # sha256 of the pinned sdists (checked when the versions are the pinned ones): the same bytes, so the
 # same SHAs, wherever the files come from.
 SDIST_SHA256 = {

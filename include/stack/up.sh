@@ -442,6 +442,18 @@ while IFS= read -r line; do
     case $line in present:* | "moved aside:"* | created:*) say "source repo: $line" ;; esac
 done <"$seed_log"
 
+# Its constraints branches, as Airflow's own: resolved as PyPI stood at the release (seed_constraints.py
+# says why; GitHub's are unreachable). Needs the package (the venv): its resolver, settings and git code.
+constraints_log=$LOGS/seed-constraints.log
+python_args=()
+for version in $PYTHON_VERSIONS; do python_args+=(--python "$version"); done
+IMAGE_FACTORY_EXTRA_CA_BUNDLE="$EXTRA_CA_BUNDLE" "$seed_python" "$REPO_ROOT/include/stack/seed_constraints.py" \
+    --repo "$SOURCE_REPO" "${python_args[@]}" >"$constraints_log" 2>&1 ||
+    die_with_log "$constraints_log" "could not seed the constraints branches of $SOURCE_REPO (log: $constraints_log)"
+while IFS= read -r line; do
+    case $line in present:* | created:*) say "constraints: $line" ;; esac
+done <"$constraints_log"
+
 # ================================================================================================
 # 6. Airflow home (SQLite)
 # ================================================================================================

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_image_factory.policy.image_contract import (
     ImageCheck,
+    expected_executors,
     expected_imports,
     prod_checks,
     providers_in_list_file,
@@ -245,9 +246,9 @@ def test_the_prod_checks_hold_airflows_own_image_tests():
     assert checks["default user"].values["opt_airflow_airflow"] == "0"
     # the modules of each extra that has a list, and every provider's package
     imports = checks["imports"].values
-    assert imports["import_groups"] == "amazon,postgres,providers"
-    assert {k for k in imports if k.startswith("imports_")} == {"imports_amazon", "imports_postgres",
-                                                                "imports_providers"}
+    assert imports["import_groups"] == "amazon,executors,postgres,providers"
+    assert {k for k in imports if k.startswith("imports_")} == {"imports_amazon", "imports_executors",
+                                                                "imports_postgres", "imports_providers"}
 
 
 def test_expected_imports_follow_the_extras():
@@ -287,6 +288,42 @@ def test_the_imports_check_names_the_module_that_does_not_import():
         values=check.values)
     problems = broken.failures(*_run_check(broken))
     assert len(problems) == 1 and "no_such_module_here (ModuleNotFoundError" in problems[0]
+
+
+def test_expected_executors_follow_the_extras():
+    assert expected_executors("") == {"LocalExecutor"}
+    assert expected_executors("celery,cncf-kubernetes,fab") == {"LocalExecutor", "CeleryExecutor",
+                                                               "KubernetesExecutor"}
+
+
+def test_the_imports_check_loads_each_executor_whose_provider_is_installed():
+    # This environment has the cncf-kubernetes provider and no celery one: Local and Kubernetes load.
+    check = next(c for c in prod_checks("", extras="cncf-kubernetes") if c.name == "imports")
+    code, output = _run_check(check)
+    assert check.failures(code, output) == [], output
+    assert "executors=KubernetesExecutor,LocalExecutor" in output
+    assert "imports_executors=ok" in output
+    # An image whose extras promise the CeleryExecutor must load it (the chart's default executor).
+    celery = next(c for c in prod_checks("", extras="celery") if c.name == "imports")
+    assert "executors: 'KubernetesExecutor,LocalExecutor' is not what the official image gives" in \
+        celery.failures(code, output)
+
+
+def test_the_imports_check_names_an_executor_that_does_not_import(tmp_path):
+    # As celery 5.7 broke providers-celery 3.26: the provider's package imports, its executor does not.
+    broken = "airflow.providers.cncf.kubernetes.executors.kubernetes_executor"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {broken!r}:\n"
+        "            raise ImportError('cannot import name retry from celery.backends.database')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+    )
+    check = next(c for c in prod_checks("", extras="cncf-kubernetes") if c.name == "imports")
+    problems = check.failures(*_run_check(check, PYTHONPATH=str(tmp_path)))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("imports_executors: 'failed: " + broken + " (ImportError: cannot import name")
 
 
 def test_the_sources_lists_of_providers_are_read_as_airflows_tests_read_them():

@@ -29,3 +29,9 @@ def test_resolution_is_for_the_target_python_not_the_workers():
 def test_an_unsatisfiable_requirement_is_a_clear_error():
     with pytest.raises(DependencyResolutionFailed, match="no-such-package-image-factory"):
         resolve_newest("no-such-package-image-factory==1.0", python="3.11")
+
+
+def test_a_resolution_as_the_index_stood_at_a_time_ignores_later_uploads():
+    # celery 5.7.0 was uploaded on 2026-11-05; at Airflow 3.3.2's release the newest was 5.6.3.
+    assert resolve_newest("celery<6", python="3.11", uploaded_before="2026-09-17T08:40:00Z")["celery"] == "5.6.3"
+    assert resolve_newest("celery<6", python="3.11", uploaded_before="2026-11-06T00:00:00Z")["celery"] == "5.7.0"

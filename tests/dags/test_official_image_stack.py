@@ -90,12 +90,16 @@ def test_no_command_and_airflow_alone_exit_2_as_upstream(images, kind):
 
 
 def test_an_image_broken_in_each_point_fails_exactly_those_checks(images, tmp_path):
-    """FROM the verified regular image: no /clean-logs, a provider and sshtunnel uninstalled, CMD --help."""
+    """FROM the verified regular image: no /clean-logs, a provider and sshtunnel uninstalled, CMD --help,
+    and celery without ``celery.backends.database.retry`` (what celery 5.7 did to providers-celery 3.26:
+    the provider's package imports, the CeleryExecutor the chart defaults to does not)."""
     broken = f"{images['prod'].rsplit(':', 1)[0]}-broken:test"
     (tmp_path / "Dockerfile").write_text(
         f"FROM {images['prod']}\n"
         "USER 0\n"
         "RUN rm /clean-logs && /opt/airflow/venv/bin/pip uninstall -q -y sshtunnel apache-airflow-providers-ftp\n"
+        "RUN echo 'del retry' >> \"$(/opt/airflow/venv/bin/python -c "
+        "'import celery.backends.database as m; print(m.__file__)')\"\n"
         "USER 50000\n"
         'CMD ["--help"]\n'
     )
@@ -114,6 +118,8 @@ def test_an_image_broken_in_each_point_fails_exactly_those_checks(images, tmp_pa
         assert "clean_logs" in failed["default user"]
         assert "apache-airflow-providers-ftp" in failed["providers"]
         assert "sshtunnel" in failed["imports"]
+        assert "imports_executors: 'failed: airflow.providers.celery.executors.celery_executor (ImportError: " \
+            "cannot import name 'retry'" in failed["imports"]
         assert "exit code 0, expected 2" in failed["no command"]
     finally:
         _docker("rmi", "-f", broken, check=False)

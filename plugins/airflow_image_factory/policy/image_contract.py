@@ -153,7 +153,10 @@ EXTRA_IMPORTS: dict[str, tuple[str, ...]] = {
     "statsd": ("statsd",),
 }
 
-# Each extra's modules, and every installed provider's package, import (one line per group).
+# Each extra's modules, every installed provider's package, and every executor Airflow knows by name
+# whose provider is installed (the chart's default is CeleryExecutor: a provider package that imports
+# while its executor does not — celery 5.7 under providers-celery 3.26 — crash-loops the scheduler)
+# import, one line per group. The executors come from Airflow's own table (ExecutorLoader.executors).
 _IMPORTS_SCRIPT = r"""
 import importlib, json, os, sys
 from importlib import metadata
@@ -163,16 +166,32 @@ groups = json.loads(os.environ["IMPORT_GROUPS"])
 groups["providers"] = sorted(
     ep.value.split(":")[0].rsplit(".", 1)[0] for ep in metadata.entry_points(group="apache_airflow_provider")
 )
+from airflow.executors.executor_loader import ExecutorLoader
+
+installed = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+executors = {}
+for alias, path in sorted(ExecutorLoader.executors.items()):
+    parts = path.split(".")
+    if parts[1] == "providers":  # airflow.providers.<id...>.executors.<module>.<class>
+        provider = "apache-airflow-providers-" + "-".join(parts[2:parts.index("executors")])
+        if provider not in installed:
+            continue
+    executors[alias] = path
+groups["executors"] = sorted(path.rsplit(".", 1)[0] for path in executors.values())
 for group, modules in sorted(groups.items()):
     broken = []
     for module in modules:
         try:
             importlib.import_module(module)
         except Exception as exc:
-            broken.append("%s (%s: %s)" % (module, type(exc).__name__, str(exc)[:120]))
+            broken.append("%s (%s: %s)" % (module, type(exc).__name__, str(exc)[:160]))
     print("imports_%s=%s" % (group, "ok" if not broken else "failed: " + ", ".join(broken)))
 print("import_groups=" + ",".join(sorted(groups)))
+print("executors=" + ",".join(sorted(executors)))
 """
+
+# The executors an image with these extras must be able to load (LocalExecutor: always).
+EXTRA_EXECUTORS: dict[str, str] = {"celery": "CeleryExecutor", "cncf-kubernetes": "KubernetesExecutor"}
 
 # As root, with a module on a custom PYTHONPATH (the docs' "run custom packages as root").
 _ROOT_SCRIPT = r"""
@@ -187,6 +206,11 @@ echo "custom_import=$(PYTHONPATH=/tmp/custom-mount python -c 'import awesome' 2>
 def expected_imports(extras: str) -> dict[str, list[str]]:
     """The modules each of the image's extras must make importable (extras without a list: none)."""
     return {extra: list(EXTRA_IMPORTS[extra]) for extra in extras_of(extras) if extra in EXTRA_IMPORTS}
+
+
+def expected_executors(extras: str) -> set[str]:
+    """The executors an image with ``extras`` loads by name: LocalExecutor, and each extra's own."""
+    return {"LocalExecutor", *(EXTRA_EXECUTORS[e] for e in extras_of(extras) if e in EXTRA_EXECUTORS)}
 
 
 @dataclass(frozen=True)
@@ -263,8 +287,9 @@ def prod_checks(
             name="imports",
             command=("python", "-c", _IMPORTS_SCRIPT),
             environment={**NO_DB_WAIT, "IMPORT_GROUPS": json.dumps(import_groups)},
-            values={"import_groups": ",".join(sorted([*import_groups, "providers"])),
-                    **{f"imports_{group}": "ok" for group in [*import_groups, "providers"]}},
+            values={"import_groups": ",".join(sorted([*import_groups, "executors", "providers"])),
+                    "executors": lambda found: expected_executors(extras) <= set(found.split(",")),
+                    **{f"imports_{group}": "ok" for group in [*import_groups, "executors", "providers"]}},
         ),
         ImageCheck(
             name="as root",
