@@ -12,27 +12,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.policy.release import RELEASE_SCHEMA, validate_release_request
 from airflow_image_factory.tasks.groups import (
     dag_default_args,
     fail_run_if_a_task_failed,
     python_versions,
     run_last,
     task_ids_so_far,
-    variants_param,
 )
 from airflow_image_factory.tasks.operators import fails_at_once
+from airflow_image_factory.tasks.params import request_params
 from airflow_image_factory.tasks.release import (
     PublishReleaseOperator,
     ReleaseTidyOperator,
-    release_defaults,
     release_python_images,
 )
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
-DEFAULTS = release_defaults(SETTINGS)
 
 
 @task(multiple_outputs=True, retries=0)  # a rejected request fails the same way every time
@@ -44,7 +43,6 @@ def validate_release() -> dict:
     """
     from airflow_image_factory.clients.index import check_airflow_release
     from airflow_image_factory.tasks.operators import run_settings
-    from airflow_image_factory.tasks.release import validate_release_request
 
     settings = run_settings()
     release = validate_release_request(get_current_context()["dag_run"].conf, settings)
@@ -61,22 +59,7 @@ def validate_release() -> dict:
     tags=["images", "release"],
     default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
-    params={
-        "version": Param(DEFAULTS["version"], type="string", title="Airflow version",
-                         description="The released version, X.Y.Z (or X.Y.ZrcN)."),
-        "python_versions": Param(DEFAULTS["python_versions"], type="array", title="Python versions",
-                                 items={"type": "string", "enum": list(SETTINGS.supported_python_versions)}),
-        "variants": variants_param(DEFAULTS["variants"]),
-        "default_python": Param(DEFAULTS["default_python"], type="string", title="Default Python",
-                                description="Its image is also tagged X.Y.Z and (when newest) latest."),
-        "registry": Param(DEFAULTS["registry"], type="string", title="Registry"),
-        "repository": Param(DEFAULTS["repository"], type="string", title="Repository",
-                            description="Release images are REGISTRY/REPOSITORY:TAG."),
-        "cache_branch": Param(DEFAULTS["cache_branch"], type="string", title="Cache branch",
-                              description="The branch whose latest images are the build cache."),
-        "constraints_url": Param(DEFAULTS["constraints_url"], type=["null", "string"], title="Constraints",
-                                 description="URL template with {version} and {python}; empty: none."),
-    },
+    params=request_params(RELEASE_SCHEMA, SETTINGS),  # the form and validate_release share one schema
 )
 def release_images():
     request = validate_release()

@@ -2,23 +2,23 @@
 branch's names inside the registry — no pull, no rebuild, identical digests. Used when a release branch
 is cut. ``dry_run`` lists what would change and changes nothing.
 
-Conf: source_branch, target_branch, python_versions, registry, repository, naming, dry_run.
+Conf: source_branch, target_branch, python_versions, registry, repository, naming, variants, dry_run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from airflow_image_factory.clients.settings_loader import load_settings
-from airflow_image_factory.policy.naming import CONVENTIONS
-from airflow_image_factory.tasks.groups import dag_default_args, variants_param
+from airflow_image_factory.policy.retag import RETAG_SCHEMA, validate_retag_request
+from airflow_image_factory.tasks.groups import dag_default_args
 from airflow_image_factory.tasks.operators import fails_at_once
-from airflow_image_factory.tasks.retag import RetagImagesOperator, retag_defaults
+from airflow_image_factory.tasks.params import request_params
+from airflow_image_factory.tasks.retag import RetagImagesOperator
 
 SETTINGS = load_settings()  # file + environment only: no Variable lookup at parse time
-DEFAULTS = retag_defaults(SETTINGS)
 
 
 @task(retries=0)  # a rejected request fails the same way every time
@@ -26,7 +26,6 @@ DEFAULTS = retag_defaults(SETTINGS)
 def validate_retag() -> dict:
     """The run's conf over the settings → one validated retag request (errors name the field)."""
     from airflow_image_factory.tasks.operators import run_settings
-    from airflow_image_factory.tasks.retag import validate_retag_request
 
     # The conf as given: the validator says "conf must be an object" for a list, text or number.
     return validate_retag_request(get_current_context()["dag_run"].conf, run_settings()).to_dict()
@@ -41,18 +40,7 @@ def validate_retag() -> dict:
     tags=["images", "retag"],
     default_args=dag_default_args(SETTINGS),
     doc_md=__doc__,
-    params={
-        "source_branch": Param(DEFAULTS["source_branch"], type="string", title="Source branch"),
-        "target_branch": Param(DEFAULTS["target_branch"], type="string", title="Target branch",
-                               description="The branch whose image names receive the source's latest images."),
-        "python_versions": Param(DEFAULTS["python_versions"], type="array", title="Python versions",
-                                 items={"type": "string", "enum": list(SETTINGS.supported_python_versions)}),
-        "registry": Param(DEFAULTS["registry"], type="string", title="Registry"),
-        "repository": Param(DEFAULTS["repository"], type="string", title="Repository"),
-        "naming": Param(DEFAULTS["naming"], type="string", enum=list(CONVENTIONS), title="Naming convention"),
-        "variants": variants_param(DEFAULTS["variants"]),
-        "dry_run": Param(False, type="boolean", title="Dry run", description="List what would change only."),
-    },
+    params=request_params(RETAG_SCHEMA, SETTINGS),  # the form and validate_retag share one schema
 )
 def retag_images():
     RetagImagesOperator(task_id="retag", retag_request=validate_retag())

@@ -20,10 +20,10 @@ import pytest
 
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
+from airflow_image_factory.policy.release import validate_release_request
 from airflow_image_factory.policy.request import validate_nightly_request, validate_request
+from airflow_image_factory.policy.retag import validate_retag_request
 from airflow_image_factory.tasks.groups import NIGHTLY_FIXED_FIELDS
-from airflow_image_factory.tasks.release import validate_release_request
-from airflow_image_factory.tasks.retag import validate_retag_request
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 SETTINGS = load_settings(env={})

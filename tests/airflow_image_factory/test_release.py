@@ -11,12 +11,13 @@ from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequests, ReleaseRefused
 from airflow_image_factory.policy.release import (
     ReleasedImage,
+    ReleaseRequest,
     is_newest,
     plan_rebuilds,
     plan_release_tags,
     released_images,
+    validate_release_request,
 )
-from airflow_image_factory.tasks.release import ReleaseRequest, validate_release_request
 
 SETTINGS = load_settings(env={})
 PYS = ("3.11", "3.13")
@@ -198,7 +199,7 @@ def test_release_version_must_be_canonical(version, says):
     ],
 )
 def test_good_constraints_templates(template):
-    from airflow_image_factory.tasks.release import constraints_template_error
+    from airflow_image_factory.policy.release import constraints_template_error
 
     assert constraints_template_error(template) is None
     r = validate_release_request({"version": "3.3.2", "default_python": "3.12", "constraints_url": template},
@@ -254,7 +255,7 @@ def test_a_bad_constraints_template_from_the_settings_is_refused_naming_the_sett
 
 def test_constraints_location_refuses_a_template_that_skipped_validation():
     from airflow_image_factory.exceptions import InvalidBuildRequest
-    from airflow_image_factory.tasks.release import constraints_location
+    from airflow_image_factory.policy.release import constraints_location
 
     with pytest.raises(InvalidBuildRequest, match="constraints_url"):
         constraints_location("https://x.example/{version.__init__.__globals__}", "3.3.2", "3.11")

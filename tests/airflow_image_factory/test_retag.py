@@ -7,8 +7,14 @@ import pytest
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.exceptions import InvalidBuildRequests, RetagRefused
 from airflow_image_factory.policy.naming import ImageKind
-from airflow_image_factory.policy.retag import COPY, UNCHANGED, decide_retag, format_actions, plan_retag
-from airflow_image_factory.tasks.retag import validate_retag_request
+from airflow_image_factory.policy.retag import (
+    COPY,
+    UNCHANGED,
+    decide_retag,
+    format_actions,
+    plan_retag,
+    validate_retag_request,
+)
 
 SETTINGS = load_settings(env={})
 

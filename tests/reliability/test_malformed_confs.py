@@ -131,7 +131,7 @@ def test_build_conf_is_rejected_naming_the_field(dags, dag_id, bad, field):
 def test_retag_conf_is_rejected_naming_the_field(dags, conf, field):
     if "retag_images" not in dags:
         pytest.skip("retag_images is not in dags/")
-    from airflow_image_factory.tasks.retag import validate_retag_request
+    from airflow_image_factory.policy.retag import validate_retag_request
 
     settings = load_settings()
     message = _rejection(dags["retag_images"], conf, lambda c: validate_retag_request(c, settings))

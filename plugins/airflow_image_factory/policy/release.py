@@ -1,29 +1,185 @@
-"""Release policy (AIP-26), pure: which tags a release publishes, which released images need a rebuild.
+"""Release policy (AIP-26), pure: the release request, which tags a release publishes, which released
+images need a rebuild.
 
-:func:`plan_release_tags` decides the tags of a release from the tags the registry already holds - moving
-tags only forward; :func:`plan_rebuilds` decides which released images need a rebuild because their Python
-base got a new digest (the nightly wires it). :mod:`airflow_image_factory.services.release` does the
-registry I/O, :mod:`airflow_image_factory.tasks.release` the Airflow steps.
+:data:`RELEASE_SCHEMA` is the release_images DAG's request: its trigger form and, through
+:func:`validate_release_request`, its validation. :func:`plan_release_tags` decides the tags of a release
+from the tags the registry already holds - moving tags only forward; :func:`plan_rebuilds` decides which
+released images need a rebuild because their Python base got a new digest (the nightly wires it).
+:mod:`airflow_image_factory.services.release` does the registry I/O, :mod:`airflow_image_factory.tasks.release`
+the Airflow steps.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from packaging.version import InvalidVersion, Version
 
-from airflow_image_factory.exceptions import ReleaseRefused
+from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests, ReleaseRefused
 from airflow_image_factory.policy.naming import LATEST, VARIANTS, release_tag
-from airflow_image_factory.policy.request import show
+from airflow_image_factory.policy.request import (
+    _GIT_HOST,
+    BRANCH,
+    PROD_VARIANTS,
+    PYTHON_VERSIONS,
+    REGISTRY,
+    REPOSITORY,
+    RequestRecord,
+    conf_object,
+    invalid,
+    show,
+    validate_request,
+    version_error,
+)
+from airflow_image_factory.policy.schema import Field, RequestSchema, refuse, setting
+from airflow_image_factory.policy.settings import Settings
 
 # A released Airflow version: final X.Y.Z, or a pre-release X.Y.Z{a,b,rc}N (no dev/post builds), in its
 # canonical PEP 440 form (request.version_error): "03.3.2" would publish tags no other release matches.
 _RELEASE_VERSION = re.compile(r"(?P<minor>\d+\.\d+)\.\d+(?:(?:a|b|rc)\d+)?", re.ASCII)
 # Tags of released images: X.Y.Z[-pythonA.B] (X.Y-pythonA.B and latest say nothing new about versions).
 _RELEASED_TAG = re.compile(r"(?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)(?:-python(?P<python>3\.\d+))?", re.ASCII)
+_RELEASE_EXAMPLE = "released version such as 3.3.2 or 3.4.0rc1"
+# The constraints URL template: these placeholders only, bare ({version}, never {version:>9}, {version!r},
+# {version.__class__} or {python[0]}), in an https:// URL made of plain URL characters.
+CONSTRAINTS_PLACEHOLDERS = ("version", "python")
+MAX_CONSTRAINTS_URL_LENGTH = 2000
+_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?#&+=%,-]+", re.ASCII)
+
+
+# ---- the release request: one schema makes the trigger form and the validation ---------------------
+
+
+def constraints_template_error(template: str) -> str | None:
+    """None when ``template`` is empty or an https:// URL whose only placeholders are a bare ``{version}``
+    and ``{python}`` in its path; otherwise what is wrong (without echoing more than a few characters)."""
+    if not template:
+        return None
+    if len(template) > MAX_CONSTRAINTS_URL_LENGTH:
+        return f"must be at most {MAX_CONSTRAINTS_URL_LENGTH} characters"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # a lone '{' or '}'
+        return f"is not a valid template ({exc}): placeholders are written {{version}} and {{python}}"
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in CONSTRAINTS_PLACEHOLDERS or spec or conversion is not None:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return (f"placeholder {show(written, 30)} is not allowed: only {{version}} and {{python}}, "
+                    "without format spec, conversion, attribute or index")
+    if not template.startswith("https://"):
+        return "must be an https:// URL (or empty: no constraints)"
+    head = parsed[0][0] if parsed else template
+    if "/" not in head[len("https://"):]:
+        return "must name its host literally: {version} and {python} belong in the path"
+    url = template.format(version="0.0.0", python="3.0")
+    if not _URL_CHARS.fullmatch(url):
+        return "must hold only letters, digits and . _ ~ : / ? # & + = % , - (no spaces, quotes or braces)"
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return "must not hold credentials"
+    try:
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        return "has a port out of range"
+    if not parts.hostname or not _GIT_HOST.fullmatch(parts.hostname):
+        return "must name a host (letters, digits, '.' and '-', not starting with '-')"
+    if any(segment in ("..", ".") for segment in parts.path.split("/")):
+        return "must not hold '.' or '..' path segments"
+    return None
+
+
+def constraints_location(template: str, version: str, python: str) -> str:
+    """The constraints URL of one build; refuses a template :func:`constraints_template_error` rejects."""
+    if problem := constraints_template_error(template):
+        raise InvalidBuildRequest("constraints_url", problem)
+    return template.format(version=version, python=python) if template else ""
+
+
+@dataclass(frozen=True)
+class ReleaseRequest(RequestRecord):
+    version: str
+    python_versions: tuple[str, ...]
+    default_python: str
+    registry: str
+    repository: str
+    cache_branch: str
+    constraints_url: str  # template with {version} and {python}; "" means no constraints
+    build: Mapping[str, Any] = field(default_factory=dict)  # the BuildRequest the build steps reuse
+
+    def constraints_for(self, python: str) -> str:
+        return constraints_location(self.constraints_url, self.version, python)
+
+
+# release_images: the build request's fields it shares keep their rules (cache_branch is BRANCH renamed).
+RELEASE_SCHEMA = RequestSchema("release request", (
+    Field("version", "string", "Airflow version", "The released version, X.Y.Z (or X.Y.ZrcN).",
+          default=setting("airflow_version"),
+          rule=refuse(lambda value: version_error(value, _RELEASE_VERSION, _RELEASE_EXAMPLE))),
+    replace(PYTHON_VERSIONS, description="Python versions (X.Y) to release, one image each."),
+    PROD_VARIANTS,
+    Field("default_python", "string", "Default Python", "Its image is also tagged X.Y.Z and (when newest) latest.",
+          default=lambda settings: settings.release_default_python or settings.default_python_version),
+    REGISTRY,
+    replace(REPOSITORY, description="Release images are REGISTRY/REPOSITORY:TAG."),
+    replace(BRANCH, name="cache_branch", title="Cache branch", default=setting("branch"),
+            description="The branch whose latest images are the build cache."),
+    Field("constraints_url", ("null", "string"), "Constraints",
+          "URL template with {version} and {python}; empty: none.",
+          default=setting("release_constraints_url"), rule=refuse(constraints_template_error)),
+))
+
+
+def validate_release_request(conf: Mapping[str, Any] | None, settings: Settings) -> ReleaseRequest:
+    """``conf`` over the settings → a ReleaseRequest; raises InvalidBuildRequests naming every bad field.
+
+    Pure: the index lookup of the version (:func:`airflow_image_factory.clients.index.check_airflow_release`) is
+    the DAG's validate task's second step.
+    """
+    values, errors = RELEASE_SCHEMA.check(conf, settings)
+    bad = {e.field for e in errors}
+    if not bad & {"default_python", "python_versions"} and values["default_python"] not in values["python_versions"]:
+        errors.append(InvalidBuildRequest(
+            "default_python",
+            f"{show(values['default_python'])} must be one of the release's python_versions "
+            f"({', '.join(values['python_versions'])})",
+        ))
+    # The settings' template is checked as strictly as a conf's, and the error says where it came from.
+    if "constraints_url" not in conf_object(conf, RELEASE_SCHEMA.what):
+        errors = [InvalidBuildRequest(e.field, f"{e.message} (the release_constraints_url setting)")
+                  if e.field == "constraints_url" else e for e in errors]
+    if errors:
+        raise invalid(errors, RELEASE_SCHEMA.what)
+    # The build steps reuse a build request: the fields the release does not name come from the settings
+    # (and are checked there, under the release's names where it has them).
+    try:
+        build = validate_request({
+            "branch": values["cache_branch"], "python_versions": values["python_versions"],
+            "variants": values["variants"], "registry": values["registry"], "repository": values["repository"],
+            "airflow_version": values["version"],
+            "push": True, "cache": "pulled", "upgrade_to_newer_dependencies": False, "commit_sha": None,
+            "test_command": None,
+        }, settings)
+    except InvalidBuildRequests as exc:
+        renamed = {"branch": "cache_branch", "airflow_version": "version"}
+        raise invalid([InvalidBuildRequest(renamed.get(e.field, e.field), e.message) for e in exc.errors],
+                      RELEASE_SCHEMA.what) from None
+    return ReleaseRequest(
+        version=values["version"],
+        python_versions=build.python_versions,
+        default_python=values["default_python"],
+        registry=build.registry,
+        repository=build.repository,
+        cache_branch=build.branch,
+        constraints_url=values["constraints_url"] or "",
+        build=build.to_dict(),
+    )
 
 
 # ---- which tags a release publishes --------------------------------------------------------------

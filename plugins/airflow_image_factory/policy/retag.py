@@ -1,19 +1,86 @@
-"""The retag plan, pure: which of a branch's ``latest`` images go to which names of another branch, and what
-each copy does given the registry's digests.
+"""The retag request and plan, pure: which of a branch's ``latest`` images go to which names of another
+branch, and what each copy does given the registry's digests.
 
-:mod:`airflow_image_factory.services.retag` carries it out; the request and the operator are
-:mod:`airflow_image_factory.tasks.retag`.
+:data:`RETAG_SCHEMA` is the retag_images DAG's request: its trigger form and, through
+:func:`validate_retag_request`, its validation. :mod:`airflow_image_factory.services.retag` carries the plan
+out; the operator is :mod:`airflow_image_factory.tasks.retag`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from airflow_image_factory.exceptions import RetagSourceMissing
+from airflow_image_factory.exceptions import InvalidBuildRequest, RetagSourceMissing
 from airflow_image_factory.policy.naming import ImageKind, ImageName, image_set, variant_kinds
-from airflow_image_factory.policy.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM
+from airflow_image_factory.policy.request import (
+    BRANCH,
+    NAMING,
+    PROD_VARIANTS,
+    PYTHON_VERSIONS,
+    REGISTRY,
+    REPOSITORY,
+    Fail,
+    RequestRecord,
+    _branch_error,
+    invalid,
+)
+from airflow_image_factory.policy.schema import Field, RequestSchema, constant, setting
+from airflow_image_factory.policy.settings import DEFAULT_DEBIAN, DEFAULT_PYTHON_BASE_UPSTREAM, Settings
+
+# ---- the retag request: one schema makes the trigger form and the validation -----------------------
+
+
+@dataclass(frozen=True)
+class RetagRequest(RequestRecord):
+    source_branch: str
+    target_branch: str
+    python_versions: tuple[str, ...]
+    registry: str
+    repository: str
+    naming: str
+    dry_run: bool
+    debian: Mapping[str, str] = field(default_factory=dict)
+    variants: tuple[str, ...] = ("regular",)
+
+
+def _target_branch(value: str, fail: Fail) -> str:
+    if not value:
+        fail("is required: the branch whose names receive the images")
+    elif problem := _branch_error(value):
+        fail(problem)
+    return value
+
+
+# retag_images: the build request's fields it shares keep their rules (source_branch is BRANCH renamed).
+RETAG_SCHEMA = RequestSchema("retag request", (
+    replace(BRANCH, name="source_branch", title="Source branch", default=setting("branch"),
+            description="The branch whose latest images are copied."),
+    Field("target_branch", "string", "Target branch",
+          "The branch whose image names receive the source's latest images.",
+          default=constant(""), rule=_target_branch),
+    replace(PYTHON_VERSIONS, description="Python versions (X.Y) whose images are copied."),
+    REGISTRY,
+    REPOSITORY,
+    NAMING,
+    replace(PROD_VARIANTS, description="PROD variants whose images (and build stages) are copied."),
+    Field("dry_run", "boolean", "Dry run", "List what would change only.", default=constant(False)),
+))
+
+
+def validate_retag_request(conf: Mapping[str, Any] | None, settings: Settings) -> RetagRequest:
+    """``conf`` over the settings → a RetagRequest; raises InvalidBuildRequests naming every bad field."""
+    values, errors = RETAG_SCHEMA.check(conf, settings)
+    if not {e.field for e in errors} & {"source_branch", "target_branch"} \
+            and values["target_branch"] == values["source_branch"]:
+        errors.append(InvalidBuildRequest("target_branch", "must differ from source_branch"))
+    if errors:
+        raise invalid(errors, RETAG_SCHEMA.what)
+    return RetagRequest(**values, debian={python: settings.debian_for(python) for python in values["python_versions"]})
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
 
 
 # What a branch's "last good" set is made of (seed 000's retag list); KUBERNETES is built per deploy.
@@ -21,8 +88,6 @@ def retagged_kinds(variants: tuple[str, ...]) -> tuple[ImageKind, ...]:
     """The set of one Python version: CI, CI manifest, the Python base, and each PROD variant's image and
     build stage (the regular ones first, in seed 000's order)."""
     return (ImageKind.CI_MANIFEST, ImageKind.CI, *variant_kinds(variants), ImageKind.PYTHON_BASE)
-
-
 
 
 @dataclass(frozen=True)
@@ -45,8 +110,8 @@ class RetagStep:
         return self.target.ref(self.tag)
 
 
-def plan_retag(request: Any) -> tuple[RetagStep, ...]:
-    """Every (source, target) pair of ``request`` (a ``tasks.retag.RetagRequest``), named by its naming convention.
+def plan_retag(request: RetagRequest) -> tuple[RetagStep, ...]:
+    """Every (source, target) pair of ``request``, named by its naming convention.
 
     The Python base is shared by all versions of a branch (one repository, one tag per version), so it
     appears once per version with that version's ``X.Y-slim-<debian>`` tag.

@@ -9,14 +9,13 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, get_current_context, task, task_group
+from airflow.sdk import get_current_context, task, task_group
 
 from airflow_image_factory.clients.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
 from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch
 from airflow_image_factory.policy.naming import VARIANTS
 from airflow_image_factory.policy.request import (
     NIGHTLY_SCHEMA,
-    PROD_VARIANTS,
     BuildRequest,
     conf_object,
     validate_nightly_request,
@@ -41,7 +40,6 @@ from airflow_image_factory.tasks.operators import (
     run_settings,
     step_timeout,
 )
-from airflow_image_factory.tasks.params import param
 
 log = logging.getLogger(__name__)
 # The execution_timeout of the small tasks here (settings: timeout_short_minutes); read once, when the
@@ -58,11 +56,6 @@ def dag_default_args(settings: Settings) -> dict[str, Any]:
         "retry_delay": timedelta(seconds=30),
         "execution_timeout": step_timeout("timeout_short_minutes", settings),
     }
-
-
-def variants_param(default: list[str]) -> Param:
-    """The PROD variants field of the build and release forms (request.PROD_VARIANTS, with ``default``)."""
-    return param(PROD_VARIANTS.json_schema(None, default=default))
 
 
 # The nightly run decides these itself: each configured branch, its head, newest dependencies.
