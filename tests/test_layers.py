@@ -50,8 +50,15 @@ def test_the_tree_keeps_every_contract():
     [
         ("policy/naming", "import requests", "Policy is pure", "airflow_image_factory.policy.naming -> requests"),
         ("policy/cache", "import subprocess", "Policy is pure", "airflow_image_factory.policy.cache -> subprocess"),
-        ("clients/registry", "from airflow.sdk import BaseHook", "Only the tasks layer imports Airflow",
-         "airflow_image_factory.clients.registry -> airflow"),
+        ("clients/registry/transport", "from airflow.sdk import BaseHook", "Only the tasks layer imports Airflow",
+         "airflow_image_factory.clients.registry.transport -> airflow"),
+        ("clients/registry/transport", "from airflow_image_factory.clients.registry import auth", "Registry client",
+         "airflow_image_factory.clients.registry.transport ->"),  # the output wraps after the arrow
+        ("clients/registry/manifest", "from airflow_image_factory.clients.registry import transport",
+         "Registry client",
+         "airflow_image_factory.clients.registry.manifest ->"),
+        ("clients/registry/auth", "from airflow_image_factory.clients.registry import RegistryClient",
+         "Registry client", "airflow_image_factory.clients.registry.client"),
         ("services/chart", "from airflow_image_factory.tasks import hooks", "Layers",
          "airflow_image_factory.services.chart -> airflow_image_factory.tasks.hooks"),
         ("policy/request", "from airflow_image_factory.clients import engine", "Layers",

@@ -1,0 +1,87 @@
+"""Manifests as the registry stores them: media types, image manifest / index parsing, digests, config labels.
+
+No HTTP here: a :class:`Manifest` is bytes and what can be read from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_MEDIA_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2)
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)  # the Accept header of a manifest GET / HEAD
+# Layers that must not be copied (Windows base layers live at their `urls`, not in the registry).
+FOREIGN_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
+
+
+def sha256(data: bytes) -> str:
+    """The ``sha256:<hex>`` digest of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest exactly as the registry stores it; ``raw`` is never re-serialised."""
+
+    raw: bytes
+    media_type: str
+    digest: str
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, media_type: str | None = None) -> Manifest:
+        """Wrap bytes built locally; the media type defaults to the document's ``mediaType``."""
+        if media_type is None:
+            media_type = json.loads(raw).get("mediaType") or OCI_MANIFEST
+        return cls(raw=raw, media_type=media_type, digest=sha256(raw))
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The parsed JSON (parsed on each access; manifests are small)."""
+        return json.loads(self.raw)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+    @property
+    def children(self) -> list[dict[str, Any]]:
+        """Descriptors of the manifests an index / manifest list points to."""
+        return list(self.document.get("manifests") or []) if self.is_index else []
+
+    @property
+    def blobs(self) -> list[dict[str, Any]]:
+        """Descriptors of the config and layers of an image manifest."""
+        if self.is_index:
+            return []
+        doc = self.document
+        config = [doc["config"]] if doc.get("config") else []
+        return config + list(doc.get("layers") or [])
+
+
+def served_media_type(content_type: str, raw: bytes) -> str:
+    """The media type of a manifest the registry served: its ``Content-Type`` when that is a manifest
+    type, else the document's ``mediaType`` (and the ``Content-Type`` when it has none)."""
+    media_type = content_type.split(";")[0].strip()
+    if media_type not in MANIFEST_MEDIA_TYPES:
+        media_type = json.loads(raw).get("mediaType") or media_type
+    return media_type
+
+
+def config_labels(config: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of an image config document (``image_config``/``config_of``); {} when it has none."""
+    return dict((config.get("config") or {}).get("Labels") or {})
