@@ -222,3 +222,95 @@ def test_check_runs_without_an_engine(tmp_path):
     assert result.stderr.strip().endswith("[stack] ERROR: Python 3.8 is not supported (known: 3.10 3.11 3.12 3.13); "
                                           "fix PYTHON_VERSIONS")
     assert json.loads(json.dumps(result.stdout)) == ""
+
+
+# --- the bases into the mirror, with a fake engine and registry ------------------------------------
+
+
+class FakeMirror:
+    def __init__(self, listed=(), lists_pushes=True):
+        self.listed, self.lists_pushes = set(listed), lists_pushes
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def manifest_digest(self, repository, reference):
+        return "sha256:" + "0" * 64 if (repository, reference) in self.listed else None
+
+
+class FakeEngine:
+    def __init__(self, mirror, *, local=(), sane=True):
+        self.mirror, self.local, self.sane = mirror, set(local), sane
+        self.done: list[tuple] = []
+
+    def has_image(self, ref):
+        return ref in self.local
+
+    def import_tarball(self, tarball, ref, *, changes):
+        self.done.append(("import", tarball.name, ref, changes))
+        self.local.add(ref)
+
+    def tag(self, image, ref):
+        self.done.append(("tag", image, ref))
+        self.local.add(ref)
+
+    def run(self, image, command, **kwargs):
+        from airflow_image_factory.clients.engine import RunResult
+
+        assert kwargs["network"] == "none"  # a base must work with nothing but itself
+        self.done.append(("run", image))
+        return RunResult(0 if self.sane else 1, "Python 3.11.2")
+
+    def push(self, ref, **kwargs):
+        self.done.append(("push", ref))
+        if self.mirror.lists_pushes:
+            self.mirror.listed.add(tuple(ref.split("/", 1)[1].split(":")))
+        return "sha256:" + "1" * 64
+
+
+def test_a_debootstrapped_base_is_imported_a_pulled_one_tagged_then_each_checked_and_pushed(tmp_path, monkeypatch,
+                                                                                            capsys):
+    cfg = config(tmp_path)
+    cfg.rootfs.mkdir(parents=True)
+    cfg.logs.mkdir(parents=True)
+    (cfg.rootfs / "3.11-slim-bookworm.tar").write_bytes(b"rootfs")
+    (cfg.rootfs / "3.11-slim-bookworm.python-version").write_text("3.11.2\n")
+    mirror = FakeMirror()
+    monkeypatch.setattr(seed_stack, "mirror_client", lambda config: mirror)
+    engine = FakeEngine(mirror, local={"docker.io/library/python:3.13-slim-trixie"})
+    seed_stack.seed_bases(cfg, SETTINGS, engine)
+    mirrored = "localhost:5000/library/python"
+    assert [step[:3] if step[0] == "import" else step for step in engine.done] == [
+        ("import", "3.11-slim-bookworm.tar", f"{mirrored}:3.11-slim-bookworm"),
+        ("run", f"{mirrored}:3.11-slim-bookworm"), ("push", f"{mirrored}:3.11-slim-bookworm"),
+        ("tag", "docker.io/library/python:3.13-slim-trixie", f"{mirrored}:3.13-slim-trixie"),
+        ("run", f"{mirrored}:3.13-slim-trixie"), ("push", f"{mirrored}:3.13-slim-trixie"),
+    ]
+    assert "ENV PYTHON_VERSION=3.11.2" in engine.done[0][3]
+    assert list(cfg.rootfs.iterdir()) == []  # in the mirror now: the tarball is not needed again
+    assert f"[stack]   pushed {mirrored}:3.13-slim-trixie" in capsys.readouterr().out
+
+    engine.done.clear()
+    seed_stack.seed_bases(cfg, SETTINGS, engine)  # a second run: both present
+    assert engine.done == []
+
+
+def test_a_base_that_fails_its_check_or_is_not_listed_after_the_push_stops_the_stack(tmp_path, monkeypatch):
+    cfg = config(tmp_path, PYTHON_VERSIONS="3.13")
+    cfg.logs.mkdir(parents=True)
+    pulled = {"docker.io/library/python:3.13-slim-trixie"}
+    mirror = FakeMirror()
+    monkeypatch.setattr(seed_stack, "mirror_client", lambda config: mirror)
+    insane = FakeEngine(mirror, local=pulled, sane=False)
+    with pytest.raises(seed_stack.StackError, match=r"3.13-slim-trixie does not pass the sanity check"):
+        seed_stack.seed_bases(cfg, SETTINGS, insane)
+    assert not [step for step in insane.done if step[0] == "push"]
+
+    mirror.lists_pushes = False
+    with pytest.raises(seed_stack.StackError, match=r"3.13-slim-trixie was pushed but localhost:5000 does not list it"):
+        seed_stack.seed_bases(cfg, SETTINGS, FakeEngine(mirror, local=pulled))
+    with pytest.raises(seed_stack.StackError, match=r"was neither pulled nor built offline; run include/stack/up.sh"):
+        seed_stack.seed_bases(cfg, SETTINGS, FakeEngine(mirror))
