@@ -8,7 +8,7 @@
 # POSTGRES_DB / PGDATA on first start, `postgres` as the command, uid 999, pg_isready on PATH.
 # Real users keep the upstream image (the chart's default); only the stack's setting names this one.
 #
-# Idempotent: an image already in the registry is kept (seconds). Called by up.sh, or by hand:
+# Idempotent: an image already in the registry is kept (seconds). Called by make stack (seed_stack.py), or by hand:
 #   bash include/stack/postgres-image.sh
 # Settings (environment): STACK_DIR  REGISTRY_PORT=5000  DOCKER_CLI  EXTRA_CA_BUNDLE
 #   POSTGRES_IMAGE=localhost:$REGISTRY_PORT/library/postgres:15-bookworm
@@ -116,7 +116,7 @@ EOF
     say "postgres: pushed $POSTGRES_IMAGE"
 fi
 
-# The stack's setting (after up.sh wrote the env file; replaced on every run).
+# The stack's setting (after seed_stack.py wrote the env file; replaced on every run).
 env_file=$STACK_DIR/env
 if [[ -f $env_file ]]; then
     grep -v '^export IMAGE_FACTORY_SMOKE_POSTGRES_IMAGE=' "$env_file" >"$env_file.tmp" || true

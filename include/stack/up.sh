@@ -3,10 +3,14 @@
 # a local registry holding the python:X.Y-slim-<debian> base images, a stand-in git repository
 # for the Airflow sources and an Airflow home with SQLite. Everything lives under $STACK_DIR.
 #
+# This script is the host bootstrap, what must be bash: Debian packages, dockerd, the registry
+# process and debootstrap. The rest is include/stack/seed_stack.py, run with the repository's
+# .venv python so that it uses the package's settings, BuildKit probe, engine and registry code.
+#
 # Idempotent: what already runs is reused and what was seeded is kept, so a second run takes
 # seconds. Works offline (no Docker Hub): base images are then built with debootstrap.
 #
-# Usage: bash include/stack/up.sh          (see down.sh to stop it)
+# Usage: bash include/stack/up.sh          (see down.sh to stop it; needs .venv: make venv)
 # Settings (environment, with defaults):
 #   STACK_DIR=<repo>/.stack  REGISTRY_PORT=5000  PYTHON_VERSIONS="3.11 3.13"
 #   UPSTREAM=docker.io/library/python  MIRROR=localhost:$REGISTRY_PORT/library/python
@@ -14,13 +18,6 @@
 #   PULL_TIMEOUT=20  AIRFLOW_BIN=<repo>/.venv/bin/airflow  EXTRA_CA_BUNDLE=<system CA bundle>
 #   DOCKER_CLI=<force a docker binary>  DOCKERD_ARGS=<extra dockerd flags when this script starts one>
 set -euo pipefail
-
-# --- Python version -> Debian release (the one place to edit) ---------------------------------
-# The Debian release of python:X.Y-slim-<debian> for each supported Python version ...
-declare -A DEBIAN_FOR_PYTHON=([3.10]=bookworm [3.11]=bookworm [3.12]=bookworm [3.13]=trixie)
-# ... and the python3 each Debian release ships: an image can be built offline only when they agree
-# (so 3.10 and 3.12 need the upstream image: there is no Debian release with them as python3).
-declare -A PYTHON3_OF_DEBIAN=([bookworm]=3.11 [trixie]=3.13)
 
 # --- settings -----------------------------------------------------------------------------------
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -35,19 +32,22 @@ DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-se
 PULL_TIMEOUT=${PULL_TIMEOUT:-20}
 AIRFLOW_BIN=${AIRFLOW_BIN:-$REPO_ROOT/.venv/bin/airflow}
 DOCKERD_ARGS=${DOCKERD_ARGS:-}
+DOCKER_CLI=${DOCKER_CLI:-}
 if [[ -z ${EXTRA_CA_BUNDLE:-} && -f /etc/ssl/certs/ca-certificates.crt ]]; then
     EXTRA_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 fi
 EXTRA_CA_BUNDLE=${EXTRA_CA_BUNDLE:-}
+# seed_stack.py reads the same settings from the environment.
+export STACK_DIR REGISTRY_PORT PYTHON_VERSIONS UPSTREAM MIRROR PULL_TIMEOUT AIRFLOW_BIN EXTRA_CA_BUNDLE DOCKER_CLI
 # debootstrap, dockerd and chroot live in sbin, which a non-login shell may not have on PATH.
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 LOGS=$STACK_DIR/logs
 RUN=$STACK_DIR/run
 REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
-AIRFLOW_HOME_DIR=$STACK_DIR/airflow
-SOURCE_REPO=$STACK_DIR/source.git
-STARTED=$SECONDS
+STARTED=$(date +%s)
+VENV_PYTHON=$REPO_ROOT/.venv/bin/python
+SEED=$REPO_ROOT/include/stack/seed_stack.py
 
 say() { echo "[stack] $*"; }
 die() {
@@ -66,10 +66,10 @@ die_with_log() {
     die "$@"
 }
 
-for py in $PYTHON_VERSIONS; do
-    [[ -n ${DEBIAN_FOR_PYTHON[$py]:-} ]] ||
-        die "Python $py is not supported (known: $(printf '%s\n' "${!DEBIAN_FOR_PYTHON[@]}" | sort -V | xargs)); fix PYTHON_VERSIONS"
-done
+[[ -x $VENV_PYTHON ]] ||
+    die "$VENV_PYTHON not found: the stack is seeded with the package installed there; run make venv (make stack does)"
+# The settings (PYTHON_VERSIONS, MIRROR) are checked before anything is installed or started.
+"$VENV_PYTHON" "$SEED" check || exit 1
 
 mkdir -p "$LOGS" "$RUN" "$STACK_DIR/rootfs" "$STACK_DIR/registry/data"
 # down.sh --purge deletes only a directory carrying this marker, never an arbitrary STACK_DIR.
@@ -90,6 +90,8 @@ engine_answers() {
     local cli=${1:-$FIRST_DOCKER}
     [[ -n $cli ]] && timeout 15 "$cli" info --format '{{.ServerVersion}}' >/dev/null 2>&1
 }
+# Only to decide whether docker.io must be installed (the engine may not run yet): which CLI the stack
+# builds with is decided later by the package's BuildKit probe (seed_stack.py bases).
 buildx_works() { [[ -n $FIRST_DOCKER ]] && "$FIRST_DOCKER" buildx version >/dev/null 2>&1; }
 # Docker < 23 runs BuildKit builds itself; 23+ hands them to the buildx plugin.
 cli_major() { "$1" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1; }
@@ -190,49 +192,7 @@ else
 fi
 
 # ================================================================================================
-# 2. A docker CLI that can run BuildKit builds
-# ================================================================================================
-# Docker 23+ CLIs refuse `DOCKER_BUILDKIT=1 docker build` without the buildx plugin, while the
-# Debian CLI (20.10) runs BuildKit builds on the engine itself. The probe is a real (tiny) build:
-# FROM scratch, one file, output to a directory, so it needs no image and leaves none behind.
-probe_dir=$RUN/buildkit-probe
-buildkit_build_works() {
-    rm -rf "$probe_dir"
-    mkdir -p "$probe_dir/ctx"
-    echo probe >"$probe_dir/ctx/probe.txt"
-    printf 'FROM scratch\nCOPY probe.txt /probe.txt\n' >"$probe_dir/ctx/Dockerfile"
-    DOCKER_BUILDKIT=1 timeout 120 "$1" build -q -o "type=local,dest=$probe_dir/out" "$probe_dir/ctx" \
-        >"$probe_dir/build.log" 2>&1 && [[ -f $probe_dir/out/probe.txt ]]
-}
-
-BUILDX=false
-if [[ -n ${DOCKER_CLI:-} ]]; then
-    buildkit_build_works "$DOCKER_CLI" || die_with_log "$probe_dir/build.log" "DOCKER_CLI=$DOCKER_CLI cannot run a BuildKit build"
-    "$DOCKER_CLI" buildx version >/dev/null 2>&1 && BUILDX=true
-elif buildx_works; then
-    DOCKER_CLI=$FIRST_DOCKER
-    BUILDX=true
-else
-    DOCKER_CLI=
-    mapfile -t candidates < <({
-        echo /usr/bin/docker
-        type -ap docker
-    } | awk '!seen[$0]++')
-    for cli in "${candidates[@]}"; do
-        [[ -x $cli ]] || continue
-        if buildkit_build_works "$cli"; then
-            DOCKER_CLI=$cli
-            break
-        fi
-    done
-    [[ -n $DOCKER_CLI ]] || die "no docker CLI can run BuildKit builds (tried: ${candidates[*]}); install the buildx plugin or Debian's docker.io"
-fi
-rm -rf "$probe_dir"
-ENGINE_VERSION=$("$DOCKER_CLI" version --format '{{.Server.Version}}')
-say "docker CLI: $DOCKER_CLI ($(cli_major "$DOCKER_CLI").x client, buildx=$BUILDX), engine $ENGINE_VERSION"
-
-# ================================================================================================
-# 3. Registry (Debian's docker-registry as a plain process: no image can be pulled to run one)
+# 2. Registry (Debian's docker-registry as a plain process: no image can be pulled to run one)
 # ================================================================================================
 v2_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$REGISTRY_URL/v2/" || true; }
 
@@ -280,35 +240,11 @@ EOF
 fi
 
 # ================================================================================================
-# 4. Python base images in the mirror
+# 3. Python base images the upstream cannot give: debootstrap
 # ================================================================================================
-MIRROR_HOST=${MIRROR%%/*}
-MIRROR_PATH=${MIRROR#*/}
-case $MIRROR_HOST in
-localhost | localhost:* | 127.* | "[::1]"*) MIRROR_SCHEME=http ;;
-*) MIRROR_SCHEME=https ;;
-esac
-
-# HEAD on the manifest: answers "is it there" without pulling anything. All four manifest types,
-# since a pushed upstream image may be an index and an imported one a single manifest.
-mirror_has() {
-    curl -sf -o /dev/null -I --max-time 10 \
-        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-        -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
-        -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-        -H 'Accept: application/vnd.oci.image.index.v1+json' \
-        "$MIRROR_SCHEME://$MIRROR_HOST/v2/$MIRROR_PATH/manifests/$1"
-}
-
-push_with_retries() {
-    local image=$1 attempt
-    for attempt in 1 2 3; do
-        "$DOCKER_CLI" push "$image" >>"$LOGS/push.log" 2>&1 && return 0
-        say "push of $image failed (attempt $attempt/3)"
-        sleep $((attempt * 2))
-    done
-    die_with_log "$LOGS/push.log" "cannot push $image"
-}
+# seed_stack.py bases chooses the docker CLI (the package's BuildKit probe), pulls what the mirror
+# lacks and lists in $RUN/rootfs.todo what cannot be pulled; each of those becomes a rootfs tarball
+# here, which seed_stack.py seed imports, checks and pushes.
 
 # Remove a debootstrap target safely: first unmount whatever an interrupted debootstrap left
 # mounted inside it (/proc, /sys, ...), deepest first, then delete without crossing filesystems,
@@ -331,15 +267,19 @@ CURRENT_ROOTFS=
 cleanup_rootfs() { [[ -z $CURRENT_ROOTFS ]] || remove_rootfs "$CURRENT_ROOTFS"; }
 
 # Like the official python:X.Y-slim image: the Python runtime with pip and venv, no compilers.
+# Leaves $STACK_DIR/rootfs/<tag>.tar (named so only once complete) and <tag>.python-version.
 build_base_offline() {
-    local py=$1 debian=$2 image=$3 rootfs pyfull
-    rootfs=$(mktemp -d "$STACK_DIR/rootfs/$debian.XXXXXX")
+    local py=$1 debian=$2 tag=$3 image=$4 rootfs pyfull
+    local tarball=$STACK_DIR/rootfs/$tag.tar
+    # Every path below is inside the new rootfs: refuse to go on without one.
+    rootfs=$(mktemp -d "$STACK_DIR/rootfs/$debian.XXXXXX") && [[ -d $rootfs && $rootfs != / ]] ||
+        die "cannot make a directory for the $debian rootfs under $STACK_DIR/rootfs"
     CURRENT_ROOTFS=$rootfs
     trap cleanup_rootfs EXIT
     local log=$LOGS/debootstrap-$debian.log
     say "  building $image offline: debootstrap $debian from $DEBIAN_MIRROR (about a minute; log: $log)"
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        "$debian" "$rootfs" "$DEBIAN_MIRROR" >"$log" 2>&1 ||
+        "$debian" "$rootfs" "$DEBIAN_MIRROR" >"$log" 2>&1 </dev/null ||
         die_with_log "$log" "debootstrap $debian failed"
 
     # python/pip on PATH as in the official image (it has them in /usr/local/bin).
@@ -373,153 +313,33 @@ EOF
     [[ $pyfull == "$py".* ]] || die "Debian $debian has Python $pyfull, not $py"
 
     # /dev, /proc and /sys stay empty: the engine mounts them in every container.
-    tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -C "$rootfs" -c . |
-        "$DOCKER_CLI" import \
-            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            --change 'ENV LANG=C.UTF-8' \
-            --change "ENV PYTHON_VERSION=$pyfull" \
-            --change "LABEL org.opencontainers.image.version=$pyfull" \
-            --change "LABEL org.opencontainers.image.description=\"Offline stand-in for python:$py-slim-$debian, built by include/stack/up.sh with debootstrap\"" \
-            --change 'CMD ["python3"]' \
-            - "$image" >/dev/null || die "docker import of $image failed"
+    tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -C "$rootfs" \
+        -cf "$tarball.part" . || die "cannot write $tarball"
+    echo "$pyfull" >"$STACK_DIR/rootfs/$tag.python-version"
+    mv "$tarball.part" "$tarball"
     remove_rootfs "$rootfs"
     CURRENT_ROOTFS=
     trap - EXIT
 }
 
-# Runs without network: the base must work with nothing but itself.
-sanity_check() {
-    "$DOCKER_CLI" run --rm --network none "$1" sh -ec \
-        'python --version; python -m venv /tmp/v; /tmp/v/bin/python -c "import ssl, sqlite3, ensurepip"; pip --version' |
-        sed 's/^/[stack]   /'
-}
-
-# Leftovers of an interrupted run.
+# Leftovers of an interrupted run (a finished tarball stays: seed_stack.py takes it).
 for old in "$STACK_DIR"/rootfs/*; do
-    [[ -e $old ]] && remove_rootfs "$old"
+    [[ -d $old ]] && remove_rootfs "$old"
 done
+rm -f "$STACK_DIR"/rootfs/*.part
 
-IMAGES=()
-for py in $PYTHON_VERSIONS; do
-    debian=${DEBIAN_FOR_PYTHON[$py]}
-    tag=$py-slim-$debian
-    image=$MIRROR:$tag
-    IMAGES+=("$image")
-    if mirror_has "$tag"; then
-        say "python base: $image present"
-        continue
-    fi
-    say "python base: $image missing; trying $UPSTREAM:$tag (timeout ${PULL_TIMEOUT}s)"
-    if timeout "$PULL_TIMEOUT" "$DOCKER_CLI" pull "$UPSTREAM:$tag" >>"$LOGS/pull.log" 2>&1; then
-        "$DOCKER_CLI" tag "$UPSTREAM:$tag" "$image"
-    else
-        say "  $UPSTREAM:$tag cannot be pulled (see $LOGS/pull.log)"
-        [[ ${PYTHON3_OF_DEBIAN[$debian]:-} == "$py" ]] ||
-            die "python:$tag cannot be built offline: Debian $debian ships Python ${PYTHON3_OF_DEBIAN[$debian]:-?}, not $py (offline builds exist for: $(printf '%s\n' "${PYTHON3_OF_DEBIAN[@]}" | sort -V | xargs)). Make $UPSTREAM reachable, or drop $py from PYTHON_VERSIONS."
-        build_base_offline "$py" "$debian" "$image"
-    fi
-    sanity_check "$image" || die "$image does not pass the sanity check (python --version, python -m venv)"
-    push_with_retries "$image"
-    mirror_has "$tag" || die "$image was pushed but $MIRROR_HOST does not list it"
-    say "  pushed $image"
+todo_file=$RUN/rootfs.todo
+rm -f "$todo_file" "$RUN/buildkit-cli.json"
+"$VENV_PYTHON" "$SEED" bases --todo "$todo_file" || exit 1
+mapfile -t todo <"$todo_file"
+for line in "${todo[@]}"; do
+    read -r py debian tag image <<<"$line"
+    build_base_offline "$py" "$debian" "$tag" "$image"
 done
 
 # ================================================================================================
-# 5. Stand-in for the apache/airflow source repository
+# 4. The rest, in Python: the bases into the mirror, the source repository and its constraints,
+#    the Airflow home, the env file (seed_stack.py seed)
 # ================================================================================================
-# A faithful Airflow source tree made from the PyPI sdists of a pinned release (seed_sources.py says
-# how): v3-3-test holds the release, main starts the next minor's development. A repository that
-# already has them is kept; the old README-only stand-in is moved aside (its constraints branches stay
-# there). The sdists are downloaded once, into $STACK_DIR/cache/sdists.
-seed_python=$REPO_ROOT/.venv/bin/python
-[[ -x $seed_python ]] || seed_python=python3
-seed_log=$LOGS/seed-sources.log
-"$seed_python" "$REPO_ROOT/include/stack/seed_sources.py" --repo "$SOURCE_REPO" \
-    --cache "$STACK_DIR/cache/sdists" >"$seed_log" 2>&1 ||
-    die_with_log "$seed_log" "could not seed the source repository $SOURCE_REPO (log: $seed_log)"
-# What it did: "present: ...", or "moved aside: ..." (the old stand-in) and "created: ... (main at ...)".
-while IFS= read -r line; do
-    case $line in present:* | "moved aside:"* | created:*) say "source repo: $line" ;; esac
-done <"$seed_log"
-
-# Its constraints branches, as Airflow's own: resolved as PyPI stood at the release (seed_constraints.py
-# says why; GitHub's are unreachable). Needs the package (the venv): its resolver, settings and git code.
-constraints_log=$LOGS/seed-constraints.log
-python_args=()
-for version in $PYTHON_VERSIONS; do python_args+=(--python "$version"); done
-IMAGE_FACTORY_EXTRA_CA_BUNDLE="$EXTRA_CA_BUNDLE" "$seed_python" "$REPO_ROOT/include/stack/seed_constraints.py" \
-    --repo "$SOURCE_REPO" "${python_args[@]}" >"$constraints_log" 2>&1 ||
-    die_with_log "$constraints_log" "could not seed the constraints branches of $SOURCE_REPO (log: $constraints_log)"
-while IFS= read -r line; do
-    case $line in present:* | created:*) say "constraints: $line" ;; esac
-done <"$constraints_log"
-
-# ================================================================================================
-# 6. Airflow home (SQLite)
-# ================================================================================================
-mkdir -p "$AIRFLOW_HOME_DIR"
-airflow_env=(
-    AIRFLOW_HOME="$AIRFLOW_HOME_DIR"
-    AIRFLOW__CORE__DAGS_FOLDER="$REPO_ROOT/dags"
-    AIRFLOW__CORE__PLUGINS_FOLDER="$REPO_ROOT/plugins"
-    AIRFLOW__CORE__LOAD_EXAMPLES=False
-)
-if [[ -x $AIRFLOW_BIN ]]; then
-    # Starting Airflow costs seconds; migrate only when the installed Airflow changed (its
-    # dist-info name carries the version) or the database is new.
-    venv=$(dirname "$(dirname "$AIRFLOW_BIN")")
-    stamp=$(find "$venv"/lib/python3*/site-packages -maxdepth 1 -name 'apache_airflow-*.dist-info' -printf '%f\n' 2>/dev/null | sort | head -n 1)
-    stamp=${stamp:-$AIRFLOW_BIN $(stat -c %Y "$AIRFLOW_BIN")}
-    marker=$AIRFLOW_HOME_DIR/.stack-migrated
-    if [[ -f $AIRFLOW_HOME_DIR/airflow.db && -f $marker && $(cat "$marker") == "$stamp" ]]; then
-        say "airflow: $AIRFLOW_HOME_DIR already migrated ($stamp)"
-    else
-        say "airflow: migrating the SQLite database in $AIRFLOW_HOME_DIR (log: $LOGS/airflow.log)"
-        env "${airflow_env[@]}" "$AIRFLOW_BIN" db migrate >>"$LOGS/airflow.log" 2>&1 ||
-            die_with_log "$LOGS/airflow.log" "airflow db migrate failed"
-        env "${airflow_env[@]}" "$AIRFLOW_BIN" pools set image_builds 2 "concurrent image builds on one engine" \
-            >>"$LOGS/airflow.log" 2>&1 || die_with_log "$LOGS/airflow.log" "airflow pools set image_builds failed"
-        echo "$stamp" >"$marker"
-        say "airflow: migrated; pool image_builds has 2 slots"
-    fi
-else
-    say "airflow: $AIRFLOW_BIN not found; skipping db migrate (create the venv, then rerun)"
-fi
-
-# ================================================================================================
-# 7. Env file for make, tests and the DAGs
-# ================================================================================================
-quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
-py_json=$(printf '"%s",' $PYTHON_VERSIONS)
-py_json="[${py_json%,}]"
-# release_images here: the first stack Python is the default one, and no constraints (GitHub is unreachable).
-{
-    echo "# Written by include/stack/up.sh; source it: . $STACK_DIR/env"
-    for kv in STACK_DIR="$STACK_DIR" "${airflow_env[@]}" \
-        ${DOCKER_HOST:+DOCKER_HOST="$DOCKER_HOST"} \
-        IMAGE_FACTORY_DOCKER_CLI="$DOCKER_CLI" \
-        IMAGE_FACTORY_BUILDX="$BUILDX" \
-        IMAGE_FACTORY_REGISTRY="$REGISTRY" \
-        IMAGE_FACTORY_PYTHON_BASE_MIRROR="$MIRROR" \
-        IMAGE_FACTORY_SOURCE_REPO="$SOURCE_REPO" \
-        IMAGE_FACTORY_EXTRA_CA_BUNDLE="$EXTRA_CA_BUNDLE" \
-        IMAGE_FACTORY_PYTHON_VERSIONS="$py_json" \
-        IMAGE_FACTORY_RELEASE_DEFAULT_PYTHON="${PYTHON_VERSIONS%% *}" \
-        IMAGE_FACTORY_RELEASE_CONSTRAINTS_URL=""; do
-        echo "export ${kv%%=*}=$(quote "${kv#*=}")"
-    done
-} >"$STACK_DIR/env.tmp"
-mv "$STACK_DIR/env.tmp" "$STACK_DIR/env"
-STACK_DIR=$STACK_DIR REGISTRY_PORT=$REGISTRY_PORT DOCKER_CLI=$DOCKER_CLI EXTRA_CA_BUNDLE=$EXTRA_CA_BUNDLE bash "$REPO_ROOT/include/stack/postgres-image.sh" # postgres for smoke deploys; adds its setting to env
-
-# --- summary -------------------------------------------------------------------------------------
-say "ready in $((SECONDS - STARTED)) s"
-say "  engine:    Docker $ENGINE_VERSION${DOCKER_HOST:+ at $DOCKER_HOST}; CLI $DOCKER_CLI (buildx=$BUILDX)"
-repos=$(curl -s --max-time 5 "$REGISTRY_URL/v2/_catalog?n=1000" | grep -o '"[^"]*"' | sed 1d | wc -l)
-tags=$(curl -s --max-time 5 "$MIRROR_SCHEME://$MIRROR_HOST/v2/$MIRROR_PATH/tags/list" |
-    sed -n 's/.*"tags":\[\(.*\)\].*/\1/p' | tr -d '"' | tr ',' ' ')
-say "  registry:  $REGISTRY_URL ($repos repositories; list: curl -s $REGISTRY_URL/v2/_catalog)"
-say "  python:    $MIRROR: ${tags:-none} (wanted: ${IMAGES[*]##*:})"
-say "  sources:   $SOURCE_REPO"
-say "  airflow:   AIRFLOW_HOME=$AIRFLOW_HOME_DIR"
-say "  env file:  . $STACK_DIR/env"
+# exec: the stack lock (fd 9) stays held until it ends, and its exit status is this script's.
+exec "$VENV_PYTHON" "$SEED" seed --started "$STARTED"

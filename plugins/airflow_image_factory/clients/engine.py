@@ -7,6 +7,7 @@ Docker SDK's build API; everything else uses the Docker SDK (``docker`` package)
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -120,39 +121,109 @@ class RunResult:
         return self.exit_code == 0
 
 
-def _cli_runs_buildkit(cli: str) -> bool:
-    """Without buildx, CLI 23+ refuses DOCKER_BUILDKIT=1; older CLIs (Debian's 20.10) drive the engine's."""
+# The probe: a real BuildKit build, tiny. FROM scratch with one file, exported to a directory, so it
+# needs no image, pulls nothing and leaves nothing on the engine.
+_PROBE_DOCKERFILE = "FROM scratch\nCOPY probe.txt /probe.txt\n"
+_PROBE_TIMEOUT = 120
+
+
+def buildkit_env(config_dir: str | None = None) -> dict[str, str]:
+    """The environment every BuildKit build of a CLI runs with (the probe's and :meth:`Engine.build`'s)."""
+    env = dict(os.environ)
+    env["DOCKER_BUILDKIT"] = "1"
+    env.pop("BUILDX_BUILDER", None)  # a builder chosen elsewhere (a dead container, say) is not ours
+    if config_dir:
+        env["DOCKER_CONFIG"] = config_dir
+    return env
+
+
+@dataclass(frozen=True)
+class BuildKitProbe:
+    """What one docker CLI did with the probe build."""
+
+    cli: str
+    runs_buildkit: bool
+    buildx: bool  # ``docker buildx`` answers: the buildx setting may be true with this CLI
+    output: str  # the build's own output (why it failed, when it did)
+
+    @property
+    def reason(self) -> str:
+        """The last line the CLI printed: what names the failure in an error message."""
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        return lines[-1] if lines else "no output"
+
+
+def _probe(cli: str, run: Callable[..., subprocess.CompletedProcess]) -> BuildKitProbe:
+    with tempfile.TemporaryDirectory(prefix="image-factory-buildkit-probe-") as tmp:
+        context, out = Path(tmp, "ctx"), Path(tmp, "out")
+        context.mkdir()
+        (context / "probe.txt").write_text("probe\n")
+        (context / "Dockerfile").write_text(_PROBE_DOCKERFILE)
+        try:
+            result = run(
+                [cli, "build", "-q", "-o", f"type=local,dest={out}", str(context)], capture_output=True,
+                text=True, errors="replace", timeout=_PROBE_TIMEOUT, env=buildkit_env(), check=False,
+            )
+            output = (result.stdout or "") + (result.stderr or "")
+            # Exit 0 is not enough: only BuildKit exports to a directory, so the file proves it ran the build.
+            works = result.returncode == 0 and (out / "probe.txt").is_file()
+            if result.returncode == 0 and not works:
+                output += "\nthe build exited 0 but exported nothing (not a BuildKit build)"
+        except subprocess.TimeoutExpired:
+            works, output = False, f"the probe build did not finish within {_PROBE_TIMEOUT} s"
+        except OSError as exc:
+            works, output = False, str(exc)
     try:
-        buildx = subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=20, check=False)
-        if buildx.returncode == 0:
-            return True
-        version = subprocess.run(
-            [cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=20,
-            check=False,
-        ).stdout.strip()
+        buildx = run([cli, "buildx", "version"], capture_output=True, timeout=20, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    match = re.match(r"(\d+)\.", version)
-    return bool(match) and int(match.group(1)) < 23
+        buildx = False
+    return BuildKitProbe(cli=cli, runs_buildkit=works, buildx=buildx, output=output.strip())
+
+
+_probes: dict[str, BuildKitProbe] = {}
+_probes_lock = threading.Lock()
+
+
+def probe_buildkit(cli: str, *, run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> BuildKitProbe:
+    """Can ``cli`` run BuildKit builds? Asked with a real build, because its version does not tell: a 23+
+    CLI needs the buildx plugin (which may be there and broken), Debian's 20.10 drives the engine's own.
+
+    Cached per process and per binary (``/bin/docker`` is ``/usr/bin/docker`` on merged-/usr systems).
+    """
+    key = os.path.realpath(shutil.which(cli) or cli)
+    with _probes_lock:  # held while probing: two threads asking at once run one build
+        if key not in _probes:
+            _probes[key] = _probe(cli, run)
+        return _probes[key]
+
+
+def docker_clis() -> list[str]:
+    """Every docker binary on PATH, in PATH order, then /usr/bin's (Debian's), each binary once."""
+    candidates: list[str] = []
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
+        path = os.path.join(directory or ".", "docker")
+        if os.access(path, os.X_OK) and os.path.realpath(path) not in map(os.path.realpath, candidates):
+            candidates.append(path)
+    return candidates
 
 
 def find_buildkit_cli(preferred: str = "") -> str:
-    """The docker CLI to build with: the configured one, else the first on PATH that can use BuildKit."""
+    """The docker CLI to build with: the configured one (trusted as it is), else the first on PATH that
+    passes the probe (:func:`probe_buildkit`)."""
     if preferred:
         if not shutil.which(preferred):
             raise EngineError(f"docker_cli setting points at {preferred!r}, which is not an executable")
         return preferred
-    candidates: list[str] = []
-    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
-        path = os.path.join(directory, "docker")
-        if os.access(path, os.X_OK) and os.path.realpath(path) not in map(os.path.realpath, candidates):
-            candidates.append(path)
+    candidates = docker_clis()
+    failures: list[str] = []
     for cli in candidates:
-        if _cli_runs_buildkit(cli):
+        probe = probe_buildkit(cli)
+        if probe.runs_buildkit:
             return cli
+        failures.append(f"{cli}: {probe.reason}")
     raise EngineError(
         "no docker CLI here can run BuildKit builds: install the buildx plugin, or a docker CLI older "
-        f"than 23 (Debian's docker.io), or set the docker_cli setting (looked at: {', '.join(candidates) or 'none'})"
+        f"than 23 (Debian's docker.io), or set the docker_cli setting (tried: {'; '.join(failures) or 'none'})"
     )
 
 
@@ -195,12 +266,7 @@ class Engine:
                 self._config_dir = None
 
     def _cli_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["DOCKER_BUILDKIT"] = "1"
-        env.pop("BUILDX_BUILDER", None)
-        if self._config_dir:
-            env["DOCKER_CONFIG"] = self._config_dir
-        return env
+        return buildkit_env(self._config_dir)
 
     # ---- build ---------------------------------------------------------------------------------
 
@@ -309,6 +375,26 @@ class Engine:
         except Exception as exc:
             raise EngineError(f"pull of {ref} failed: {exc}") from exc
         return image.id
+
+    def import_tarball(self, tarball: Path, ref: str, *, changes: Sequence[str] = ()) -> str:
+        """``docker import``: a root filesystem tarball as the image ``ref``, with Dockerfile ``changes``
+        (ENV, LABEL, CMD ...) applied; returns the image id. The file is streamed, never read into memory."""
+        name, tag = name_and_tag(ref)
+        try:
+            reply = self.client.api.import_image_from_file(str(tarball), repository=name, tag=tag,
+                                                           changes=list(changes))
+        except Exception as exc:
+            raise EngineError(f"docker import of {tarball} as {ref} failed: {exc}") from exc
+        # The reply is the engine's progress stream: JSON objects, the last one has the id or the error.
+        for line in str(reply).splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and (error := event.get("error") or event.get("errorDetail")):
+                    raise EngineError(f"docker import of {tarball} as {ref} failed: {error}")
+        try:
+            return self.client.images.get(ref).id
+        except Exception as exc:
+            raise EngineError(f"docker import of {tarball} left no image {ref}: {exc}") from exc
 
     def tag(self, image: str, ref: str) -> None:
         name, tag = name_and_tag(ref)
