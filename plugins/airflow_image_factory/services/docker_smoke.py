@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -529,12 +529,15 @@ def import_failure(tail: str) -> str:
     return lines[-1] if lines and _IMPORT_FAILURE.match(lines[-1]) else ""
 
 
-def health_problems(payload: Any) -> list[str]:
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def health_problems(payload: Any, components: Sequence[str] = HEALTH_COMPONENTS) -> list[str]:
     """What is not healthy in an Airflow 3 ``/api/v2/monitor/health`` answer (empty: all healthy)."""
     if not isinstance(payload, Mapping):
         return [f"the health answer is not a JSON object: {payload!r:.200}"]
     problems = []
-    for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
+    for component in components:
         status = (payload.get(component) or {}).get("status")
         if status != "healthy":
             problems.append(f"{component} is {status or 'missing'}")
@@ -544,9 +547,9 @@ def health_problems(payload: Any) -> list[str]:
 def poll_health(
     fetch: Callable[[], requests.Response], *, tries: int, interval: float, what: str,
     say: Callable[[str], None], sleep: Callable[[float], None] = time.sleep,
-    before_try: Callable[[], None] | None = None,
+    before_try: Callable[[], None] | None = None, components: Sequence[str] = HEALTH_COMPONENTS,
 ) -> dict[str, Any]:
-    """Ask for the health answer up to ``tries`` times, ``interval`` apart, until every component is healthy.
+    """Ask for the health answer up to ``tries`` times, ``interval`` apart, until ``components`` are healthy.
 
     ``fetch`` makes one request (through a port-forward, or to a container's IP); any error is one failed try.
     """
@@ -558,7 +561,7 @@ def poll_health(
         try:
             answer = fetch()
             payload = answer.json() if answer.ok else None
-            problems = health_problems(payload) if answer.ok else [f"HTTP {answer.status_code}"]
+            problems = health_problems(payload, components) if answer.ok else [f"HTTP {answer.status_code}"]
         except (requests.RequestException, ValueError, OSError) as exc:
             problems = [f"{type(exc).__name__}: {exc}"]
         except SmokeDeployError as exc:  # e.g. a port-forward that did not come up

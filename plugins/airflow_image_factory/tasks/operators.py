@@ -44,7 +44,6 @@ from airflow_image_factory.exceptions import (
     PermanentError,
     RegistryError,
     RegistryUnavailable,
-    VerificationFailed,
 )
 from airflow_image_factory.policy import image_contract
 from airflow_image_factory.policy.cache import (
@@ -82,6 +81,7 @@ from airflow_image_factory.policy.promotion import SHA_PUSHED, VersionOutcome, p
 from airflow_image_factory.policy.reference import repository_and_reference
 from airflow_image_factory.policy.request import BuildRequest
 from airflow_image_factory.policy.settings import TIME_BOUNDS, VARIABLE_NAME, Settings
+from airflow_image_factory.services import verify
 from airflow_image_factory.services.promotion import Promotion, refuse_unless_allowed
 from airflow_image_factory.tasks.assets import PUBLISHED_IMAGES_ALIAS, image_asset
 from airflow_image_factory.tasks.hooks import EngineHook, RegistryHook, find_connection
@@ -90,7 +90,6 @@ from airflow_image_factory.tasks.links import RegistryImageLink, record_image_re
 DEFAULT_CI_TEST_COMMAND = "pytest -q -p no:cacheprovider /opt/airflow/verify"
 PROD_BUILD_TARGET = "airflow-build-image"
 EXTRA_CA_SECRET_ID = "extra_ca"  # noqa: S105 - a BuildKit secret id, not a secret
-API_SERVER_HEALTH_TIMEOUT = 240.0
 log = logging.getLogger(__name__)
 
 
@@ -687,22 +686,11 @@ class VerifyImageOperator(ImageFactoryOperator):
         else:
             checks = prod_checks(expected_version, extras=labels.get(EXTRAS_LABEL, ""),
                                  expected_providers=self.expected_providers(settings, variant))
-        results = []
-        for check in checks:
-            self.log.info("check %s%s: %s", check.name, f" (user {check.user})" if check.user else "",
-                          " ".join(check.command) if check.command else "(the image's CMD)")
-            # Through the image's own entrypoint, as a user runs it.
-            result = engine.run(image, command=check.command, user=check.user, environment=check.environment,
-                                on_line=self.stream, timeout=1800)
-            problems = check.failures(result.exit_code, result.output)
-            results.append({"check": check.name, "passed": not problems, "exit_code": result.exit_code})
-            if problems:
-                raise VerificationFailed(
-                    f"{image}: check {check.name!r} failed: {'; '.join(problems)}; last output:\n"
-                    + "\n".join(result.output.splitlines()[-20:])
-                )
+        # Through the image's own entrypoint, as a user runs it.
+        results = verify.run_checks(engine, image, checks, on_line=self.stream, say=self.log.info)
         if variant is not None:
-            seconds = self._check_api_server(engine, image)
+            seconds = verify.check_api_server(engine, image, say=self.log.info)
+            self.log.info("api-server health answered and the UI was served in %.0fs", seconds)
             results.append({"check": "api-server health", "passed": True, "seconds": round(seconds, 1)})
         return {"python": self.python, "kind": self.kind.value, "image": image, "checks": results}
 
@@ -726,58 +714,6 @@ class VerifyImageOperator(ImageFactoryOperator):
     def _ci_checks(self) -> list[ImageCheck]:
         command = self.request.test_command or DEFAULT_CI_TEST_COMMAND
         return [ImageCheck(name="tests", command=("bash", "-c", command))]
-
-    def _check_api_server(self, engine: Engine, image: str) -> float:
-        container = engine.start(
-            image,
-            ["api-server", "--port", "8080"],
-            # The entrypoint migrates (_AIRFLOW_DB_MIGRATE) after its database check, as in the chart.
-            environment={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/airflow.db",
-                         "_AIRFLOW_DB_MIGRATE": "true"},
-        )
-        started = time.monotonic()
-        try:
-            container.reload()
-            address = container.attrs["NetworkSettings"]["IPAddress"]
-            url = f"http://{address}:8080/api/v2/monitor/health"
-            last = "no answer yet"
-            while time.monotonic() - started < API_SERVER_HEALTH_TIMEOUT:
-                container.reload()
-                if container.status == "exited":
-                    logs = container.logs(tail=30).decode(errors="replace")
-                    raise VerificationFailed(f"{image}: api-server exited before answering:\n{logs}")
-                try:
-                    answer = requests.get(url, timeout=5)
-                    if answer.ok:
-                        self.log.info("api-server health answered in %.0fs: %s", time.monotonic() - started,
-                                      answer.text[:300])
-                        self._check_ui(image, f"http://{address}:8080")
-                        return time.monotonic() - started
-                    last = f"HTTP {answer.status_code}"
-                except requests.RequestException as exc:
-                    last = type(exc).__name__
-                time.sleep(3)
-            raise VerificationFailed(
-                f"{image}: api-server health endpoint did not answer within {API_SERVER_HEALTH_TIMEOUT:.0f}s ({last})"
-            )
-        finally:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
-
-
-    def _check_ui(self, image: str, base_url: str) -> None:
-        """The compiled UI is served: its index.html, and the script it loads."""
-        page = requests.get(f"{base_url}/", timeout=10)
-        script = re.search(r'<script[^>]+src="\./(static/assets/[^"]+\.js)"', page.text)
-        if not page.ok or not script:
-            raise VerificationFailed(
-                f"{image}: the api-server does not serve the compiled UI at / (HTTP {page.status_code}): "
-                f"{page.text[:300]!r}"
-            )
-        asset = requests.get(f"{base_url}/{script.group(1)}", timeout=10)
-        if not asset.ok or not asset.content:
-            raise VerificationFailed(f"{image}: the UI's {script.group(1)} is not served (HTTP {asset.status_code})")
-        self.log.info("UI served: / loads %s (%d bytes)", script.group(1), len(asset.content))
 
 
 class PushImageOperator(ImageFactoryOperator):
