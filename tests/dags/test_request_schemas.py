@@ -176,3 +176,16 @@ def test_a_field_added_to_a_schema_is_in_the_form_and_validated():
         schema.validate({"flavour": "sweet"}, SETTINGS)
     with pytest.raises(InvalidBuildRequests, match="flavour: unknown field"):
         DAG_SCHEMAS["build_images"].validate({"flavour": "salted"}, SETTINGS)
+
+
+def test_the_smoke_form_says_what_its_fields_mean_to_a_deploy_with_the_build_requests_rules():
+    from airflow_image_factory.policy.request import BUILD_SCHEMA, SMOKE_SCHEMA
+
+    smoke, build = SMOKE_SCHEMA.json_schema(SETTINGS)["properties"], BUILD_SCHEMA.json_schema(SETTINGS)["properties"]
+    assert list(smoke) == list(build)
+    assert "its :SHA tag" in smoke["commit_sha"]["description"]
+    assert "instead of the branch head" in build["commit_sha"]["description"]
+    assert {k: {**v, "description": None} for k, v in smoke.items()} == {
+        k: {**v, "description": None} for k, v in build.items()}
+    with pytest.raises(ValueError, match="no fields"):
+        BUILD_SCHEMA.describing({"no_such_field": "x"})

@@ -284,8 +284,12 @@ BUILD_SCHEMA = RequestSchema("build request", (
     BRANCH, PYTHON_VERSIONS, REGISTRY, REPOSITORY, SOURCE_REPO, COMMIT_SHA, CACHE, PUSH,
     UPGRADE_TO_NEWER_DEPENDENCIES, REBUILD, PROD_VARIANTS, AIRFLOW_VERSION, TEST_COMMAND, NAMING,
 ))
-# smoke_deploy takes a build request (its validate task is build_images'): the same fields and rules.
-SMOKE_SCHEMA = BUILD_SCHEMA
+# smoke_deploy takes a build request (its validate task is build_images'): the same fields and rules; its
+# form says what the fields mean to a deploy of images already published.
+SMOKE_SCHEMA = BUILD_SCHEMA.describing({
+    "commit_sha": "Deploy the PROD image of this commit of the branch (its :SHA tag); empty: latest.",
+    "python_versions": "Python versions whose (regular) PROD images are deployed, one deploy each.",
+})
 # nightly_images decides these itself: each configured branch, its head, newest dependencies.
 NIGHTLY_FIXED_MESSAGE = "is not a field of the nightly run (set nightly_branches instead)"
 NIGHTLY_SCHEMA = BUILD_SCHEMA.fixing(

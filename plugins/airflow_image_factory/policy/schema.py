@@ -353,6 +353,15 @@ class RequestSchema:
         """This schema with the fields of ``fixed`` decided by the DAG (name -> the message a conf gets)."""
         return replace(self, fixed={**self.fixed, **fixed}, what=what or self.what)
 
+    def describing(self, descriptions: Mapping[str, str]) -> RequestSchema:
+        """This schema with other form descriptions for some fields (same rules: what a field means to
+        another DAG that takes the same request)."""
+        unknown = set(descriptions) - {f.name for f in self.fields}
+        if unknown:
+            raise ValueError(f"{self.what} has no fields {sorted(unknown)}")
+        return replace(self, fields=tuple(replace(f, description=descriptions.get(f.name, f.description))
+                                          for f in self.fields))
+
     def json_schema(self, settings: Settings) -> dict[str, Any]:
         """The trigger form as a JSON-schema object: one property per field a conf may set, in form order,
         each with its default from ``settings``."""
