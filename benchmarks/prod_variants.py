@@ -1,7 +1,7 @@
 """The two PROD variants, regular and slim, next to Airflow's published images: size and build time.
 
 Run after `make run` (`make bench`). One bench branch at main's head, the stack's first Python version,
-the settings' defaults (Airflow's 33 extras for regular, none for slim), through the DAG itself:
+the settings' defaults (Airflow's 34 extras for regular, none for slim), through the DAG itself:
 
   cold   cache "disabled": every layer of both variants built (BuildKit's download caches may be
          warm, as in warm_rebuild.py); publishes the branch's latest images;
