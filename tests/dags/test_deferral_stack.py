@@ -153,6 +153,14 @@ def test_a_deferred_sensor_holds_no_slot_and_resumes_when_the_image_is_pushed(se
     assert (pool["deferred_slots"], pool["occupied_slots"], pool["running_slots"]) == (1, 0, 0), pool
     assert sensor()["state"] == "deferred"
 
+    # Airflow 3.3's scheduler fails a deferred task whose trigger fires before it has drained the
+    # executor's "success" of the process that deferred (apache/airflow#71580, #72716: a stale defer-exit
+    # event). A user's push comes minutes later; here it comes seconds later, so wait until that process
+    # has ended and the scheduler has had a few loops to read its event.
+    worker = deferred.get("pid")
+    _wait_for("the process that deferred to exit",
+              lambda: not (worker and Path(f"/proc/{worker}").exists()), 60, 0.5)
+    time.sleep(5)
     image = push_image(awaited_image["client"], candidate.path, candidate.tag)
     awaited_image["pushed"].append(image.digest)
     done = _wait_for(f"{SENSOR} done after the push", state_is("success", "failed", "up_for_retry"), 60)
