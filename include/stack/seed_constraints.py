@@ -33,14 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_sources
 
 from airflow_image_factory.clients.git import BranchFiles, branch_head, fetch_commit
-from airflow_image_factory.clients.resolver import resolve_newest
+from airflow_image_factory.clients.resolver import resolve_sources
 from airflow_image_factory.clients.settings_loader import load_settings
-from airflow_image_factory.clients.sources import (
-    DISTRIBUTIONS,
-    internal_requirements,
-    read_source_tree,
-    write_metadata_wheels,
-)
+from airflow_image_factory.clients.sources import SourceTree, read_source_tree, write_metadata_wheels
 from airflow_image_factory.policy import constraints as cons
 from airflow_image_factory.policy.settings import extras_of
 
@@ -52,43 +47,42 @@ def seed(repo: str, branches: list[str], pythons: list[str], *, as_of: str, cach
     run at once (each is a uv process waiting on PyPI's metadata), the commits one branch at a time."""
     settings = load_settings()
     extras = extras_of(settings.airflow_extras)
-    additional = settings.additional_python_deps.split()
+    additional = tuple(settings.additional_python_deps.split())
     done: dict[str, str] = {}
-    work: list[tuple[str, str, str]] = []  # (branch, its head, python)
-    for branch in branches:
-        with BranchFiles(repo, cons.constraints_branch(branch)) as files:
-            missing = [p for p in pythons if files.read(cons.constraints_file_name(p)) is None]
-        if not missing:
-            done[branch] = f"present: {cons.constraints_branch(branch)} ({', '.join(pythons)})"
-            continue
-        sha = branch_head(repo, branch)
-        if sha is None:
-            raise SystemExit(f"seed_constraints: {repo} has no branch {branch}")
-        work += [(branch, sha, python) for python in missing]
+    work: list[tuple[str, str, SourceTree, str, str]] = []  # (branch, its head, its tree, metadata wheels, python)
+    with tempfile.TemporaryDirectory(prefix="metadata-wheels-") as wheels_root:
+        for branch in branches:
+            with BranchFiles(repo, cons.constraints_branch(branch)) as files:
+                missing = [p for p in pythons if files.read(cons.constraints_file_name(p)) is None]
+            if not missing:
+                done[branch] = f"present: {cons.constraints_branch(branch)} ({', '.join(pythons)})"
+                continue
+            sha = branch_head(repo, branch)
+            if sha is None:
+                raise SystemExit(f"seed_constraints: {repo} has no branch {branch}")
+            # Each branch's tree and metadata wheels once, whatever the number of Pythons.
+            tree = read_source_tree(fetch_commit(repo, sha, cache_dir))
+            wheels = Path(wheels_root, branch)
+            write_metadata_wheels(tree, wheels)
+            work += [(branch, sha, tree, str(wheels), python) for python in missing]
 
-    def resolve(branch: str, sha: str, python: str) -> str:
-        tree = read_source_tree(fetch_commit(repo, sha, cache_dir))
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="metadata-wheels-") as wheels:
-            write_metadata_wheels(tree, Path(wheels))
-            pins = resolve_newest(
-                [*internal_requirements(tree, extras), *additional], python=python,
-                extra_ca_bundle=settings.extra_ca_bundle, find_links=wheels, exclude=tuple(DISTRIBUTIONS),
-                uploaded_before=as_of,
+        def resolve(branch: str, sha: str, tree: SourceTree, wheels: str, python: str) -> str:
+            started = time.monotonic()
+            pins = resolve_sources(tree, extras, python=python, metadata_wheels=wheels, additional=additional,
+                                   extra_ca_bundle=settings.extra_ca_bundle, uploaded_before=as_of)
+            print(f"resolved {branch} for Python {python}: {len(pins)} pins in "
+                  f"{time.monotonic() - started:.1f} s", flush=True)
+            return cons.render(
+                pins, python=python, airflow_version=tree.distributions["apache-airflow"].version, sha=sha,
+                generated=as_of, source=f"the branch's dependency metadata as PyPI stood then (the stack's "
+                                        f"stand-in for Airflow's own {cons.constraints_branch(branch)})",
             )
-        print(f"resolved {branch} for Python {python}: {len(pins)} pins in {time.monotonic() - started:.1f} s",
-              flush=True)
-        return cons.render(
-            pins, python=python, airflow_version=tree.distributions["apache-airflow"].version, sha=sha,
-            generated=as_of, source=f"the branch's dependency metadata as PyPI stood then (the stack's "
-                                    f"stand-in for Airflow's own {cons.constraints_branch(branch)})",
-        )
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        texts = list(pool.map(lambda item: resolve(*item), work))
-    for branch in dict.fromkeys(b for b, _, _ in work):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            texts = list(pool.map(lambda item: resolve(*item), work))
+    for branch in dict.fromkeys(b for b, *_ in work):
         files_of_branch = {cons.constraints_file_name(python): text
-                           for (b, _, python), text in zip(work, texts, strict=True) if b == branch}
+                           for (b, *_, python), text in zip(work, texts, strict=True) if b == branch}
         with BranchFiles(repo, cons.constraints_branch(branch)) as files:
             head = files.commit_and_push(files_of_branch, author=AUTHOR,
                                          message=f"Constraints of {branch} as PyPI stood at {as_of}")

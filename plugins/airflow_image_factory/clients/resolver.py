@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from airflow_image_factory.clients.sources import DISTRIBUTIONS, SourceTree, internal_requirements
 from airflow_image_factory.exceptions import DependencyResolutionFailed
 from airflow_image_factory.policy.constraints import parse_pins
 
@@ -92,3 +93,16 @@ def resolve_newest(
     if not pins:
         raise DependencyResolutionFailed(f"resolving {requirement} for Python {python} returned no packages")
     return pins
+
+
+def resolve_sources(
+    tree: SourceTree, extras: list[str], *, python: str, metadata_wheels: str, additional: tuple[str, ...] = (),
+    extra_ca_bundle: str = "", uploaded_before: str = "",
+) -> dict[str, str]:
+    """The newest allowed dependency set of a branch's own sources with ``extras`` (and ``additional``
+    requirements): resolved from its metadata wheels (``metadata_wheels``, :func:`write_metadata_wheels`),
+    Airflow's own distributions left out, as Airflow's constraints files leave them out."""
+    return resolve_newest(
+        [*internal_requirements(tree, extras), *additional], python=python, extra_ca_bundle=extra_ca_bundle,
+        find_links=metadata_wheels, exclude=tuple(DISTRIBUTIONS), uploaded_before=uploaded_before,
+    )

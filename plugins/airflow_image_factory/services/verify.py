@@ -20,9 +20,9 @@ import requests
 
 from airflow_image_factory.exceptions import SmokeRunFailed, VerificationFailed
 from airflow_image_factory.policy.image_contract import ImageCheck
+from airflow_image_factory.services.chart import API_SERVER_PORT, HEALTH_PATH
 from airflow_image_factory.services.docker_smoke import poll_health
 
-API_SERVER_PORT = 8080
 API_SERVER_HEALTH_TIMEOUT = 240.0
 API_SERVER_HEALTH_INTERVAL = 3.0
 # The entrypoint migrates (_AIRFLOW_DB_MIGRATE) after its database check, as in the chart.
@@ -74,7 +74,7 @@ def check_api_server(
                 raise VerificationFailed(f"{image}: api-server exited before answering:\n{logs}")
 
         try:
-            poll_health(lambda: get(f"{base_url}/api/v2/monitor/health", timeout=5),
+            poll_health(lambda: get(f"{base_url}{HEALTH_PATH}", timeout=5),
                         tries=max(1, math.ceil(timeout / interval)), interval=interval,
                         what=f"the api-server of {image}", say=say, sleep=sleep, before_try=still_running,
                         components=("metadatabase",))

@@ -14,14 +14,8 @@ from typing import Any
 from airflow_image_factory.clients.engine import labels_of
 from airflow_image_factory.clients.git import BranchFiles
 from airflow_image_factory.clients.registry import config_labels
-from airflow_image_factory.clients.resolver import resolve_newest
-from airflow_image_factory.clients.sources import (
-    DISTRIBUTIONS,
-    SourceTree,
-    internal_requirements,
-    read_source_tree,
-    write_metadata_wheels,
-)
+from airflow_image_factory.clients.resolver import resolve_sources
+from airflow_image_factory.clients.sources import SourceTree, read_source_tree, write_metadata_wheels
 from airflow_image_factory.exceptions import BaseImageMissing, ManifestNotFound, VerificationFailed
 from airflow_image_factory.policy import constraints as cons
 from airflow_image_factory.policy.naming import LATEST, VARIANTS, ImageKind, ImageName, images_for
@@ -76,10 +70,8 @@ class CheckForUpdatesOperator(ImageFactoryOperator):
                 missing = self._missing_images(settings, published)
                 revision = None if missing else revision_reason(
                     self.sha, self._published_revisions(settings, published))
-                resolved = resolve_newest(
-                    internal_requirements(tree, extras_of(settings.airflow_extras)), python=python,
-                    extra_ca_bundle=settings.extra_ca_bundle, find_links=wheels, exclude=tuple(DISTRIBUTIONS),
-                )
+                resolved = resolve_sources(tree, extras_of(settings.airflow_extras), python=python,
+                                           metadata_wheels=wheels, extra_ca_bundle=settings.extra_ca_bundle)
                 decisions.append(self._decide(python, tree, existing, base, missing, revision, resolved, upgraded))
         rebuild = [d.python for d in decisions if d.rebuild]
         if not rebuild:
