@@ -1,5 +1,7 @@
 """The eager resolution through uv, for real against the package index (no image, no container)."""
 
+import os
+
 import pytest
 
 from airflow_image_factory.clients.resolver import airflow_requirement, resolve_newest, uv_platform
@@ -35,3 +37,15 @@ def test_a_resolution_as_the_index_stood_at_a_time_ignores_later_uploads():
     # celery 5.7.0 was uploaded on 2026-11-05; at Airflow 3.3.2's release the newest was 5.6.3.
     assert resolve_newest("celery<6", python="3.11", uploaded_before="2026-09-17T08:40:00Z")["celery"] == "5.6.3"
     assert resolve_newest("celery<6", python="3.11", uploaded_before="2026-11-06T00:00:00Z")["celery"] == "5.7.0"
+
+
+def test_uv_is_looked_up_once_and_the_same_from_every_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_image_factory.clients.resolver import uv_bin
+
+    with ThreadPoolExecutor(8) as pool:
+        found = set(pool.map(lambda _: uv_bin(), range(16)))
+    assert len(found) == 1
+    (path,) = found
+    assert os.access(path, os.X_OK), path

@@ -14,6 +14,7 @@ import os
 import platform as host_platform
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from airflow_image_factory.clients.sources import DISTRIBUTIONS, SourceTree, internal_requirements
@@ -39,6 +40,22 @@ def uv_platform(architecture: str | None = None) -> str:
         raise DependencyResolutionFailed(f"no resolver platform for architecture {arch!r}") from None
 
 
+_UV_LOCK = threading.Lock()
+_UV_BIN: list[str] = []
+
+
+def uv_bin() -> str:
+    """uv's executable, looked up once: ``uv.find_uv_bin`` reads ``sysconfig``, whose first read is not
+    thread-safe on Python 3.11 (a concurrent reader may see ``EXE`` as None), and the seeding resolves
+    several Pythons in threads."""
+    with _UV_LOCK:
+        if not _UV_BIN:
+            from uv import find_uv_bin
+
+            _UV_BIN.append(find_uv_bin())
+        return _UV_BIN[0]
+
+
 def resolve_newest(
     requirement: str | list[str], *, python: str, architecture: str | None = None, extra_ca_bundle: str = "",
     cache_dir: str | None = None, find_links: str | None = None, exclude: tuple[str, ...] = (),
@@ -53,7 +70,6 @@ def resolve_newest(
     """
     requirements_lines = [requirement] if isinstance(requirement, str) else list(requirement)
     requirement = " ".join(requirements_lines)
-    from uv import find_uv_bin
 
     env = dict(os.environ)
     if extra_ca_bundle:
@@ -69,7 +85,7 @@ def resolve_newest(
         requirements.write_text("\n".join(requirements_lines) + "\n")
         output = Path(tmp, "resolved.txt")
         cmd = [
-            find_uv_bin(), "pip", "compile", str(requirements), "--quiet", "--no-header", "--no-annotate",
+            uv_bin(), "pip", "compile", str(requirements), "--quiet", "--no-header", "--no-annotate",
             "--python-version", python, "--python-platform", uv_platform(architecture),
             "--upgrade", "--output-file", str(output),
         ]
