@@ -91,6 +91,42 @@ def official_build(stack_env):
     return result
 
 
+# ------------------------------------------------------------------------------ the real Airflow
+@pytest.fixture(scope="session")
+def real_airflow(main_build):
+    """The stack's real Airflow as `make run` starts it (include/stack/airflow_server.py up): PostgreSQL,
+    api-server, scheduler, dag-processor, triggerer. Started after main's images are published, so its
+    runs reuse their cache; shared by every test that triggers or looks at runs there (API, UI)."""
+    from tests.support.dag_runs import airflow_server
+
+    started = airflow_server("up")
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield started
+    if "already running" not in started.stdout:  # a server `make run` started stays for its user
+        airflow_server("down", timeout=120)
+
+
+@pytest.fixture(scope="session")
+def airflow_server_module():
+    """include/stack/airflow_server.py as a module (its URL, its admin's name and password, its Api)."""
+    import importlib.util
+
+    from tests.support.dag_runs import AIRFLOW_SERVER_SCRIPT
+
+    spec = importlib.util.spec_from_file_location("airflow_server_default", AIRFLOW_SERVER_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def real_api(real_airflow, airflow_server_module):
+    """A REST API session of the real Airflow's admin (a token from its auth manager); ``.base`` is its URL."""
+    session = airflow_server_module.Api().session
+    session.base = airflow_server_module.URL  # type: ignore[attr-defined]
+    return session
+
+
 # ------------------------------------------------------------------------------------------ disk use
 # Modules marked `fresh_content` build images nothing else reuses (the nightly's new constraints): they
 # run after every module that shares main's build cache, and give their disk back when they end

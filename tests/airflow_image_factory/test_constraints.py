@@ -56,3 +56,8 @@ def test_a_new_python_version_starts_from_the_newest_existing_file():
 def test_names():
     assert cons.constraints_file_name("3.12") == "constraints-3.12.txt"
     assert cons.constraints_branch("v3-1-test") == "constraints-v3-1-test"
+
+
+def test_a_branch_other_than_the_default_falls_back_to_the_default_branchs_constraints():
+    assert cons.constraints_branches("v3-3-test", "main") == ["constraints-v3-3-test", "constraints-main"]
+    assert cons.constraints_branches("main", "main") == ["constraints-main"]

@@ -110,3 +110,58 @@ def test_a_version_outcome_leaves_out_the_variants_the_run_skipped():
     outcome = version_outcome.function(
         "3.11", ci, {"prod": None, "prod-build": None, "prod-slim": slim, "prod-slim-build": {"reused": None}})
     assert outcome["digests"] == {"ci": ci, "prod-slim": slim}
+
+
+def _constraints_repository(tmp_path, files_by_branch: dict[str, dict[str, str]]) -> str:
+    """A bare repository with one commit of the given files on each named branch (real git)."""
+    import subprocess
+
+    remote = tmp_path / "source.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    from airflow_image_factory.clients.git import BranchFiles
+
+    for branch, files in files_by_branch.items():
+        with BranchFiles(str(remote), branch) as checkout:
+            checkout.commit_and_push(files, message=f"{branch}: constraints", author="Tests <tests@example.invalid>")
+    return str(remote)
+
+
+def _build_request(branch: str, remote: str) -> dict:
+    from airflow_image_factory.clients.settings_loader import load_settings
+    from airflow_image_factory.policy.request import validate_request
+
+    conf = {"branch": branch, "python_versions": ["3.11", "3.13"], "source_repo": remote}
+    return validate_request(conf, load_settings(env={})).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("branch", "expected"),
+    [
+        # a branch with constraints of its own for one version: that one's, the other from main's
+        ("v3-3-test", {"3.11": "a==3\n", "3.13": "a==1\n"}),
+        ("feature", {"3.11": "a==1\n", "3.13": "a==1\n"}),  # none of its own: main's
+        ("main", {"3.11": "a==1\n", "3.13": "a==1\n"}),
+    ],
+)
+def test_a_branch_without_constraints_of_its_own_installs_the_default_branchs(tmp_path, monkeypatch, branch,
+                                                                               expected):
+    from airflow_image_factory.clients.settings_loader import load_settings
+    from airflow_image_factory.tasks import groups
+
+    remote = _constraints_repository(tmp_path, {
+        "constraints-main": {"constraints-3.11.txt": "a==1\n", "constraints-3.13.txt": "a==1\n"},
+        "constraints-v3-3-test": {"constraints-3.11.txt": "a==3\n"},
+    })
+    monkeypatch.setattr(groups, "run_settings", lambda: load_settings(env={}))
+    assert groups.branch_constraints.function(_build_request(branch, remote)) == expected
+
+
+def test_a_version_found_on_no_constraints_branch_installs_without_and_says_so(tmp_path, monkeypatch, caplog):
+    from airflow_image_factory.clients.settings_loader import load_settings
+    from airflow_image_factory.tasks import groups
+
+    remote = _constraints_repository(tmp_path, {"constraints-main": {"constraints-3.11.txt": "a==1\n"}})
+    monkeypatch.setattr(groups, "run_settings", lambda: load_settings(env={}))
+    with caplog.at_level("WARNING"):
+        assert groups.branch_constraints.function(_build_request("feature", remote)) == {"3.11": "a==1\n"}
+    assert "No constraints-3.13.txt on constraints-feature or constraints-main" in caplog.text

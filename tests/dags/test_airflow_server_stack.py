@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -26,22 +24,13 @@ SCRIPT = str(AIRFLOW_SERVER_SCRIPT)
 
 
 @pytest.fixture(scope="module")
-def airflow_server(main_build):
-    started = server("up")
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield started
-    if "already running" not in started.stdout:  # a server `make run` started stays for its user
-        server("down", timeout=120)
+def airflow_server(real_airflow):
+    return real_airflow
 
 
 @pytest.fixture(scope="module")
-def api(airflow_server) -> requests.Session:
-    sys.path.insert(0, str(Path(SCRIPT).parent))
-    import airflow_server as module
-
-    session = module.Api().session
-    session.base = module.URL  # type: ignore[attr-defined]
-    return session
+def api(real_api) -> requests.Session:
+    return real_api
 
 
 @pytest.fixture(scope="module")

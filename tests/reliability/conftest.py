@@ -70,16 +70,20 @@ def _git(*args: str, env: dict | None = None) -> str:
     ).stdout.strip()
 
 
-def branch_with_two_commits(branch: str) -> tuple[str, str]:
-    """``branch`` in the stack's source repository: main's commit, then one more (an empty commit with
-    a fixed date, so every session makes the same one). main itself is never touched."""
-    main = _git("rev-parse", "refs/heads/main")
-    stamp = {"GIT_AUTHOR_NAME": "reliability tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
-             "GIT_COMMITTER_NAME": "reliability tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",
-             "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
-    second = _git("commit-tree", f"{main}^{{tree}}", "-p", main, "-m", "reliability: a second commit", env=stamp)
-    _git("update-ref", f"refs/heads/{branch}", second)
-    return main, second
+def branch_with_commits(branch: str, count: int = 2) -> list[str]:
+    """``branch`` in the stack's source repository: main's commit, then ``count - 1`` more on top (empty
+    commits with fixed dates, so every session makes the same ones); returns them oldest first, the
+    last is the branch's head. main itself is never touched."""
+    commits = [_git("rev-parse", "refs/heads/main")]
+    for number in range(1, count):
+        stamp = {"GIT_AUTHOR_NAME": "reliability tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+                 "GIT_COMMITTER_NAME": "reliability tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+                 "GIT_AUTHOR_DATE": f"2026-01-01T00:00:{number:02d}Z",
+                 "GIT_COMMITTER_DATE": f"2026-01-01T00:00:{number:02d}Z"}
+        message = f"{branch}: commit {number + 1}"
+        commits.append(_git("commit-tree", f"{commits[-1]}^{{tree}}", "-p", commits[-1], "-m", message, env=stamp))
+    _git("update-ref", f"refs/heads/{branch}", commits[-1])
+    return commits
 
 
 def ca_bundle_with_canary(path: Path) -> str:
@@ -125,7 +129,7 @@ def concurrent_auth_runs(stack_env, tmp_path_factory) -> AuthRuns:
     htpasswd auth whose password is only in an Airflow Connection; the extra CA bundle carries a
     canary certificate. Shared by the concurrency and the secrets tests (one pair of builds)."""
     root = tmp_path_factory.mktemp("reliability-auth")
-    first, second = branch_with_two_commits(CONC_BRANCH)
+    first, second = branch_with_commits(CONC_BRANCH)
     canary = ca_bundle_with_canary(root / "ca-bundle.crt")
     lock_dir = root / "locks"
     with running_registry(

@@ -23,6 +23,15 @@ def constraints_branch(branch: str) -> str:
     return f"constraints-{branch}"
 
 
+def constraints_branches(branch: str, default_branch: str) -> list[str]:
+    """Where a branch's constraints are looked for, per Python version, the first that has the file wins:
+    the branch's own constraints branch, then (for any other branch) the default branch's. A branch cut
+    from main installs main's pins until it has its own, as a pull request installs its target's;
+    without them its images would take whatever PyPI has newest."""
+    own = constraints_branch(branch)
+    return [own] if branch == default_branch else [own, constraints_branch(default_branch)]
+
+
 def normalize_name(name: str) -> str:
     """PEP 503 normalisation, so ``Flask_Login`` and ``flask-login`` are one package."""
     return _NORMALIZE.sub("-", name).lower()

@@ -118,30 +118,36 @@ def resolve_sha(build_request: dict[str, Any]) -> dict[str, Any]:
 @task(execution_timeout=SHORT)
 @fails_at_once
 def branch_constraints(build_request: dict[str, Any]) -> dict[str, str]:
-    """``constraints-X.Y.txt`` of each Python version from ``constraints-BRANCH`` of the source repository,
-    read once so every build of the run installs the same pins. A missing file: one warning, and that
-    version installs without constraints (Airflow's own fallback)."""
+    """``constraints-X.Y.txt`` of each Python version from ``constraints-BRANCH`` of the source repository
+    (or, for a branch that has none yet, from the default branch's constraints branch), read once so every
+    build of the run installs the same pins. Found nowhere: one warning, and that version installs without
+    constraints (Airflow's own fallback)."""
     from airflow_image_factory.clients.git import BranchFiles
-    from airflow_image_factory.policy.constraints import constraints_branch, constraints_file_name
+    from airflow_image_factory.policy.constraints import constraints_branches, constraints_file_name
 
     request = BuildRequest.from_dict(build_request)
     if request.upgrade_to_newer_dependencies:
         log.info("upgrade_to_newer_dependencies: the constraints are not used")
         return {}
-    branch = constraints_branch(request.branch)
     found: dict[str, str] = {}
     settings = run_settings()
-    with BranchFiles(request.source_repo, branch, timeout=settings.git_timeout,
-                     ls_remote_timeout=settings.git_ls_remote_timeout) as files:
-        for python in request.python_versions:
-            text = files.read(constraints_file_name(python))
-            if text is None:
-                log.warning("No %s on %s of %s: Python %s installs without constraints", constraints_file_name(python),
-                            branch, request.source_repo, python)
-            else:
-                found[python] = text
-                log.info("Python %s installs with %s of %s (%s)", python, constraints_file_name(python), branch,
-                         files.head)
+    branches = constraints_branches(request.branch, settings.branch)
+    for branch in branches:
+        missing = [python for python in request.python_versions if python not in found]
+        if not missing:
+            break
+        with BranchFiles(request.source_repo, branch, timeout=settings.git_timeout,
+                         ls_remote_timeout=settings.git_ls_remote_timeout) as files:
+            for python in missing:
+                text = files.read(constraints_file_name(python))
+                if text is not None:
+                    found[python] = text
+                    log.info("Python %s installs with %s of %s (%s)", python, constraints_file_name(python), branch,
+                             files.head)
+    for python in request.python_versions:
+        if python not in found:
+            log.warning("No %s on %s of %s: Python %s installs without constraints", constraints_file_name(python),
+                        " or ".join(branches), request.source_repo, python)
     return found
 
 
