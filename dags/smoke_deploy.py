@@ -41,7 +41,7 @@ PROD_LATEST = [
     doc_md=__doc__,
 )
 def smoke_deploy():
-    smoke_deploy_group(narrow_to_published(validate()))
+    smoke_deploy_group(narrow_to_published(validate(smoke=True)))
 
 
 smoke_deploy()

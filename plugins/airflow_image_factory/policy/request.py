@@ -286,10 +286,14 @@ BUILD_SCHEMA = RequestSchema("build request", (
 ))
 # smoke_deploy takes a build request (its validate task is build_images'): the same fields and rules; its
 # form says what the fields mean to a deploy of images already published.
+# A smoke deploy runs the chart's defaults (the FAB auth manager, Celery): only the regular PROD image has
+# their providers, so it is the one deployed and a conf may not ask for another variant.
+SMOKE_FIXED_MESSAGE = ("is not a field of a smoke deploy: it deploys the regular PROD image, whose providers "
+                       "the chart's defaults need")
 SMOKE_SCHEMA = BUILD_SCHEMA.describing({
     "commit_sha": "Deploy the PROD image of this commit of the branch (its :SHA tag); empty: latest.",
     "python_versions": "Python versions whose (regular) PROD images are deployed, one deploy each.",
-})
+}).fixing({"variants": SMOKE_FIXED_MESSAGE}, what="smoke deploy request")
 # nightly_images decides these itself: each configured branch, its head, newest dependencies.
 NIGHTLY_FIXED_MESSAGE = "is not a field of the nightly run (set nightly_branches instead)"
 NIGHTLY_SCHEMA = BUILD_SCHEMA.fixing(
@@ -316,6 +320,19 @@ def validate_request(
         debian={version: settings.debian_for(version) for version in values["python_versions"]},
         python_base_source=settings.python_base_source,
     )
+
+
+def validate_smoke_request(conf: Mapping[str, Any] | None, settings: Settings) -> BuildRequest:
+    """A smoke deploy's conf: a build request without the fields :data:`SMOKE_SCHEMA` fixes."""
+    shared, errors = SMOKE_SCHEMA.screen(conf)
+    request = None
+    try:
+        request = validate_request(shared, settings)
+    except InvalidBuildRequests as exc:
+        errors.extend(exc.errors)
+    if errors or request is None:
+        raise invalid(errors, SMOKE_SCHEMA.what)
+    return request
 
 
 def validate_nightly_request(

@@ -20,6 +20,7 @@ from airflow_image_factory.policy.request import (
     conf_object,
     validate_nightly_request,
     validate_request,
+    validate_smoke_request,
 )
 from airflow_image_factory.policy.settings import Settings
 from airflow_image_factory.tasks.nightly_operators import (
@@ -65,14 +66,17 @@ NIGHTLY_FIXED_FIELDS = tuple(NIGHTLY_SCHEMA.fixed)
 # A bad request does not get better on a retry: fail at once, so a rejected conf fails within seconds.
 @task(multiple_outputs=False, retries=0, execution_timeout=SHORT)
 @fails_at_once
-def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None) -> dict[str, Any]:
+def validate(extra_fields: tuple[str, ...] = (), branch: str | None = None, smoke: bool = False) -> dict[str, Any]:
     """The run's conf over the settings (file < environment < Variable) → one validated request.
 
     ``branch`` fixes the branch (the nightly run's per-branch groups); the conf may not name another.
+    ``smoke``: a smoke deploy's request (no ``variants``: it deploys the regular image).
     """
     context = get_current_context()
     if branch is not None:  # the nightly's rules, the same the run's validate_conf gate applied
         [request] = validate_nightly_request(context["dag_run"].conf, run_settings(), branches=[branch])
+    elif smoke:
+        request = validate_smoke_request(context["dag_run"].conf, run_settings())
     else:
         request = validate_request(conf_object(context["dag_run"].conf), run_settings(), allowed_extra=extra_fields)
     log.info("Build request: %s", request.to_dict())
