@@ -114,16 +114,18 @@ def _state_of(api, run_id: str, ti: dict) -> str | None:
     return _get(api, path).get("state")
 
 
-def _is_task_process(pid: int) -> bool:
-    """The PID the API reports is a live process of Airflow's task runner (never kill anything else)."""
+def _is_task_process(pid: int, scheduler_pid: int) -> bool:
+    """The PID the API reports is a live task process of the scheduler's LocalExecutor: in the
+    scheduler's session (`make run` starts each component as a session leader) and not the scheduler
+    itself. Nothing else is ever killed."""
     try:
-        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return pid != scheduler_pid and os.getsid(pid) == scheduler_pid
+    except ProcessLookupError:
         return False
-    return "airflow" in cmdline or "python" in cmdline
 
 
-def _follow(api, run_ids: list[str], *, read_live_log: bool = False, kill_push_of: str | None = None) -> Observed:
+def _follow(api, run_ids: list[str], *, read_live_log: bool = False, kill_push_of: str | None = None,
+            scheduler_pid: int | None = None) -> Observed:
     """Poll the runs to their end, as a user's client would; on the way, read one running build's log
     and/or kill the task process of ``kill_push_of``'s first running push."""
     seen = Observed()
@@ -144,14 +146,20 @@ def _follow(api, run_ids: list[str], *, read_live_log: bool = False, kill_push_o
             if run_id == kill_push_of and seen.killed is None:
                 for ti in running:
                     if ti["task_id"].startswith("python.push_") and ti.get("pid") and ti["try_number"] == 1:
-                        assert _is_task_process(ti["pid"]), f"pid {ti['pid']} of {ti['task_id']} is not a task"
-                        os.kill(ti["pid"], signal.SIGKILL)
+                        # a push of cached layers takes a second or two: it may have ended since the API
+                        # said "running" (its pid gone, or already another process's); then try the next
+                        if not _is_task_process(ti["pid"], scheduler_pid):
+                            continue
+                        try:
+                            os.kill(ti["pid"], signal.SIGKILL)
+                        except ProcessLookupError:
+                            continue
                         seen.killed = {**ti, "killed_at": time.time()}
                         break
         if all(state in ("success", "failed") for state in states.values()):
             break
         assert time.monotonic() < deadline, f"runs not done within {RUN_TIMEOUT}s: {states}"
-        time.sleep(1)
+        time.sleep(0.2 if kill_push_of and seen.killed is None else 1)  # a push is short: look often
     for run_id in run_ids:
         seen.runs[run_id] = _get(api, _run_path(run_id))
         seen.tis[run_id] = _tis(api, run_id)
@@ -195,7 +203,7 @@ def pool_of_two(real_api, commits) -> Observed:
 
 
 @pytest.fixture(scope="module")
-def pool_of_one(real_api, commits, pool_of_two) -> Observed:
+def pool_of_one(real_api, airflow_server_module, commits, pool_of_two) -> Observed:
     """Two runs of the branch (its two newer commits) triggered together, one Python version, the pool at
     1; the second run's first push is killed while it runs."""
     _set_pool(real_api, 1)
@@ -203,7 +211,9 @@ def pool_of_one(real_api, commits, pool_of_two) -> Observed:
         python = stack_versions()[:1]
         run_ids = [_trigger(real_api, {"branch": BRANCH, "commit_sha": sha, "python_versions": python, "rebuild": True})
                    for sha in commits[1:]]
-        return _follow(real_api, run_ids, kill_push_of=run_ids[1])
+        scheduler_pid = airflow_server_module.running("scheduler")
+        assert scheduler_pid, "the stack's Airflow has no scheduler running"
+        return _follow(real_api, run_ids, kill_push_of=run_ids[1], scheduler_pid=scheduler_pid)
     finally:
         _set_pool(real_api, int(os.environ.get("AIRFLOW_SERVER_POOL_SLOTS", "2")))
 
