@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,18 +71,34 @@ def _git(*args: str, env: dict | None = None) -> str:
     ).stdout.strip()
 
 
-def branch_with_commits(branch: str, count: int = 2) -> list[str]:
-    """``branch`` in the stack's source repository: main's commit, then ``count - 1`` more on top (empty
-    commits with fixed dates, so every session makes the same ones); returns them oldest first, the
-    last is the branch's head. main itself is never touched."""
+def _with_file(tree_of: str, path: str, content: str, index: Path) -> str:
+    """The tree of commit ``tree_of`` with ``path`` holding ``content`` (git plumbing on a scratch index)."""
+    blob = subprocess.run(["git", "-C", os.environ["IMAGE_FACTORY_SOURCE_REPO"], "hash-object", "-w", "--stdin"],
+                          input=content, capture_output=True, text=True, check=True).stdout.strip()
+    scratch = {"GIT_INDEX_FILE": str(index)}
+    _git("read-tree", tree_of, env=scratch)
+    _git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=scratch)
+    return _git("write-tree", env=scratch)
+
+
+def branch_with_commits(branch: str, count: int = 2, *, touch: str | None = None) -> list[str]:
+    """``branch`` in the stack's source repository: main's commit, then ``count - 1`` more on top (fixed
+    dates, so every session makes the same ones); returns them oldest first, the last is the branch's
+    head. The commits are empty (their images are main's but for the revision), except that with
+    ``touch`` the first of them adds that file to the sources, so its build installs them for real.
+    main itself is never touched."""
     commits = [_git("rev-parse", "refs/heads/main")]
-    for number in range(1, count):
-        stamp = {"GIT_AUTHOR_NAME": "reliability tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
-                 "GIT_COMMITTER_NAME": "reliability tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",
-                 "GIT_AUTHOR_DATE": f"2026-01-01T00:00:{number:02d}Z",
-                 "GIT_COMMITTER_DATE": f"2026-01-01T00:00:{number:02d}Z"}
-        message = f"{branch}: commit {number + 1}"
-        commits.append(_git("commit-tree", f"{commits[-1]}^{{tree}}", "-p", commits[-1], "-m", message, env=stamp))
+    with tempfile.TemporaryDirectory(prefix="branch-index-") as scratch:
+        for number in range(1, count):
+            stamp = {"GIT_AUTHOR_NAME": "reliability tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+                     "GIT_COMMITTER_NAME": "reliability tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+                     "GIT_AUTHOR_DATE": f"2026-01-01T00:00:{number:02d}Z",
+                     "GIT_COMMITTER_DATE": f"2026-01-01T00:00:{number:02d}Z"}
+            tree = f"{commits[-1]}^{{tree}}"
+            if touch and number == 1:
+                tree = _with_file(commits[-1], touch, f"# {branch}: commit {number + 1}\n", Path(scratch) / "index")
+            message = f"{branch}: commit {number + 1}"
+            commits.append(_git("commit-tree", tree, "-p", commits[-1], "-m", message, env=stamp))
     _git("update-ref", f"refs/heads/{branch}", commits[-1])
     return commits
 
