@@ -64,17 +64,17 @@ CONC_BRANCH = "reliability-conc"
 CONN_ID = "reliability_registry"
 
 
-def _git(*args: str, env: dict | None = None) -> str:
+def _git(*args: str, env: dict | None = None, input: str | None = None) -> str:
     source = os.environ["IMAGE_FACTORY_SOURCE_REPO"]
     return subprocess.run(
-        ["git", "-C", source, *args], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+        ["git", "-C", source, *args], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
+        input=input,
     ).stdout.strip()
 
 
 def _with_file(tree_of: str, path: str, content: str, index: Path) -> str:
     """The tree of commit ``tree_of`` with ``path`` holding ``content`` (git plumbing on a scratch index)."""
-    blob = subprocess.run(["git", "-C", os.environ["IMAGE_FACTORY_SOURCE_REPO"], "hash-object", "-w", "--stdin"],
-                          input=content, capture_output=True, text=True, check=True).stdout.strip()
+    blob = _git("hash-object", "-w", "--stdin", input=content)
     scratch = {"GIT_INDEX_FILE": str(index)}
     _git("read-tree", tree_of, env=scratch)
     _git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=scratch)

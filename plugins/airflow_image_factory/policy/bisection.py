@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from airflow_image_factory.policy.constraints import normalize_name
 
@@ -62,7 +62,6 @@ class _Missing(Exception):
 @dataclass
 class _Replay:
     results: Mapping[ProbeKey, bool]  # probe -> passed
-    asked: list[ProbeKey] = field(default_factory=list)
 
     def passed_all(self, *probes: Iterable[str]) -> list[bool]:
         keys = [probe_key(p) for p in probes]

@@ -284,10 +284,10 @@ BUILD_SCHEMA = RequestSchema("build request", (
     BRANCH, PYTHON_VERSIONS, REGISTRY, REPOSITORY, SOURCE_REPO, COMMIT_SHA, CACHE, PUSH,
     UPGRADE_TO_NEWER_DEPENDENCIES, REBUILD, PROD_VARIANTS, AIRFLOW_VERSION, TEST_COMMAND, NAMING,
 ))
-# smoke_deploy takes a build request (its validate task is build_images'): the same fields and rules; its
-# form says what the fields mean to a deploy of images already published.
-# A smoke deploy runs the chart's defaults (the FAB auth manager, Celery): only the regular PROD image has
-# their providers, so it is the one deployed and a conf may not ask for another variant.
+# smoke_deploy takes a build request: the same fields and rules, but for ``variants``; its form says what
+# the fields mean to a deploy of images already published. A smoke deploy runs the chart's defaults (the
+# FAB auth manager, Celery): only the regular PROD image has their providers, so it is the one deployed
+# and a conf may not ask for another variant.
 SMOKE_FIXED_MESSAGE = ("is not a field of a smoke deploy: it deploys the regular PROD image, whose providers "
                        "the chart's defaults need")
 SMOKE_SCHEMA = BUILD_SCHEMA.describing({
