@@ -43,6 +43,12 @@
 #                                     upgrade everything eagerly (nightly builds; a random
 #                                     value also invalidates the layer cache)
 #   AIRFLOW_PIP_VERSION               pip version to install into the venv; empty: keep
+#   AIRFLOW_USE_UV                    true (default): the large installs (dependencies, packages) run
+#                                     with uv, as Airflow's own CI image builds do (measured 2.5x faster
+#                                     than pip, cold, for ~340 distributions); false: pip.
+#                                     pip stays in the venv either way (`pip install` in containers).
+#   AIRFLOW_UV_VERSION                the uv release installed at /opt/uv (outside the venv: the PROD
+#                                     image, which copies only the venv, never holds it)
 #   DOCKER_CONTEXT_FILES_DIR          where docker-context-files/ is mounted
 #                                     (default /docker-context-files)
 set -euo pipefail
@@ -204,7 +210,14 @@ case "${what}" in
                 exit 1
             fi
             index_options+=(--find-links "${metadata_dir}")
-            requirements=("apache-airflow${extras_suffix} @ file://${meta_wheel}" "${additional[@]}")
+            requirements=("apache-airflow${extras_suffix} @ file://${meta_wheel}")
+            # Every distribution of the sources named directly by its wheel: a development version
+            # (3.4.0.dev0) is then allowed by pip and uv alike, without allowing pre-releases of others.
+            while IFS= read -r wheel; do
+                name=$(basename "${wheel}" | cut -d- -f1 | tr _ -)
+                requirements+=("${name} @ file://${wheel}")
+            done < <(find "${metadata_dir}" -maxdepth 1 -name 'apache_airflow_*.whl' | sort)
+            requirements+=("${additional[@]}")
         elif [[ "${install_from}" == "pypi" ]]; then
             spec="apache-airflow${extras_suffix}"
             if [[ -n "${AIRFLOW_VERSION:-}" ]]; then
@@ -254,9 +267,32 @@ if [[ ${#requirements[@]} -eq 0 ]]; then
     exit 0
 fi
 
-echo "pip install ${requirements[*]} ${index_options[*]} ${constraint_options[*]} ${upgrade_options[*]}" >&2
-"${pip[@]}" install "${index_options[@]}" "${constraint_options[@]}" "${upgrade_options[@]}" \
-    "${requirements[@]}"
+# uv needs the index (or its own wheel among the context files): an offline build from docker-context-files
+# installs with pip.
+if [[ "${AIRFLOW_USE_UV:-true}" == "true" && "${from_context}" != "true" ]]; then
+    uv_env=/opt/uv
+    if [[ ! -x "${uv_env}/bin/uv" ]]; then
+        python3 -m venv "${uv_env}"
+        "${uv_env}/bin/python" -m pip install "uv==${AIRFLOW_UV_VERSION:?AIRFLOW_UV_VERSION is not set}"
+    fi
+    # The cache is a BuildKit cache mount (another filesystem: copy, not hardlink); bytecode is compiled
+    # as pip compiles it, so the image's first imports are not slower; never a Python of uv's own.
+    export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PYTHON_DOWNLOADS=never \
+        UV_HTTP_TIMEOUT=300 UV_NO_PROGRESS=1
+    uv_upgrade=()
+    if [[ ${#upgrade_options[@]} -gt 0 ]]; then
+        uv_upgrade=(--upgrade)  # uv's --upgrade is eager: every package to its newest allowed version
+    fi
+    # uv reads constraints from paths and http(s) URLs; a file:// URL is its path.
+    uv_constraints=("${constraint_options[@]/#file:\/\//}")
+    echo "uv pip install ${requirements[*]} ${index_options[*]} ${uv_constraints[*]} ${uv_upgrade[*]}" >&2
+    "${uv_env}/bin/uv" pip install --python "${venv}/bin/python" "${index_options[@]}" "${uv_constraints[@]}" \
+        "${uv_upgrade[@]}" "${requirements[@]}"
+else
+    echo "pip install ${requirements[*]} ${index_options[*]} ${constraint_options[*]} ${upgrade_options[*]}" >&2
+    "${pip[@]}" install "${index_options[@]}" "${constraint_options[@]}" "${upgrade_options[@]}" \
+        "${requirements[@]}"
+fi
 
 # A broken dependency set must fail the build, not the first DAG run.
 "${pip[@]}" check

@@ -1170,21 +1170,33 @@ def _tail(container: Any) -> str:
     return ""
 
 
-def remove_run(client: Any, run_id: str) -> list[str]:
-    """Remove every container, volume and network of a smoke run by its label; returns what was removed."""
-    removed = []
-    for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-            removed.append(container.name)
-    for volume in client.volumes.list(filters={"label": f"{RUN_LABEL}={run_id}"}):
-        with contextlib.suppress(Exception):
-            volume.remove(force=True)
-            removed.append(f"volume {volume.name}")
-    for network in client.networks.list(filters={"label": f"{RUN_LABEL}={run_id}"}):
-        with contextlib.suppress(Exception):
-            network.remove()
-            removed.append(f"network {network.name}")
+def remove_run(client: Any, run_id: str, *, attempts: int = 5, pause: float = 1.0) -> list[str]:
+    """Remove every container, volume and network of a smoke run by its label; returns what was removed.
+
+    A worker thread of an ending run may still create a container (a restart after back-off) while this
+    runs, and the engine refuses to remove a network with an endpoint left: what is still there is
+    removed again, a few times, a moment apart."""
+    label = {"label": f"{RUN_LABEL}={run_id}"}
+    removed: list[str] = []
+    for attempt in range(attempts):
+        for container in client.containers.list(all=True, filters=label):
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)
+                removed.append(container.name)
+        for volume in client.volumes.list(filters=label):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+                removed.append(f"volume {volume.name}")
+        for network in client.networks.list(filters=label):
+            with contextlib.suppress(Exception):
+                network.remove()
+                removed.append(f"network {network.name}")
+        left = (client.containers.list(all=True, filters=label) or client.volumes.list(filters=label)
+                or client.networks.list(filters=label))
+        if not left:
+            break
+        if attempt < attempts - 1:
+            time.sleep(pause)
     return removed
 
 

@@ -97,7 +97,8 @@ def test_regular_prod_image_comes_up_healthy_with_the_chart_defaults(settings, e
 
 def test_slim_prod_image_fails_the_chart_defaults_naming_the_fab_provider(settings, engine, slim_prod_image):
     lines: list[str] = []
-    run = chart_run(settings, engine, slim_prod_image, lines)
+    # a short back-off: the crash loop is the point, not how long a kubelet waits between restarts
+    run = chart_run(settings, engine, slim_prod_image, lines, backoff=BackOff(initial=2))
     started = time.monotonic()
     with pytest.raises(SmokeRunFailed) as caught:
         run.run()
