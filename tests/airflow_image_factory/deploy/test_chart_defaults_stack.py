@@ -79,7 +79,10 @@ def test_regular_prod_image_comes_up_healthy_with_the_chart_defaults(settings, e
     for component in ("scheduler", "dag-processor", "triggerer"):
         assert f"airflow-{component}-smoke/{component}-log-groomer: started" in text
         assert f"airflow-{component}-smoke/{component}: liveness probe passed" in text
-    assert "airflow-api-server-smoke/api-server: readiness probe passed" in text
+    # every container became ready and live through its own probes
+    for ident in ("api-server-smoke/api-server: readiness probe passed", "api-server-smoke/api-server: liveness",
+                  "scheduler-smoke/scheduler: startup probe passed", "postgresql-0/postgresql: readiness"):
+        assert ident in text, f"{ident!r} missing from:\n{text}"
     assert "health of airflow-api-server: all healthy" in text
     assert len(result["pods"]) == 7
     # the admin of createUserJob.defaultUser logs in through the FAB auth manager, a wrong password does not
