@@ -1179,24 +1179,25 @@ def remove_run(client: Any, run_id: str, *, attempts: int = 5, pause: float = 1.
     label = {"label": f"{RUN_LABEL}={run_id}"}
     removed: list[str] = []
     for attempt in range(attempts):
-        for container in client.containers.list(all=True, filters=label):
+        containers = client.containers.list(all=True, filters=label)
+        volumes = client.volumes.list(filters=label)
+        networks = client.networks.list(filters=label)
+        if not (containers or volumes or networks):
+            break
+        if attempt:
+            time.sleep(pause)
+        for container in containers:
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
                 removed.append(container.name)
-        for volume in client.volumes.list(filters=label):
+        for volume in volumes:
             with contextlib.suppress(Exception):
                 volume.remove(force=True)
                 removed.append(f"volume {volume.name}")
-        for network in client.networks.list(filters=label):
+        for network in networks:
             with contextlib.suppress(Exception):
                 network.remove()
                 removed.append(f"network {network.name}")
-        left = (client.containers.list(all=True, filters=label) or client.volumes.list(filters=label)
-                or client.networks.list(filters=label))
-        if not left:
-            break
-        if attempt < attempts - 1:
-            time.sleep(pause)
     return removed
 
 

@@ -100,8 +100,7 @@ def test_regular_prod_image_comes_up_healthy_with_the_chart_defaults(settings, e
 
 def test_slim_prod_image_fails_the_chart_defaults_naming_the_fab_provider(settings, engine, slim_prod_image):
     lines: list[str] = []
-    # a short back-off: the crash loop is the point, not how long a kubelet waits between restarts
-    run = chart_run(settings, engine, slim_prod_image, lines, backoff=BackOff(initial=2))
+    run = chart_run(settings, engine, slim_prod_image, lines)
     started = time.monotonic()
     with pytest.raises(SmokeRunFailed) as caught:
         run.run()
