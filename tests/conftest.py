@@ -61,13 +61,32 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def main_build(stack_env):
+def main_build(real_api):
     """build_images for branch main and every stack Python version, published: run once per session by
-    whichever test needs main's images first (the build tests, the smoke runs, retag)."""
-    from tests.support.dag_runs import run_dag, stack_versions
+    whichever test needs main's images first (the build tests, the smoke runs, retag).
 
-    result = run_dag("build_images", {"branch": "main", "python_versions": stack_versions()})
-    assert result.returncode == 0, result.output[-8000:]
+    It runs as `make run` runs it: triggered through the REST API of the stack's real Airflow, its
+    builds in the ``image_builds`` pool at two slots, followed by polling the API, one build's log read
+    while that build runs. So it is also the scheduler's evidence (tests/dags/test_scheduler_stack.py):
+    the two Python versions' builds at once, never more than two, the log streaming. ``.output`` holds
+    every task's log."""
+    import time
+
+    from tests.support import api_runs
+    from tests.support.dag_runs import ARTIFACTS, stack_versions
+
+    started = time.monotonic()
+    api_runs.set_pool(real_api, 2)
+    try:
+        run_id = api_runs.trigger(real_api, {"branch": "main", "python_versions": stack_versions()})
+        observed = api_runs.follow(real_api, [run_id], timeout=3600, read_live_log=True)
+    finally:
+        api_runs.set_pool(real_api, api_runs.default_pool_slots())
+    result = api_runs.ApiRun(run_id, observed, api_runs.run_text(real_api, run_id, observed.tis[run_id]),
+                             time.monotonic() - started)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "main-build.log").write_text(result.output)
+    assert result.returncode == 0, api_runs.failures(observed) + "\n" + result.output[-8000:]
     return result
 
 
@@ -93,10 +112,10 @@ def official_build(stack_env):
 
 # ------------------------------------------------------------------------------ the real Airflow
 @pytest.fixture(scope="session")
-def real_airflow(main_build):
+def real_airflow(stack_env):
     """The stack's real Airflow as `make run` starts it (include/stack/airflow_server.py up): PostgreSQL,
-    api-server, scheduler, dag-processor, triggerer. Started after main's images are published, so its
-    runs reuse their cache; shared by every test that triggers or looks at runs there (API, UI)."""
+    api-server, scheduler, dag-processor, triggerer. Main's build runs there first (``main_build``);
+    shared by every test that triggers or looks at runs there (API, UI)."""
     from tests.support.dag_runs import airflow_server
 
     started = airflow_server("up")

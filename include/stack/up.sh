@@ -332,10 +332,19 @@ todo_file=$RUN/rootfs.todo
 rm -f "$todo_file" "$RUN/buildkit-cli.json"
 "$VENV_PYTHON" "$SEED" bases --todo "$todo_file" || exit 1
 mapfile -t todo <"$todo_file"
+# One subshell per base, at once: each is mostly downloads and dpkg, so two take little more than one.
+# Each subshell removes its own half-made rootfs if it fails (its EXIT trap).
+builders=()
 for line in "${todo[@]}"; do
     read -r py debian tag image <<<"$line"
-    build_base_offline "$py" "$debian" "$tag" "$image"
+    build_base_offline "$py" "$debian" "$tag" "$image" &
+    builders+=("$!")
 done
+failed=0
+for pid in "${builders[@]}"; do
+    wait "$pid" || failed=1
+done
+((failed == 0)) || die "a Python base could not be built (see the debootstrap logs in $LOGS)"
 
 # ================================================================================================
 # 4. The rest, in Python: the bases into the mirror, the source repository and its constraints,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from airflow_image_factory.clients.registry import RegistryClient, config_labels
-from tests.support.dag_runs import DagRun, run_dags_at_once
+from tests.support.dag_runs import DagRun, run_dag
 from tests.support.registry_servers import BASIC_USER, RegistryServer, running_registry
 
 PYTHON = "3.11"  # one Python version keeps these runs short; the stack tests cover the others
@@ -57,10 +57,10 @@ def blobs_complete(client: RegistryClient, repository: str, reference: str) -> l
     return problems
 
 
-# --------------------------------------------------------------------------- two runs against an auth registry
+# --------------------------------------------------------------------------- a run against an auth registry
 
-CONC_REPOSITORY = "reliability/concurrency"
-CONC_BRANCH = "reliability-conc"
+AUTH_REPOSITORY = "reliability/auth"
+AUTH_BRANCH = "reliability-auth"
 CONN_ID = "reliability_registry"
 
 
@@ -128,10 +128,10 @@ def ca_bundle_with_canary(path: Path) -> str:
 
 
 @dataclass
-class AuthRuns:
+class AuthRun:
     registry: RegistryServer
-    shas: dict[str, str]  # run name -> commit
-    runs: dict[str, DagRun]
+    sha: str
+    run: DagRun
     canary: str
     lock_dir: Path
 
@@ -141,12 +141,13 @@ class AuthRuns:
 
 
 @pytest.fixture(scope="session")
-def concurrent_auth_runs(stack_env, tmp_path_factory) -> AuthRuns:
-    """Two build_images runs of one branch at once (different commits), pushing to a registry with
-    htpasswd auth whose password is only in an Airflow Connection; the extra CA bundle carries a
-    canary certificate. Shared by the concurrency and the secrets tests (one pair of builds)."""
+def auth_registry_run(stack_env, tmp_path_factory) -> AuthRun:
+    """A build_images run of a branch of its own (a commit on top of main), pushing to a registry with
+    htpasswd auth whose password is only in an Airflow Connection; the extra CA bundle carries a canary
+    certificate; the promotion lock is a file in a directory of its own. (Two runs of one branch at
+    once are tests/dags/test_scheduler_stack.py's, under the real scheduler.)"""
     root = tmp_path_factory.mktemp("reliability-auth")
-    first, second = branch_with_commits(CONC_BRANCH)
+    sha = branch_with_commits(AUTH_BRANCH)[-1]
     canary = ca_bundle_with_canary(root / "ca-bundle.crt")
     lock_dir = root / "locks"
     with running_registry(
@@ -158,19 +159,14 @@ def concurrent_auth_runs(stack_env, tmp_path_factory) -> AuthRuns:
             "IMAGE_FACTORY_REGISTRY_CONNECTIONS": json.dumps({server.host: CONN_ID}),
             "IMAGE_FACTORY_EXTRA_CA_BUNDLE": str(root / "ca-bundle.crt"),
             "IMAGE_FACTORY_PROMOTION_LOCK_DIR": str(lock_dir),
-            # the secrets tests scan these runs' images on the engine (history, every layer)
+            # the secrets tests scan this run's images on the engine (history, every layer)
             "IMAGE_FACTORY_REMOVE_PUSHED_IMAGES": "false",
         }
-        shas = {"reliability-conc-a": first, "reliability-conc-b": second}
-        runs = run_dags_at_once(
-            {
-                name: ("build_images", {"branch": CONC_BRANCH, "commit_sha": sha, "python_versions": [PYTHON],
-                                        "registry": server.host, "repository": CONC_REPOSITORY}, env)
-                for name, sha in shas.items()
-            }
-        )
+        conf = {"branch": AUTH_BRANCH, "commit_sha": sha, "python_versions": [PYTHON], "registry": server.host,
+                "repository": AUTH_REPOSITORY}
+        run = run_dag("build_images", conf, name="reliability-auth", env=env)
         try:
-            yield AuthRuns(server, shas, runs, canary, lock_dir)
+            yield AuthRun(server, sha, run, canary, lock_dir)
         finally:
             untag_local_images(server.host)
 

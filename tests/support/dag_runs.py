@@ -79,33 +79,6 @@ def run_dag(
     return DagRun(name, result.returncode, output, time.monotonic() - started, path)
 
 
-def run_dags_at_once(
-    runs: Mapping[str, tuple[str, Mapping, Mapping[str, str] | None]], *, timeout: float = 3600
-) -> dict[str, DagRun]:
-    """Start every ``name -> (dag_id, conf, env)`` at the same moment and wait for all of them."""
-    procs = {}
-    started = time.monotonic()
-    for name, (dag_id, conf, env) in runs.items():
-        out = _log_path(name).open("w")
-        procs[name] = (
-            subprocess.Popen(
-                _command(dag_id, conf), stdout=out, stderr=subprocess.STDOUT, text=True, env=_env(env), cwd=REPO_ROOT
-            ),
-            out,
-        )
-    results = {}
-    for name, (proc, out) in procs.items():
-        try:
-            proc.wait(timeout=max(1, timeout - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
-        path = _log_path(name)
-        results[name] = DagRun(name, proc.returncode, path.read_text(), time.monotonic() - started, path)
-    return results
-
-
 def airflow_db() -> Path:
     return Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
 

@@ -38,6 +38,10 @@ _APPLICATION_NAME_BYTES = 63  # PostgreSQL keeps the first NAMEDATALEN - 1 bytes
 _LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "target_session_attrs")
 
 
+def _gave_up(purpose: str) -> str:
+    return "latest was not changed by this run" if purpose == "promotion" else f"this run's {purpose} did not start"
+
+
 def default_lock_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "airflow-image-factory-locks")
 
@@ -61,9 +65,10 @@ class PromotionLock:
 
     def __init__(
         self, path: str, *, owner: str, timeout: float = 1800, poll: float = 1.0,
-        on_wait: Callable[[str], None] | None = None,
+        on_wait: Callable[[str], None] | None = None, purpose: str = "promotion",
     ):
         self.path = path
+        self.purpose = purpose
         self.name = path  # as the PostgreSQL lock (locks.py) names itself in messages
         self.owner = owner
         self.timeout = timeout
@@ -86,11 +91,12 @@ class PromotionLock:
                     holder = self._holder(fd)
                     if time.monotonic() - started > self.timeout:
                         raise PromotionLockTimeout(
-                            f"promotion lock {self.path} is still held by {holder or 'another process'} after "
-                            f"{self.timeout:.0f}s; latest was not changed by this run"
+                            f"{self.purpose} lock {self.path} is still held by {holder or 'another process'} after "
+                            f"{self.timeout:.0f}s; {_gave_up(self.purpose)}"
                         ) from None
                     if not told and self.on_wait:
-                        self.on_wait(f"waiting for promotion lock {self.path}, held by {holder or 'another process'}")
+                        self.on_wait(f"waiting for {self.purpose} lock {self.path}, held by "
+                                     f"{holder or 'another process'}")
                         told = True
                     time.sleep(self.poll)
             self.waited = time.monotonic() - started
@@ -150,9 +156,10 @@ class PostgresPromotionLock:
 
     def __init__(
         self, key: int, *, connect: Mapping[str, Any], where: str, owner: str, timeout: float = 1800,
-        poll: float = 1.0, on_wait: Callable[[str], None] | None = None, label: str = "",
+        poll: float = 1.0, on_wait: Callable[[str], None] | None = None, label: str = "", purpose: str = "promotion",
     ):
         self.key = key
+        self.purpose = purpose
         self.connect = dict(connect)
         self.owner = owner
         self.timeout = timeout
@@ -200,11 +207,12 @@ class PostgresPromotionLock:
                     holder = self._holder(cursor)
                     if time.monotonic() - started > self.timeout:
                         raise PromotionLockTimeout(
-                            f"promotion lock {self.name} is still held by {holder or 'another session'} after "
-                            f"{self.timeout:.0f}s; latest was not changed by this run"
+                            f"{self.purpose} lock {self.name} is still held by {holder or 'another session'} after "
+                            f"{self.timeout:.0f}s; {_gave_up(self.purpose)}"
                         )
                     if not told and self.on_wait:
-                        self.on_wait(f"waiting for promotion lock {self.name}, held by {holder or 'another session'}")
+                        self.on_wait(f"waiting for {self.purpose} lock {self.name}, held by "
+                                     f"{holder or 'another session'}")
                         told = True
                     time.sleep(self.poll)
                 self.waited = time.monotonic() - started
@@ -253,19 +261,24 @@ class PostgresPromotionLock:
 def promotion_lock(
     settings: Any, *, registry: str, repository: str, branch: str, owner: str,
     find_connection: Callable[[str], Any | None], on_wait: Callable[[str], None] | None = None,
+    purpose: str = "promotion",
 ) -> PromotionLock | PostgresPromotionLock:
     """The lock a promotion of (registry, repository, branch) holds, as the settings say. ``find_connection``
-    looks an Airflow Connection up by id (None when nobody defined it); it is called at run time only."""
+    looks an Airflow Connection up by id (None when nobody defined it); it is called at run time only.
+
+    Other one-at-a-time publications take the same kind of lock under another ``purpose`` (named in its
+    messages) and a key of their own in ``branch`` (the compiled UI: its content key)."""
     connection_id = settings.promotion_lock_database
     conn = None if settings.promotion_lock == "file" or not connection_id else find_connection(connection_id)
     mode = choose_lock_mode(settings.promotion_lock, connection_id=connection_id, connection_exists=conn is not None)
     if mode == "file":
         return PromotionLock(lock_path(settings.promotion_lock_dir, registry, repository, branch), owner=owner,
-                             timeout=settings.promotion_lock_timeout, on_wait=on_wait)
+                             timeout=settings.promotion_lock_timeout, on_wait=on_wait, purpose=purpose)
     connect, where = connection_parameters(conn, connection_id)
     return PostgresPromotionLock(
         advisory_key(registry, repository, branch), connect=connect, where=where, owner=owner,
         timeout=settings.promotion_lock_timeout, on_wait=on_wait, label=f"{registry}/{repository} {branch}",
+        purpose=purpose,
     )
 
 

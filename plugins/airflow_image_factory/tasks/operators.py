@@ -414,7 +414,7 @@ class BuildImageOperator(ImageFactoryOperator):
             build_args[CONTENT_KEY_ARG] = key or ""
             if tree is not None:
                 if self.kind is not ImageKind.CI:
-                    build_args |= self.ui_assets(engine, context, build_args, secrets, registry_hook)
+                    build_args |= self.ui_assets(engine, context, build_args, secrets, registry_hook, settings)
                 self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
                               self.sha)
             spec = BuildSpec(
@@ -514,13 +514,15 @@ class BuildImageOperator(ImageFactoryOperator):
 
     def ui_assets(
         self, engine: Engine, context: Path, build_args: Mapping[str, str], secrets: Mapping[str, str],
-        registry_hook: RegistryHook,
+        registry_hook: RegistryHook, settings: Settings,
     ) -> dict[str, str]:
         """The build args that say where this PROD build takes the compiled UI from (plan_ui_assets).
 
         The PROD build takes what its PROD build stage image of this run took (its label): the two must
         agree, or the stage's install layer would not be reused. Otherwise the content key of the UI
-        sources names ``REG/REPO/ui-assets:<key>``; when the plan says so it is built and pushed first."""
+        sources names ``REG/REPO/ui-assets:<key>``; when the plan says so it is built and pushed first,
+        under a lock on that key: the Python versions of a run build at once under a real scheduler, and
+        the one that waited takes what the other published instead of compiling it again."""
         request = self.request
         variant = variant_of(self.kind)
         if variant is not None and self.kind is variant.prod:
@@ -534,23 +536,40 @@ class BuildImageOperator(ImageFactoryOperator):
         key = ui_sources_key(context / SOURCES_IN_CONTEXT, [context / name for name in UI_RECIPE])
         image = ui_assets_image(request.registry, request.repository)
         ref = image.ref(key)
-        present = None
-        if request.cache == CacheStrategy.PULLED.value:
-            with registry_hook.get_conn() as client:
-                present = client.manifest_digest(image.path, key)
+        present = self._published_ui(registry_hook, image.path, key)
         plan = plan_ui_assets(request.cache, ref, present is not None, may_push=request.push)
-        self.log.info("%s", plan.note)
         if plan.source is UiAssetsSource.BUILD:
+            self.log.info("%s", plan.note)
             return _ui_assets_args(None)
         if plan.publish_first:
-            report = engine.build(
-                BuildSpec(context=context, dockerfile="Dockerfile", target=UI_ASSETS_TARGET, tags=(ref,),
-                          build_args=build_args, no_cache=plan.no_cache, inline_cache=False, secrets=secrets),
-                on_line=self.stream,
+            lock = promotion_lock(
+                settings, registry=request.registry, repository=image.path, branch=key, purpose="UI compile",
+                owner=f"{self.python} of {request.branch} at {self.sha}", find_connection=find_connection,
+                on_wait=self.log.info,
             )
-            self.log.info("Built %s: %s in %.1fs", ref, report.image_id, report.duration)
-            present = engine.push(ref, auth=registry_hook.credentials, on_line=self.log.debug)
+            with lock.hold():
+                present = self._published_ui(registry_hook, image.path, key)
+                if present is not None:
+                    self.log.info("compiled UI from %s (published by another build while this one waited)", ref)
+                    return _ui_assets_args(f"{image.name}@{present}")
+                self.log.info("%s", plan.note)
+                report = engine.build(
+                    BuildSpec(context=context, dockerfile="Dockerfile", target=UI_ASSETS_TARGET, tags=(ref,),
+                              build_args=build_args, no_cache=plan.no_cache, inline_cache=False, secrets=secrets),
+                    on_line=self.stream,
+                )
+                self.log.info("Built %s: %s in %.1fs", ref, report.image_id, report.duration)
+                present = engine.push(ref, auth=registry_hook.credentials, on_line=self.log.debug)
+        else:
+            self.log.info("%s", plan.note)
         return _ui_assets_args(f"{image.name}@{present}")
+
+    def _published_ui(self, registry_hook: RegistryHook, path: str, key: str) -> str | None:
+        """The digest of ``path:key`` when the run trusts the registry (``pulled``) and it is there."""
+        if self.request.cache != CacheStrategy.PULLED.value:
+            return None
+        with registry_hook.get_conn() as client:
+            return client.manifest_digest(path, key)
 
     def ui_build_image(self, settings: Settings) -> str:
         """The base the UI is compiled on: the Python base of the run's lowest Python version, pinned.
