@@ -34,7 +34,7 @@ def api(real_api) -> requests.Session:
 
 
 @pytest.fixture(scope="module")
-def followed_run(airflow_server):
+def followed_run(airflow_server, main_build):
     conf = {"branch": "main", "python_versions": stack_versions()[:1]}
     return server("trigger", "build_images", json.dumps(conf))
 
