@@ -81,9 +81,11 @@ def test_the_run_pushed_and_promoted_with_the_connections_password(auth_registry
     for kind in ("ci", "prod"):
         path = f"{AUTH_REPOSITORY}/{AUTH_BRANCH}/{kind}/python{PYTHON}"
         assert client.manifest_digest(path, "latest") == client.manifest_digest(path, auth_registry_run.sha)
-    # the promotion held the file lock the settings put in a directory of its own: one file, the branch's
-    [lock] = auth_registry_run.lock_dir.glob("*.lock")
-    assert AUTH_BRANCH in lock.name
+    # the promotion held the file lock the settings put in a directory of its own: one file for the branch
+    # (beside it, the lock the compiled UI was published under, named for its key)
+    locks = [p.name for p in auth_registry_run.lock_dir.glob("*.lock")]
+    assert len([name for name in locks if AUTH_BRANCH in name]) == 1, locks
+    assert len([name for name in locks if "ui-assets" in name]) == 1, locks
 
 
 def test_no_secret_in_task_logs(auth_registry_run):
