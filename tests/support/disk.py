@@ -3,7 +3,8 @@
 Every distinct set of dependencies is gigabytes (engine layers plus the registry's compressed copy),
 and a CI machine's disk may be small. Modules whose builds nothing else reuses (the nightly's
 upgraded constraints) run last and, when they end, delete their repositories from the stack
-registry, collect the registry's garbage and empty the engine's build cache.
+registry and, when the disk is short (tests/conftest.py), collect the registry's garbage and empty the
+engine's build cache.
 """
 
 from __future__ import annotations
