@@ -193,3 +193,8 @@ class SmokeRunFailed(SmokeDeployError):
 
 class PackageIndexUnavailable(ImageFactoryError):
     """The package index did not answer a version lookup (network error, timeout, 5xx): names the index."""
+
+
+class ProbeNotInstallable(PermanentError):
+    """A bisection probe's upgrades cannot be installed together with the other current pins (one needs
+    another's upgrade): no test ran, so it proves nothing either way; the search stops undecided."""

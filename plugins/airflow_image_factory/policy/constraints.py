@@ -7,7 +7,7 @@ meaning for the comparison, so a new header date alone never counts as a change.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;#]+)")
@@ -82,9 +82,11 @@ def upgrades(resolved: Mapping[str, str], current: Mapping[str, str]) -> list[Pi
 
 
 def render(
-    pins: Mapping[str, str], *, python: str, airflow_version: str, sha: str, generated: str, source: str
+    pins: Mapping[str, str], *, python: str, airflow_version: str, sha: str, generated: str, source: str,
+    notes: Sequence[str] = (),
 ) -> str:
-    """A constraints file: a comment header (what, when, from which commit), then sorted pins."""
+    """A constraints file: a comment header (what, when, from which commit), ``notes`` (lines kept as they
+    are: the nightly's holds), then sorted pins."""
     header = [
         "#",
         f"# Constraints for Apache Airflow {airflow_version} on Python {python}",
@@ -94,7 +96,7 @@ def render(
         "#",
     ]
     body = [f"{name}=={version}" for name, version in sorted(pins.items(), key=lambda kv: normalize_name(kv[0]))]
-    return "\n".join(header + body) + "\n"
+    return "\n".join([*header, *notes, *body]) + "\n"
 
 
 def freeze_to_pins(freeze_output: str) -> dict[str, str]:

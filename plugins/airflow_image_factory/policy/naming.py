@@ -7,7 +7,9 @@ branch, ``X.Y`` the Python version, ``REG`` the registry host.
 from __future__ import annotations
 
 import enum
+import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -257,6 +259,14 @@ def images_for(request: BuildRequest, python: str) -> ImageSet:
         naming=request.naming,
         python_base_source=request.python_base_source,
     )
+
+
+def probe_image(branch: str, python: str, upgraded: Iterable[str]) -> str:
+    """The local, never pushed image of one bisection probe: the published CI image plus the ``upgraded``
+    packages, ``local-airflow-ci-probe/BRANCH/pythonX.Y:probe-<hash of the set>`` (no registry, like the
+    local CI manifest: it is removed from the engine once its tests ran)."""
+    digest = hashlib.sha256("\n".join(sorted(set(upgraded))).encode()).hexdigest()[:16]
+    return ImageName("", f"local-airflow-ci-probe/{branch.lower()}/python{python}").ref(f"probe-{digest}")
 
 
 # ---- released images (AIP-26) -----------------------------------------------------------------

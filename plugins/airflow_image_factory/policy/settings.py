@@ -126,6 +126,8 @@ class Settings:
     timeout_smoke_minutes: int = 60
     timeout_short_minutes: int = 10
     git_ls_remote_timeout: int = 30
+    # the nightly's upgrade bisection (bisection.py): probe rounds per branch, fixed in the DAG (parse time)
+    bisection_rounds: int = 18
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:
@@ -223,6 +225,10 @@ def merge_settings(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Settings:
     missing = sorted(set(_FIELD_TYPES) - set(merged))
     if missing:
         raise SettingsError(f"{layers[0][0]}: missing setting(s) {', '.join(missing)}")
+    if merged["bisection_rounds"] < 1:
+        raise SettingsError(
+            f"bisection_rounds must be at least 1 (the round that confirms), got {merged['bisection_rounds']}"
+        )
     if merged["build_cache_keep_gb"] < -1:
         raise SettingsError(
             f"build_cache_keep_gb must be -1 (leave the build cache alone) or a size in GiB, "

@@ -25,6 +25,11 @@ from airflow_image_factory.policy.reference import split_tag
 ASSET_GROUP = "container-image"
 # Every run that publishes images adds one event per published reference through this alias.
 PUBLISHED_IMAGES_ALIAS = AssetAlias(name="image_factory_published_images", group=ASSET_GROUP)
+# The nightly held an upgrade back (its bisection named a culprit): one event per branch and run, its
+# extra the bisection's summary, so a user's DAG scheduled on it can open an issue or notify. Emitted
+# through the alias: a task's plain outlet would get an event on every success, culprit or not.
+UPGRADE_BLOCKED = Asset(name="image_factory_upgrade_blocked", group="image-factory")
+UPGRADE_BLOCKED_ALIAS = AssetAlias(name="image_factory_upgrade_blocked_events", group="image-factory")
 
 
 def image_asset(image_ref: str) -> Asset:

@@ -23,10 +23,12 @@ from airflow_image_factory.policy.request import (
     validate_smoke_request,
 )
 from airflow_image_factory.policy.settings import Settings
+from airflow_image_factory.tasks.assets import UPGRADE_BLOCKED, UPGRADE_BLOCKED_ALIAS
 from airflow_image_factory.tasks.nightly_operators import (
     CheckForUpdatesOperator,
     CommitConstraintsOperator,
     GenerateConstraintsOperator,
+    ProbeUpgradesOperator,
 )
 from airflow_image_factory.tasks.operators import (
     BuildImageOperator,
@@ -256,7 +258,7 @@ def python_version_images(
         outcome = version_outcome(python, push_ci.output, builds)
         result = {"base": base.output, "outcome": outcome}
         if generate_constraints:
-            generated = GenerateConstraintsOperator(task_id="constraints", **common)
+            generated = GenerateConstraintsOperator(task_id="constraints", constraints=constraints, **common)
             verify_ci >> generated >> outcome  # no constraints, no latest
             result["constraints"] = generated.output
         return result
@@ -349,19 +351,102 @@ def versions_of(plan: dict[str, Any]) -> list[str]:
 
 @task(execution_timeout=SHORT)
 @fails_at_once
-def upgraded_constraints(plan: dict[str, Any]) -> dict[str, str]:
-    return dict(plan["constraints"])
+def upgraded_constraints(plan: dict[str, Any], verdict: dict[str, Any] | None = None) -> dict[str, str]:
+    """The constraints each rebuilt version installs: the newest set, or where the bisection named
+    culprits, the newest set with them held back (``bisection_verdict``)."""
+    return {**plan["constraints"], **((verdict or {}).get("constraints") or {})}
 
 
 def nightly_branch(settings: Settings, build_request: Any) -> None:
-    """One branch of the nightly run: check → (only what changed) build, verify, publish, commit constraints."""
+    """One branch of the nightly run: check → (only what changed) probe the upgrades, build, verify,
+    publish, commit constraints."""
     plan = CheckForUpdatesOperator(task_id="check_for_updates", build_request=build_request).output
     gate = anything_to_rebuild(plan)
     request = rebuild_request(build_request, plan)
     gate >> request
+    verdict = bisect_upgrades(settings, request, plan)
     publish_versions(
-        settings, request, versions_of(plan), constraints=upgraded_constraints(plan), commit_constraints=True
+        settings, request, versions_of(plan), constraints=upgraded_constraints(plan, verdict),
+        commit_constraints=True,
     )
+
+
+def bisect_upgrades(settings: Settings, build_request: Any, plan: Any) -> Any:
+    """Pre-flight probes of a branch's upgraded dependencies, before the full builds: ``bisection_rounds``
+    rounds, each a ``bisection_round_N`` task (the probes every version's search asks for next, from
+    every result so far) and a ``probe_upgrades_N`` task mapped over them (in the build pool, so two
+    build at once), then ``bisection_verdict``. Round 0 confirms (every upgrade; none); when every
+    upgrade passes, nothing is bisected. A round with nothing left to probe skips, and so do the rest."""
+    probed: list[Any] = []
+    for number in range(settings.bisection_rounds):
+        probes = bisection_round.override(task_id=f"bisection_round_{number}")(build_request, plan, probed=list(probed))
+        probe = ProbeUpgradesOperator.partial(
+            task_id=f"probe_upgrades_{number}", build_request=build_request, plan=plan, round_number=number,
+            pool=settings.build_pool, map_index_template="{{ task.python }}: {{ task.upgraded | length }} upgraded",
+        ).expand_kwargs(probes)
+        probed.append(probe.output)
+    return bisection_verdict(build_request, plan, probed=probed)
+
+
+@task(execution_timeout=SHORT)
+@fails_at_once
+def bisection_round(build_request: dict[str, Any], plan: dict[str, Any], probed: list) -> list[dict[str, Any]]:
+    """The probes of this round (``{python, upgraded}`` each, the kwargs of the round's mapped probe task)
+    from every earlier round's results (``build_request``, the rebuild's, only orders it after the gate). None left (every search has its verdict): skipped, and with it
+    this round's probes and every later round (their trigger rule is all_success)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airflow_image_factory.policy.bisection import next_round
+
+    searches = {python: search["upgrades"] for python, search in (plan.get("bisection") or {}).items()}
+    probes = next_round(searches, _probe_results(probed))
+    if not probes:
+        raise AirflowSkipException("every search has its verdict: nothing to probe")
+    for probe in probes:
+        log.info("Python %s: probe %d of %d upgrades", probe["python"], len(probe["upgraded"]),
+                 len(searches[probe["python"]]))
+    return probes
+
+
+def _probe_results(probed: list | None) -> list[dict[str, Any]]:
+    """Every probe result of the rounds so far (a skipped round gave none)."""
+    return [result for results in probed or [] for result in mapped_values(results) if result]
+
+
+# all_done: the rebuild waits for this, whether the rounds ended in a verdict, ran out or a probe
+# could not run (then nothing is held and the failed probe fails the run).
+@task(execution_timeout=SHORT, trigger_rule="all_done", outlets=[UPGRADE_BLOCKED_ALIAS])
+@fails_at_once
+def bisection_verdict(build_request: dict[str, Any] | None, plan: dict[str, Any] | None, probed: list) -> dict:
+    """Each version's verdict. Culprits: its rebuild installs the newest set with them held back at
+    their current versions, and hold comment lines name each (package, the version that failed, this run)
+    for the committed constraints. Otherwise nothing is held and the rebuild proceeds as it would have.
+
+    Logs the summary (culprits, the failing probe's test output, the probes' table), returns it, and on
+    culprits emits an ``image_factory_upgrade_blocked`` event with it as the extra.
+    """
+    from airflow_image_factory.policy.bisection import bisection_summary, culprit_holds, verdict_of, with_holds
+    from airflow_image_factory.policy.constraints import parse_pins
+
+    context = get_current_context()
+    searches = (plan or {}).get("bisection") or {}
+    results = _probe_results(probed)
+    verdicts = {python: verdict_of(search["upgrades"], results, python) for python, search in searches.items()}
+    holds, constraints = {}, {}
+    for python, verdict in verdicts.items():
+        if verdict.kind == "culprits":
+            current = parse_pins(searches[python]["current"])
+            holds[python] = culprit_holds(verdict, current, searches[python]["resolved"], context["run_id"])
+            constraints[python] = with_holds(plan["constraints"][python], current, holds[python])
+    summary = bisection_summary(branch=(build_request or {}).get("branch", ""), run_id=context["run_id"],
+                                verdicts=verdicts, holds=holds, probed=results)
+    if verdicts:
+        log.info("%s", summary["text"])
+    if holds:
+        context["outlet_events"][UPGRADE_BLOCKED_ALIAS].add(UPGRADE_BLOCKED, extra=summary)
+    # The DAG run's note: Airflow 3.3's Task SDK has no public way for a task to set it (the Execution API
+    # has no such endpoint; apache/airflow#64890 asks for one). Not done through internals or the REST API.
+    return {"constraints": constraints, "summary": summary}
 
 
 def fail_run_if_a_task_failed():

@@ -386,11 +386,7 @@ class BuildImageOperator(ImageFactoryOperator):
         plan = plan_cache(request.cache, cache_refs, present)
         for note in plan.notes:
             self.log.info("cache: %s", note)
-        secrets = {}
-        if settings.extra_ca_bundle:
-            if not os.path.isfile(settings.extra_ca_bundle):
-                raise FileNotFoundError(f"extra_ca_bundle setting: {settings.extra_ca_bundle} is not a file")
-            secrets[EXTRA_CA_SECRET_ID] = settings.extra_ca_bundle
+        secrets = build_secrets(settings)
         build_args = self.build_args(settings)
         constraints = (self.constraints or {}).get(self.python)
         checkout = self.fetch_sources(settings) if self.from_sources else None
@@ -731,8 +727,21 @@ class VerifyImageOperator(ImageFactoryOperator):
         return ()
 
     def _ci_checks(self) -> list[ImageCheck]:
-        command = self.request.test_command or DEFAULT_CI_TEST_COMMAND
-        return [ImageCheck(name="tests", command=("bash", "-c", command))]
+        return ci_checks(self.request)
+
+
+def ci_checks(request: BuildRequest) -> list[ImageCheck]:
+    """The CI image's check: the request's ``test_command`` (default: the verification suite in the image)."""
+    return [ImageCheck(name="tests", command=("bash", "-c", request.test_command or DEFAULT_CI_TEST_COMMAND))]
+
+
+def build_secrets(settings: Settings) -> dict[str, str]:
+    """The BuildKit secrets of every build: the extra CA bundle, when set (never a build arg or a layer)."""
+    if not settings.extra_ca_bundle:
+        return {}
+    if not os.path.isfile(settings.extra_ca_bundle):
+        raise FileNotFoundError(f"extra_ca_bundle setting: {settings.extra_ca_bundle} is not a file")
+    return {EXTRA_CA_SECRET_ID: settings.extra_ca_bundle}
 
 
 class PushImageOperator(ImageFactoryOperator):
