@@ -108,3 +108,169 @@ def test_held_constraints_keep_the_culprit_and_say_why_and_a_later_nightly_reads
     text = "\n".join(["# header", *lines, *(f"{n}=={v}" for n, v in pins.items())]) + "\n"
     assert parse_holds(text) == {"celery": "5.7.0", "brand-new": "2.0"}
     assert parse_pins(text) == pins  # the hold comments are no pins
+
+
+# ---- the nightly's rounds and holds -------------------------------------------------------------------
+
+from airflow_image_factory.policy.bisection import (  # noqa: E402 - the rounds' part of the module, below
+    HOLD_PREFIX,
+    UNDECIDED,
+    bisection_search,
+    bisection_summary,
+    culprit_holds,
+    next_round,
+    recorded_hold_lines,
+    rounds_needed,
+    standing_holds,
+    verdict_of,
+    with_holds,
+)
+from airflow_image_factory.policy.constraints import render  # noqa: E402
+
+
+def _rounds(searches: dict[str, list[str]], fails: dict[str, set[str]], rounds: int) -> tuple[dict, list[dict]]:
+    """The DAG's rounds, simulated: each round asks next_round, a fake probe 'fails' when it upgrades every
+    package of that version's planted set; the verdict is read after the last round."""
+    probed: list[dict] = []
+    for number in range(rounds):
+        probes = next_round(searches, probed)
+        if not probes:
+            break
+        assert len([p for p in probes if p["python"] == "3.11"]) <= 2  # two build side by side per version
+        probed += [{**p, "round": number, "passed": not fails[p["python"]] <= set(p["upgraded"]),
+                    "output_tail": f"FAILED {sorted(fails[p['python']])}"} for p in probes]
+    return {python: verdict_of(upgrades, probed, python) for python, upgrades in searches.items()}, probed
+
+
+def test_the_rounds_find_the_one_planted_culprit_among_500_upgrades_within_the_default_rounds():
+    from airflow_image_factory.clients.settings_loader import load_settings
+
+    rounds = load_settings(env={}).bisection_rounds
+    upgrades = [f"pkg-{i:03d}" for i in range(500)]
+    for culprit in ("pkg-000", "pkg-137", "pkg-499"):
+        verdicts, probed = _rounds({"3.11": upgrades, "3.13": upgrades[:40]},
+                                   {"3.11": {culprit}, "3.13": {"pkg-007"}}, rounds)
+        assert verdicts["3.11"].culprits == (culprit,) and verdicts["3.13"].culprits == ("pkg-007",)
+        mine = [p for p in probed if p["python"] == "3.11"]
+        assert len(mine) <= probe_budget(500)
+        assert max(p["round"] for p in mine) + 1 <= rounds_needed(500) == 10
+
+
+def test_the_default_rounds_bound_an_interacting_pair_among_512_upgrades():
+    from airflow_image_factory.clients.settings_loader import load_settings
+
+    rounds = load_settings(env={}).bisection_rounds
+    assert rounds >= rounds_needed(512, interacting=2) == 18
+    upgrades = [f"pkg-{i:03d}" for i in range(512)]
+    for pair in ({"pkg-000", "pkg-511"}, {"pkg-255", "pkg-256"}, {"pkg-100", "pkg-101"}):
+        verdicts, _ = _rounds({"3.11": upgrades}, {"3.11": pair}, rounds)
+        assert set(verdicts["3.11"].culprits) == pair
+
+
+def test_rounds_that_run_out_hold_nothing():
+    upgrades = [f"pkg-{i:03d}" for i in range(64)]
+    verdicts, _ = _rounds({"3.11": upgrades}, {"3.11": {"pkg-031"}}, rounds=3)
+    assert verdicts["3.11"].kind == UNDECIDED and verdicts["3.11"].culprits == ()
+
+
+def test_a_probe_that_could_not_run_leaves_its_search_undecided():
+    probed = [{"python": "3.11", "upgraded": [], "passed": True}]  # the 'every upgrade' probe never came back
+    assert verdict_of(["a", "b"], probed, "3.11").kind == UNDECIDED
+    assert next_round({"3.11": ["a", "b"]}, probed) == [{"python": "3.11", "upgraded": ["a", "b"]}]
+
+
+CURRENT = "# header\ncelery==5.6.3\nkombu==5.5.0\nredis==6.0.0\n"
+
+
+def test_a_search_is_what_the_probes_need_and_nothing_upgraded_is_no_search():
+    upgraded = "# newest\ncelery==5.7.0\nkombu==5.5.0\nredis==6.1.0\nbrand-new==1.0\n"
+    search = bisection_search(CURRENT, upgraded, "reg/ci/python3.11@sha256:1")
+    assert search == {"current": CURRENT, "resolved": {"celery": "5.7.0", "kombu": "5.5.0", "redis": "6.1.0",
+                                                      "brand-new": "1.0"},
+                      "upgrades": ["brand-new", "celery", "redis"], "ci_image": "reg/ci/python3.11@sha256:1"}
+    assert bisection_search(CURRENT, CURRENT, "reg/ci/python3.11@sha256:1") is None
+
+
+def _held_file(run_id: str = "scheduled__1") -> str:
+    """The rebuild's constraints after a verdict named celery 5.7.0 and the new brand-new 1.0."""
+    resolved = {"celery": "5.7.0", "kombu": "5.6.0", "redis": "6.0.0", "brand-new": "1.0"}
+    upgraded = render(resolved, python="3.11", airflow_version="3.4.0.dev0", sha="a" * 40, generated="now",
+                      source="the resolver")
+    verdict = verdict_of(["brand-new", "celery", "kombu"], [
+        {"python": "3.11", "upgraded": [], "passed": True},
+        {"python": "3.11", "upgraded": ["brand-new", "celery", "kombu"], "passed": False},
+        {"python": "3.11", "upgraded": ["brand-new"], "passed": True},
+        {"python": "3.11", "upgraded": ["celery", "kombu"], "passed": True},
+        {"python": "3.11", "upgraded": ["brand-new", "celery"], "passed": False},
+        {"python": "3.11", "upgraded": ["brand-new", "kombu"], "passed": True},
+    ], "3.11")
+    assert verdict.culprits == ("brand-new", "celery")
+    holds = culprit_holds(verdict, parse_pins(CURRENT), resolved, run_id)
+    return with_holds(upgraded, parse_pins(CURRENT), holds)
+
+
+def test_held_constraints_keep_the_culprits_the_header_and_name_why():
+    text = _held_file()
+    assert text.startswith("#\n# Constraints for Apache Airflow 3.4.0.dev0 on Python 3.11")
+    assert parse_pins(text) == {"celery": "5.6.3", "kombu": "5.6.0", "redis": "6.0.0"}
+    assert "brand-new!=1.0" in text.splitlines()
+    assert f"{HOLD_PREFIX}celery==5.7.0 failed the tests (run scheduled__1)" in text
+    assert parse_holds(text) == {"celery": "5.7.0", "brand-new": "1.0"}
+
+
+def test_hold_lines_survive_into_the_constraints_generated_from_the_tested_image():
+    """pip freeze knows nothing of holds: the generated file carries the lines of the file the image was
+    built with, so the committed file names them and a later nightly reads them."""
+    built_with = _held_file()
+    freeze = {"celery": "5.6.3", "kombu": "5.6.0", "redis": "6.0.0", "pytest": "8.4.0"}
+    committed = render(freeze, python="3.11", airflow_version="3.4.0.dev0", sha="a" * 40, generated="later",
+                       source="pip freeze", notes=recorded_hold_lines(built_with))
+    assert parse_holds(committed) == {"celery": "5.7.0", "brand-new": "1.0"}
+    assert "brand-new!=1.0" in committed.splitlines()
+    assert parse_pins(committed) == freeze
+    assert recorded_hold_lines(CURRENT) == []
+
+
+def test_a_held_package_is_retried_only_when_a_newer_version_appears():
+    committed = _held_file()
+    # the next nightly: celery and brand-new still newest at the versions that failed; redis moved
+    same = {"celery": "5.7.0", "kombu": "5.6.0", "redis": "6.2.0", "brand-new": "1.0"}
+    pins, lines = standing_holds(committed, same)
+    assert pins == {"celery": "5.6.3", "kombu": "5.6.0", "redis": "6.2.0"}  # held: no upgrade to probe
+    assert lines == recorded_hold_lines(committed)
+    search = bisection_search(committed, "\n".join(f"{n}=={v}" for n, v in pins.items()), "ci@sha256:1")
+    assert search["upgrades"] == ["redis"]
+    # a newer celery: an upgrade candidate again, and its hold is not carried (a pass lifts it)
+    newer = {**same, "celery": "5.7.1"}
+    pins, lines = standing_holds(committed, newer)
+    assert pins["celery"] == "5.7.1" and "brand-new" not in pins
+    assert parse_holds("\n".join(lines)) == {"brand-new": "1.0"} and "brand-new!=1.0" in lines
+    assert "celery" in bisection_search(committed, "\n".join(f"{n}=={v}" for n, v in pins.items()),
+                                        "ci@sha256:1")["upgrades"]
+
+
+def test_the_summary_names_the_culprit_its_failing_output_and_the_probes():
+    upgrades = [f"pkg-{i:02d}" for i in range(8)]
+    verdicts, probed = _rounds({"3.11": upgrades, "3.13": upgrades}, {"3.11": {"pkg-05"}, "3.13": {"not-an-upgrade"}},
+                               rounds=18)
+    assert verdicts["3.13"].kind == "not_reproduced"
+    resolved = {name: "2.0" for name in upgrades}
+    holds = {"3.11": culprit_holds(verdicts["3.11"], {name: "1.0" for name in upgrades}, resolved, "r1")}
+    summary = bisection_summary(branch="main", run_id="r1", verdicts=verdicts, holds=holds, probed=probed)
+    assert summary["versions"]["3.11"]["held"] == [{"name": "pkg-05", "kept": "1.0", "failed": "2.0"}]
+    assert summary["versions"]["3.11"]["output_tail"] == "FAILED ['pkg-05']"
+    assert summary["versions"]["3.13"]["held"] == []
+    text = summary["text"]
+    assert "Python 3.11: culprit pkg-05==2.0 (kept at 1.0)" in text and "| FAILED ['pkg-05']" in text
+    assert "Python 3.13: every upgrade together passed" in text
+    assert text.count("\n      0  3.11") == 2  # the round 0 probes, in the table
+    assert len(summary["probes"]) == len(probed) and {"round", "python", "upgraded", "passed"} == set(
+        summary["probes"][0])
+
+
+def test_a_probe_image_is_local_and_named_by_its_upgrades():
+    from airflow_image_factory.policy.naming import probe_image
+
+    ref = probe_image("Feature/X", "3.11", ["b", "a"])
+    assert ref.startswith("local-airflow-ci-probe/feature/x/python3.11:probe-")
+    assert ref == probe_image("Feature/X", "3.11", ["a", "b", "a"]) != probe_image("Feature/X", "3.11", ["a"])

@@ -135,6 +135,33 @@ def test_nightly_tidies_each_branch_after_its_constraints_commit(dagbag):
         assert not any(u.startswith(f"{branch}.check_for_updates") for u in tidy.upstream_task_ids)
 
 
+def test_the_nightly_probes_the_upgrades_in_rounds_before_the_rebuild(dagbag):
+    """Per branch: bisection_round_N → probe_upgrades_N (mapped, in the build pool) for every round of the
+    setting, each round reading every earlier round's results; the verdict waits for all of them however
+    they ended, and the rebuild installs what it decided. The rounds wait for the gate (nothing to rebuild:
+    nothing probed) and stay out of the engine's tidying (a probe removes its own image)."""
+    from airflow_image_factory.clients.settings_loader import load_settings
+
+    settings = load_settings()
+    dag = dagbag.dags["nightly_images"]
+    for branch in settings.nightly_branches:
+        tasks = {t.task_id.removeprefix(f"{branch}."): t for t in dag.tasks if t.task_id.startswith(f"{branch}.")}
+        rounds = sorted(int(t.rsplit("_", 1)[1]) for t in tasks if t.startswith("bisection_round_"))
+        assert rounds == list(range(settings.bisection_rounds))
+        for number in rounds:
+            probe = tasks[f"probe_upgrades_{number}"]
+            assert probe.is_mapped and probe.pool == settings.build_pool
+            assert f"{branch}.bisection_round_{number}" in probe.upstream_task_ids
+            earlier = {f"{branch}.probe_upgrades_{n}" for n in range(number)}
+            assert earlier <= tasks[f"bisection_round_{number}"].upstream_task_ids
+            assert f"{branch}.rebuild_request" in tasks[f"bisection_round_{number}"].upstream_task_ids
+        verdict = tasks["bisection_verdict"]
+        assert verdict.trigger_rule == "all_done"
+        assert {f"{branch}.probe_upgrades_{n}" for n in rounds} <= verdict.upstream_task_ids
+        assert f"{branch}.bisection_verdict" in tasks["upgraded_constraints"].upstream_task_ids
+        assert not any("bisection" in u or "probe_upgrades" in u for u in tasks["tidy_engine"].upstream_task_ids)
+
+
 def _is_validate(task_id: str) -> bool:
     return task_id.rsplit(".", 1)[-1].startswith("validate")
 

@@ -130,6 +130,45 @@ class FakeEngine:
         return self.local[ref]
 
 
+class FakeProbeEngine:
+    """An engine for bisection probes: records each build (and the build context's files), answers each
+    run with ``run`` (a ``RunResult``, or an exception to raise), records what is removed."""
+
+    def __init__(self, *, run: object = None, build_error: Exception | None = None):
+        from airflow_image_factory.clients.engine import RunResult
+
+        self.built: list = []
+        self.runs: list[tuple] = []
+        self.removed: list[str] = []
+        self.contexts: dict[str, str] = {}
+        self.logins: list[dict] = []
+        self._run = run or RunResult(0, "1 passed")
+        self.build_error = build_error
+
+    @contextlib.contextmanager
+    def logged_in(self, logins: dict) -> Iterator[None]:
+        self.logins.append(dict(logins))
+        yield
+
+    def build(self, spec, *, on_line) -> None:
+        self.built.append(spec)
+        self.contexts = {str(p.relative_to(spec.context)): p.read_text() for p in spec.context.rglob("*")
+                         if p.is_file()}
+        if self.build_error:
+            raise self.build_error
+
+    def run(self, image, *, command, user, environment, on_line, timeout):
+        self.runs.append((image, command))
+        if isinstance(self._run, Exception):
+            raise self._run
+        for line in self._run.output.splitlines():
+            on_line(line)
+        return self._run
+
+    def remove(self, ref: str) -> None:
+        self.removed.append(ref)
+
+
 class FakeLock:
     name = "fake promotion lock"
     waited = 0.0

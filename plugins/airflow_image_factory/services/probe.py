@@ -2,7 +2,7 @@
 
 The probe image is built ``FROM`` the branch's published CI ``latest`` pinned by digest (built with the
 current constraints) with one more layer that installs the probe's upgrades under the probe's constraints
-(``include/docker/Dockerfile.probe``: the CI image's own ``install_airflow.sh packages``, uv, the extra CA
+(``include/bisection/Dockerfile.probe``: the CI image's own ``install_airflow.sh packages``, uv, the extra CA
 bundle as a build secret only). Then the run's CI test command runs in it as ``verify_ci`` runs it.
 Only that command's failure is a failed probe: a build, engine or registry fault raises (the task's
 retries), and upgrades that cannot be installed together raise :class:`ProbeNotInstallable`. The image is
@@ -23,7 +23,7 @@ from airflow_image_factory.exceptions import BuildFailed, ProbeNotInstallable, V
 from airflow_image_factory.policy.image_contract import ImageCheck
 from airflow_image_factory.services.verify import run_checks
 
-PROBE_DOCKERFILE = "include/docker/Dockerfile.probe"
+PROBE_DOCKERFILE = "include/bisection/Dockerfile.probe"
 _SCRIPTS = ("include/docker/scripts/with_extra_ca.sh", "include/docker/scripts/install_airflow.sh")
 # What uv and pip check say when the upgrades cannot stand with the other pins: not a test failure.
 _NOT_INSTALLABLE = ("No solution found when resolving", "has requirement", "is incompatible with")

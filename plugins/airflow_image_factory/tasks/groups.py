@@ -391,9 +391,10 @@ def bisect_upgrades(settings: Settings, build_request: Any, plan: Any) -> Any:
 @task(execution_timeout=SHORT)
 @fails_at_once
 def bisection_round(build_request: dict[str, Any], plan: dict[str, Any], probed: list) -> list[dict[str, Any]]:
-    """The probes of this round (``{python, upgraded}`` each, the kwargs of the round's mapped probe task)
-    from every earlier round's results (``build_request``, the rebuild's, only orders it after the gate). None left (every search has its verdict): skipped, and with it
-    this round's probes and every later round (their trigger rule is all_success)."""
+    """The probes of this round (``{python, upgraded}`` each, the kwargs of the round's mapped probe
+    task) from every earlier round's results; ``build_request`` (the rebuild's) only orders it after the
+    gate. None left (every search has its verdict): skipped, and with it this round's probes and every
+    later round (their trigger rule is all_success)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from airflow_image_factory.policy.bisection import next_round
