@@ -732,7 +732,8 @@ class VerifyImageOperator(ImageFactoryOperator):
 
 def ci_checks(request: BuildRequest) -> list[ImageCheck]:
     """The CI image's check: the request's ``test_command`` (default: the verification suite in the image)."""
-    return [ImageCheck(name="tests", command=("bash", "-c", request.test_command or DEFAULT_CI_TEST_COMMAND))]
+    command = request.test_command or DEFAULT_CI_TEST_COMMAND
+    return [ImageCheck(name="tests", command=("bash", "-c", command))]
 
 
 def build_secrets(settings: Settings) -> dict[str, str]:
