@@ -11,7 +11,8 @@ one part is searched): split the candidates in two halves and probe each with th
 that fails alone holds the culprit; when neither fails alone the culprits interact across the halves,
 so the first half is searched with the second kept on, then the second with the first half's culprits
 kept on. One culprit among N upgrades takes 2·ceil(log2 N) probes after the two that confirm the
-failure (every upgrade: fails; none: passes).
+failure (every upgrade: fails; then none: passes). The probe with every upgrade is asked alone first: on
+a nightly whose upgrades break nothing it is the only probe.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Verdict:
     """How a search ended. ``kind``:
 
     * ``culprits``: upgrading exactly ``culprits`` (together) makes the tests fail; everything else is safe;
-    * ``not_reproduced``: the probe with every upgrade passed (the nightly's failure came from elsewhere);
+    * ``upgrades_pass``: the probe with every upgrade passed: nothing to hold back;
     * ``fails_without_upgrades``: the branch's current constraints fail too: no upgrade is to blame.
     """
 
@@ -99,11 +100,12 @@ def next_step(upgrades: Iterable[str], results: Mapping[Iterable[str], bool]) ->
     everything = probe_key(normalize_name(name) for name in upgrades)
     replay = _Replay({probe_key(normalize_name(n) for n in k): bool(v) for k, v in results.items()})
     try:
-        none_passes, all_passes = replay.passed_all((), everything)
+        [all_passes] = replay.passed_all(everything)
+        if all_passes:
+            return Step(verdict=Verdict("upgrades_pass"))
+        [none_passes] = replay.passed_all(())
         if not none_passes:
             return Step(verdict=Verdict("fails_without_upgrades"))
-        if all_passes:
-            return Step(verdict=Verdict("not_reproduced"))
         return Step(verdict=Verdict("culprits", _minimal_failing(replay, everything, ())))
     except _Missing as missing:
         return Step(probes=missing.probes)
@@ -254,10 +256,11 @@ def next_round(searches: Mapping[str, Sequence[str]], probed: Iterable[Mapping])
 
 
 def rounds_needed(upgrade_count: int, *, interacting: int = 1) -> int:
-    """Rounds (each runs a step's probes side by side) a search may take: one to confirm, then one per
-    halving for each of ``interacting`` culprits; :func:`probe_budget` counts the probes."""
+    """Rounds (each runs a step's probes side by side) a search may take: two to confirm (every upgrade,
+    then none), then one per halving for each of ``interacting`` culprits; :func:`probe_budget` counts
+    the probes."""
     depth = max(1, math.ceil(math.log2(max(upgrade_count, 2))))
-    return max(1 + depth, depth * max(1, interacting))
+    return max(2 + depth, 1 + depth * max(1, interacting))
 
 
 UNDECIDED = "undecided"  # the rounds ran out, or a probe could not be run: no verdict, nothing held
@@ -320,7 +323,7 @@ def bisection_summary(
 
 
 _VERDICT_WORDS = {
-    "not_reproduced": "every upgrade together passed the probe: nothing held",
+    "upgrades_pass": "every upgrade together passed the probe: nothing held",
     "fails_without_upgrades": "the current constraints fail too: no upgrade is to blame, nothing held",
     UNDECIDED: "no verdict (the rounds ran out, or a probe could not be run): nothing held",
 }

@@ -127,7 +127,7 @@ class Settings:
     timeout_short_minutes: int = 10
     git_ls_remote_timeout: int = 30
     # the nightly's upgrade bisection (bisection.py): probe rounds per branch, fixed in the DAG (parse time)
-    bisection_rounds: int = 18
+    bisection_rounds: int = 19
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:
