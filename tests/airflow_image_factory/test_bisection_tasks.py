@@ -139,7 +139,7 @@ def _request(**kw):
     return {**validate_request(conf, load_settings(env={})).to_dict(), "commit_sha": "a" * 40}
 
 
-def test_the_probe_operator_installs_its_upgrades_over_the_current_pins_and_reports_a_failure(engine):
+def test_the_probe_operator_installs_the_upgrade_set_at_its_versions_and_reports_a_failure(engine):
     from airflow_image_factory.tasks.nightly_operators import ProbeUpgradesOperator
 
     probe = ProbeUpgradesOperator(task_id="probe_upgrades_1", build_request=_request(test_command="pytest -x"),
@@ -150,7 +150,8 @@ def test_the_probe_operator_installs_its_upgrades_over_the_current_pins_and_repo
     assert result["output_tail"].endswith("E   AssertionError: celery 5.7.0 breaks it")
     [spec] = engine.built
     assert spec.build_args == {"CI_IMAGE": CI}  # the published CI image, by digest
-    assert engine.contexts["probe/requirements.txt"] == "celery==5.7.0\n"
+    # the whole upgrade set at this probe's versions: celery upgraded, kombu at its current pin
+    assert engine.contexts["probe/requirements.txt"] == "celery==5.7.0\nkombu==5.5.0\n"
     assert engine.contexts["probe/constraints.txt"] == "celery==5.7.0\nkombu==5.5.0\nredis==6.0.0\n"
     assert engine.runs == [(spec.tags[0], ("bash", "-c", "pytest -x"))]  # the run's test command, as verify_ci
     assert engine.removed == [spec.tags[0]] and spec.tags[0].startswith("local-airflow-ci-probe/main/python3.11:")
@@ -166,7 +167,8 @@ def test_the_probe_operator_is_retried_on_an_engine_fault_not_counted_as_failed(
                                   upgraded=[], round_number=0)
     with pytest.raises(EngineError):
         probe.execute({})
-    assert engine.contexts["probe/requirements.txt"] == ""  # the empty probe: the current constraints
+    # the empty probe: the upgrade set at the current constraints, whatever the CI image holds
+    assert engine.contexts["probe/requirements.txt"] == "celery==5.6.3\nkombu==5.5.0\n"
 
 
 def test_constraints_generated_from_a_held_image_keep_the_hold_lines(monkeypatch):

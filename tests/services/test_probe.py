@@ -18,7 +18,7 @@ from tests.services.fakes import FakeProbeEngine
 ROOT = include_dir().parent
 CI = "localhost:5000/apache/airflow/main/ci/python3.11@sha256:" + "1" * 64
 PROBE = Probe(ci_image=CI, tag="local-airflow-ci-probe/main/python3.11:probe-1",
-              upgraded={"celery": "5.7.0"}, constraints={"celery": "5.7.0", "kombu": "5.5.0"})
+              installs={"celery": "5.7.0"}, constraints={"celery": "5.7.0", "kombu": "5.5.0"})
 CHECKS = [ImageCheck(name="tests", command=("bash", "-c", "pytest -q /opt/airflow/verify"))]
 
 
@@ -86,6 +86,6 @@ def test_upgrades_that_cannot_be_installed_together_prove_nothing_and_are_not_re
 def test_an_empty_probe_installs_nothing_over_the_current_constraints(tmp_path):
     from airflow_image_factory.services.probe import probe_context
 
-    probe_context(ROOT, tmp_path, Probe(ci_image=CI, tag="t:1", upgraded={}, constraints={"kombu": "5.5.0"}))
+    probe_context(ROOT, tmp_path, Probe(ci_image=CI, tag="t:1", installs={}, constraints={"kombu": "5.5.0"}))
     assert Path(tmp_path, "probe", "requirements.txt").read_text() == ""
     assert Path(tmp_path, "probe", "constraints.txt").read_text() == "kombu==5.5.0\n"

@@ -32,12 +32,14 @@ OUTPUT_TAIL_LINES = 40
 
 @dataclass(frozen=True)
 class Probe:
-    """What one probe installs over ``ci_image`` (``name@digest``): ``upgraded`` name -> version, under
+    """What one probe installs over ``ci_image`` (``name@digest``): ``installs`` name -> version (every
+    package of the upgrade set: the probe's upgrades at their new versions, the rest at their current
+    pins, so the probe does not depend on which of them the CI image happens to hold), under
     ``constraints`` (every other package at its current pin), tagged ``tag`` on the engine."""
 
     ci_image: str
     tag: str
-    upgraded: Mapping[str, str]
+    installs: Mapping[str, str]
     constraints: Mapping[str, str]
 
 
@@ -49,7 +51,7 @@ def probe_context(root: Path, target: Path, probe: Probe) -> Path:
         shutil.copy2(root / entry, target / entry)
     Path(target, "probe").mkdir()
     Path(target, "probe", "constraints.txt").write_text(_lines(probe.constraints))
-    Path(target, "probe", "requirements.txt").write_text(_lines(probe.upgraded))
+    Path(target, "probe", "requirements.txt").write_text(_lines(probe.installs))
     return target
 
 
@@ -66,7 +68,7 @@ def run_probe(
     try:
         with tempfile.TemporaryDirectory(prefix="probe-context-") as tmp:
             context = probe_context(root, Path(tmp), probe)
-            say(f"probe {probe.tag}: {len(probe.upgraded)} upgrade(s) over {probe.ci_image}")
+            say(f"probe {probe.tag}: {len(probe.installs)} package(s) of the upgrade set over {probe.ci_image}")
             try:
                 engine.build(
                     BuildSpec(context=context, dockerfile=PROBE_DOCKERFILE, tags=(probe.tag,),
@@ -76,7 +78,7 @@ def run_probe(
             except BuildFailed as exc:
                 if any(marker in str(exc) for marker in _NOT_INSTALLABLE):
                     raise ProbeNotInstallable(
-                        f"the probe's {len(probe.upgraded)} upgrade(s) cannot be installed with the other current "
+                        f"the probe's {len(probe.installs)} package(s) cannot be installed with the other current "
                         f"pins, so it proves nothing: {exc}"
                     ) from exc
                 raise

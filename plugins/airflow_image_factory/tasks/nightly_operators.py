@@ -277,11 +277,13 @@ class ProbeUpgradesOperator(ImageFactoryOperator):
         settings = run_settings()
         search = self.plan["bisection"][self.python]
         upgraded = sorted(self.upgraded)
-        resolved = search["resolved"]
+        constraints = probe_pins(cons.parse_pins(search["current"]), search["resolved"], upgraded)
         probe = Probe(
             ci_image=search["ci_image"], tag=probe_image(self.request.branch, self.python, upgraded),
-            upgraded={name: resolved[name] for name in upgraded},
-            constraints=probe_pins(cons.parse_pins(search["current"]), resolved, upgraded),
+            # the whole upgrade set at this probe's versions (a package new in the resolution and not
+            # upgraded here has no version to hold: left out)
+            installs={name: constraints[name] for name in search["upgrades"] if name in constraints},
+            constraints=constraints,
         )
         self.log.info("Round %d, Python %s: probing %d of %d upgrades: %s", self.round_number, self.python,
                       len(upgraded), len(search["upgrades"]), ", ".join(upgraded) or "none (current constraints)")
