@@ -6,8 +6,12 @@ the source repository (so its constraints commits stay its own).
 
 1. builds, publishes and commits constraints for its Python version;
 2. finds nothing changed: no push, no commit, a log line saying why;
-3. after a new upstream base is pushed to the mirror: rebuilds and republishes it, and has a release
-   made on the old base rebuilt (a release_images run).
+3. after a new upstream base is pushed to the mirror, and with three packages of the committed
+   constraints moved back to older versions (so the run upgrades them) under a test command that fails
+   when one of them is upgraded: bisects the upgrades, holds that one back, rebuilds and republishes the
+   version with the other two upgraded, commits constraints naming the hold; and has a release made on
+   the old base rebuilt (a release_images run);
+4. with the held package's newest version still the one that failed: keeps the hold, builds nothing.
 
 One Python version (the stack's first): every step here is per version, and ``airflow dags test``
 runs a second version's tasks after the first's, doubling the module's time for no new proof. That
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import tempfile
@@ -28,6 +33,7 @@ import pytest
 
 from airflow_image_factory.clients.git import BranchFiles, branch_head
 from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.policy.bisection import parse_holds, probe_budget
 from airflow_image_factory.policy.constraints import parse_pins
 from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL
 from tests.support.dag_runs import DagRun, run_dag, stack_versions
@@ -40,6 +46,14 @@ DISPOSABLE_REPOSITORIES = ("nightlytest/",)  # deleted when the module ends (tes
 SOURCES_VERSION = "3.4.0.dev0"  # main of the stack's source repository (include/stack/seed_sources.py)
 AIRFLOW_DISTRIBUTIONS = {"apache-airflow", "apache-airflow-core", "apache-airflow-task-sdk"}
 VERSIONS = stack_versions()[:1]
+# Older releases of packages every CI image holds, that nothing pins from below; run 3 moves the committed
+# constraints back to them, and its test command fails when CULPRIT is upgraded from its older version.
+OLDER = {"idna": "3.7", "certifi": "2024.8.30", "tzdata": "2024.1"}
+CULPRIT = "idna"
+BREAKS_ON_UPGRADE = (
+    "python -c 'import importlib.metadata as m, sys; v = m.version(\"idna\"); "
+    "sys.exit(0 if v == \"3.7\" else \"idna \" + v + \" breaks the tests\")'"
+)
 
 
 def debian(version: str) -> str:
@@ -64,9 +78,18 @@ class Nightly:
             # module's end empties it (DISPOSABLE_REPOSITORIES, tests/conftest.py).
         }
 
-    def run(self) -> DagRun:
+    def run(self, conf: dict | None = None) -> DagRun:
         self.runs += 1
-        return run_dag("nightly_images", {}, name=f"nightly_images-{self.runs}", env=self.env())
+        return run_dag("nightly_images", conf or {}, name=f"nightly_images-{self.runs}", env=self.env())
+
+    def commit_constraints(self, name: str, text: str) -> None:
+        """Commit ``name`` with ``text`` to the clone's constraints-main, as a maintainer's push would."""
+        with tempfile.TemporaryDirectory(prefix="nightly-constraints-") as work:
+            git = ["git", "-C", work, "-c", "user.name=tests", "-c", "user.email=tests@example.invalid"]
+            subprocess.run(["git", "clone", "-q", "--branch", "constraints-main", self.source, work], check=True)
+            Path(work, name).write_text(text)
+            subprocess.run([*git, "commit", "-q", "-am", f"tests: {name} moved back"], check=True)
+            subprocess.run([*git, "push", "-q", "origin", "constraints-main"], check=True)
 
     def published(self) -> dict[str, str]:
         """Every tag of the test's repositories → digest, read over the registry API."""
@@ -163,13 +186,24 @@ def third(second, first, nightly):
         subprocess.run(["/usr/bin/docker", "build", "-q", "-t", mirror, ctx], check=True, capture_output=True,
                        env={**os.environ, "DOCKER_BUILDKIT": "1"})
     subprocess.run(["docker", "push", mirror], check=True, capture_output=True)
+    # Upgrades to bisect: three packages of the committed constraints back at older versions (as if the
+    # last nightly had committed those), and a test command that fails when the first is upgraded.
+    name = f"constraints-{version}.txt"
+    pins = parse_pins(nightly.constraints()[name])
+    moved = {package: old for package, old in OLDER.items() if package in pins and pins[package] != old}
+    assert CULPRIT in moved and len(moved) >= 2, (moved, {p: pins.get(p) for p in OLDER})
+    text = nightly.constraints()[name]
+    for package, old in moved.items():
+        text = text.replace(f"\n{package}=={pins[package]}\n", f"\n{package}=={old}\n")
+    nightly.commit_constraints(name, text)
     # A release of this version's image, made on the old base: the same run must have it rebuilt too.
     old_prod = nightly.registry.manifest_digest(f"{REPOSITORY}/main/prod/python{version}", "latest")
     nightly.registry.copy(f"{REPOSITORY}/main/prod/python{version}", old_prod, REPOSITORY, f"3.3.2-python{version}")
     before = nightly.published()
-    result = nightly.run()
+    result = nightly.run({"test_command": BREAKS_ON_UPGRADE})
     assert result.returncode == 0, result.output[-6000:]
-    return {"result": result, "before": before, "after": nightly.published(), "version": version, "tag": tag}
+    return {"result": result, "before": before, "after": nightly.published(), "version": version, "tag": tag,
+            "moved": moved, "newest": {package: pins[package] for package in moved}}
 
 
 def test_a_new_upstream_base_rebuilds_and_republishes_the_version(third, nightly):
@@ -199,3 +233,37 @@ def test_released_images_on_an_old_base_are_rebuilt_by_release_runs(third, night
     conf = json.loads(conf) if isinstance(conf, (str, bytes)) else conf
     assert conf["version"] == "3.3.2" and conf["python_versions"] == [version]
     assert conf["repository"] == REPOSITORY
+
+
+def test_the_upgrade_that_breaks_the_tests_is_found_held_back_and_the_rest_published(third, nightly):
+    version, moved, newest = third["version"], third["moved"], third["newest"]
+    log = third["result"].output
+    failed = newest[CULPRIT]
+    assert f"culprit {CULPRIT}=={failed} (kept at {OLDER[CULPRIT]})" in log, log[-6000:]
+    assert f"{CULPRIT} {failed} breaks the tests" in log  # the failing probe's output, in the summary
+    # at most 2 + 2*ceil(log2 N) probes for one culprit among N upgrades
+    probes = re.findall(r"Round \d+, Python [\d.]+: probing", log)
+    assert 2 <= len(probes) <= probe_budget(len(moved)), probes
+    committed = nightly.constraints()[f"constraints-{version}.txt"]
+    pins = parse_pins(committed)
+    assert pins[CULPRIT] == OLDER[CULPRIT]  # held back, in the tested image's freeze
+    assert parse_holds(committed) == {CULPRIT: failed}
+    for package in set(moved) - {CULPRIT}:
+        assert pins[package] == newest[package], package  # the others' upgrades are published
+    events = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").execute(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.name = 'image_factory_upgrade_blocked' ORDER BY e.id DESC LIMIT 1"
+    ).fetchall()
+    assert events, "no image_factory_upgrade_blocked event"
+    extra = json.loads(events[0][0]) if isinstance(events[0][0], (str, bytes)) else events[0][0]
+    assert extra["versions"][version]["held"][0]["name"] == CULPRIT
+
+
+def test_a_standing_hold_is_kept_and_nothing_is_built(third, nightly):
+    published = nightly.published()
+    result = nightly.run()
+    log = result.output
+    assert result.returncode == 0, log[-6000:]
+    assert f"{CULPRIT}=={third['newest'][CULPRIT]}" in log and "still held" in log
+    assert "Nothing changed for any Python version" in log and "BuildImageOperator" not in log
+    assert nightly.published() == published
