@@ -123,6 +123,10 @@ def server_env() -> dict[str, str]:
             "conn_type": "postgres", "host": "127.0.0.1", "port": DB_PORT, "login": "airflow",
             "password": db_password(), "schema": "airflow",
         }),
+        # The run's note is written through the REST API (clients/airflow_api.py: the Task SDK cannot).
+        "AIRFLOW_CONN_IMAGE_FACTORY_AIRFLOW_API": json.dumps({
+            "conn_type": "http", "host": URL, "login": USER, "password": admin_password(),
+        }),
         **dag_bundles(),
     }
 

@@ -198,3 +198,7 @@ class PackageIndexUnavailable(ImageFactoryError):
 class ProbeNotInstallable(PermanentError):
     """A bisection probe's upgrades cannot be installed together with the other current pins (one needs
     another's upgrade): no test ran, so it proves nothing either way; the search stops undecided."""
+
+
+class RunNoteNotSet(ImageFactoryError):
+    """The DAG run's note could not be written through Airflow's REST API (said in the log; the run goes on)."""

@@ -128,6 +128,9 @@ class Settings:
     git_ls_remote_timeout: int = 30
     # the nightly's upgrade bisection (bisection.py): probe rounds per branch, fixed in the DAG (parse time)
     bisection_rounds: int = 19
+    # an http Connection to this Airflow's REST API (host: its base URL; login, password) that writes the
+    # bisection's summary as the run's note; absent: the note is not written (the Task SDK cannot)
+    run_note_connection: str = "image_factory_airflow_api"
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:

@@ -445,9 +445,35 @@ def bisection_verdict(build_request: dict[str, Any] | None, plan: dict[str, Any]
         log.info("%s", summary["text"])
     if holds:
         context["outlet_events"][UPGRADE_BLOCKED_ALIAS].add(UPGRADE_BLOCKED, extra=summary)
-    # The DAG run's note: Airflow 3.3's Task SDK has no public way for a task to set it (the Execution API
-    # has no such endpoint; apache/airflow#64890 asks for one). Not done through internals or the REST API.
+    if any(verdict.kind != "upgrades_pass" for verdict in verdicts.values()):
+        _say_in_run_note(context, summary["text"])
     return {"constraints": constraints, "summary": summary}
+
+
+def _say_in_run_note(context: Any, text: str) -> None:
+    """``text`` as the DAG run's note, through the REST API (``run_note_connection``): Airflow 3's Task SDK
+    has no way for a task to write it (apache/airflow#64890). A note that cannot be written is said in
+    the log; the run goes on."""
+    from airflow_image_factory.clients.airflow_api import set_run_note
+    from airflow_image_factory.exceptions import RunNoteNotSet
+    from airflow_image_factory.tasks.hooks import find_connection
+
+    connection_id = run_settings().run_note_connection
+    conn = find_connection(connection_id) if connection_id else None
+    if conn is None or not conn.host:
+        log.info("The run's note is not written: no Connection %s to the Airflow API (run_note_connection)",
+                 connection_id or "(none named)")
+        return
+    # host as a URL (http://api:8080), or host, port and the scheme in "schema" (Airflow's http Connections)
+    base = conn.host if "://" in conn.host else f"{conn.schema or 'http'}://{conn.host}" + (
+        f":{conn.port}" if conn.port else "")
+    try:
+        set_run_note(base, username=conn.login or "", password=conn.password or "", dag_id=context["dag"].dag_id,
+                     run_id=context["run_id"], note=text)
+    except RunNoteNotSet as exc:
+        log.warning("The run's note is not written: %s", exc)
+        return
+    log.info("The run's note says the bisection's summary (%s)", base)
 
 
 def fail_run_if_a_task_failed():
