@@ -13,6 +13,7 @@ import pytest
 
 from airflow_image_factory.clients.airflow_api import NOTE_LIMIT, fit_note, set_run_note
 from airflow_image_factory.exceptions import RunNoteNotSet
+from tests.support.token_server import send_json
 
 PASSWORD = secrets.token_urlsafe(12)  # made per run: the tests look for it in what is said
 
@@ -32,12 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: FakeApi
 
     def _answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def _record(self) -> dict:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

@@ -185,14 +185,19 @@ def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             self._reply(200, body)
 
         def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
             pass
 
     return Handler
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """Answer ``handler``'s request with ``body`` as JSON (the fake servers' one way of answering)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
