@@ -200,5 +200,10 @@ class ProbeNotInstallable(PermanentError):
     another's upgrade): no test ran, so it proves nothing either way; the search stops undecided."""
 
 
+class TestsFailWithoutUpgrades(PermanentError):
+    """A nightly's probes found the branch's tests failing with its current constraints, no upgrade
+    installed: no hold can mend it, and as promotion is all or nothing, nothing of the branch is built."""
+
+
 class RunNoteNotSet(ImageFactoryError):
     """The DAG run's note could not be written through Airflow's REST API (said in the log; the run goes on)."""

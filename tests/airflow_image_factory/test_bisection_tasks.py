@@ -100,7 +100,6 @@ def test_the_verdict_holds_the_culprit_says_it_and_emits_the_blocked_event(conte
     ("probed", "kind"),
     [
         ([[_result(["celery", "kombu"], True)]], "upgrades_pass"),
-        ([[_result(["celery", "kombu"], False)], [_result([], False)]], "fails_without_upgrades"),
         ([[_result(["celery", "kombu"], False)], [_result([], True)]], "undecided"),  # the rounds ran out
         ([None], "undecided"),  # round 0's probes failed to run (engine, registry): nothing held
     ],
@@ -112,6 +111,27 @@ def test_without_culprits_nothing_is_held_and_no_event_is_emitted(context, probe
     assert verdict["constraints"] == {} and context.added == []
     assert verdict["summary"]["versions"]["3.11"]["kind"] == kind
     assert upgraded_constraints.function(PLAN, verdict) == {"3.11": UPGRADED}
+
+
+def test_tests_failing_without_any_upgrade_stop_the_branch_after_saying_so(context, caplog):
+    """All or nothing: a version that cannot pass with its current constraints publishes nothing, so no
+    version of the branch is built; the summary (with the failing output of the probe of none) is logged
+    first, and no hold or event is made."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_image_factory.exceptions import TestsFailWithoutUpgrades
+    from airflow_image_factory.tasks.groups import bisection_verdict
+
+    probed = [[_result(["celery", "kombu"], False)], [_result([], False)]]
+    # permanent: Airflow fails the task without a retry (the probes would only say it again)
+    with caplog.at_level("INFO"), pytest.raises(AirflowFailException) as raised:
+        bisection_verdict.function(REQUEST, PLAN, probed=probed)
+    assert "Python 3.11: the tests fail with the branch's current constraints" in str(raised.value)
+    assert "nothing of main is built or published" in str(raised.value)
+    assert isinstance(raised.value.__cause__, TestsFailWithoutUpgrades)
+    assert "the tests fail with the current constraints too" in caplog.text
+    assert "| E   AssertionError: celery 5.7.0" in caplog.text  # the probe of none's output
+    assert context.added == []
 
 
 def test_a_verdict_after_a_failed_check_holds_nothing(context):

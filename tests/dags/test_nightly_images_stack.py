@@ -11,7 +11,12 @@ the source repository (so its constraints commits stay its own).
    when one of them is upgraded: bisects the upgrades, holds that one back, rebuilds and republishes the
    version with the other two upgraded, commits constraints naming the hold; and has a release made on
    the old base rebuilt (a release_images run);
-4. with the held package's newest version still the one that failed: keeps the hold, builds nothing.
+4. with the held package's newest version still the one that failed, and a test command that fails
+   whatever is installed: keeps the hold, finds the tests failing with no upgrade at all, builds and
+   publishes nothing, fails the run and says why.
+
+Runs 3 and 4 write their run's note through the REST API of a real api-server on the suite's own
+metadata database (tests/support/home_api.py), where it is read back.
 
 One Python version (the stack's first): every step here is per version, and ``airflow dags test``
 runs a second version's tasks after the first's, doubling the module's time for no new proof. That
@@ -37,6 +42,7 @@ from airflow_image_factory.policy.bisection import parse_holds, probe_budget
 from airflow_image_factory.policy.constraints import parse_pins
 from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL
 from tests.support.dag_runs import DagRun, run_dag, stack_versions
+from tests.support.home_api import HomeApi, home_api
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.fresh_content]
 
@@ -54,6 +60,7 @@ BREAKS_ON_UPGRADE = (
     "python -c 'import importlib.metadata as m, sys; v = m.version(\"idna\"); "
     "sys.exit(0 if v == \"3.7\" else \"idna \" + v + \" breaks the tests\")'"
 )
+ALWAYS_FAILS = "python -c 'import sys; sys.exit(\"the branch fails its own tests\")'"
 
 
 def debian(version: str) -> str:
@@ -61,8 +68,9 @@ def debian(version: str) -> str:
 
 
 class Nightly:
-    def __init__(self, registry: RegistryClient, source: str):
+    def __init__(self, registry: RegistryClient, source: str, api: HomeApi):
         self.registry = registry
+        self.api = api
         self.host = registry.registry
         self.source = source
         self.runs = 0
@@ -78,9 +86,18 @@ class Nightly:
             # module's end empties it (DISPOSABLE_REPOSITORIES, tests/conftest.py).
         }
 
-    def run(self, conf: dict | None = None) -> DagRun:
+    def run(self, conf: dict | None = None, *, note_api: bool = False) -> DagRun:
+        """One nightly; ``note_api``: its tasks get the Connection to the api-server (its note is written)."""
         self.runs += 1
-        return run_dag("nightly_images", conf or {}, name=f"nightly_images-{self.runs}", env=self.env())
+        env = self.env()
+        if note_api:
+            self.api.wait_ready()
+            env.update(self.api.connection_env())
+        return run_dag("nightly_images", conf or {}, name=f"nightly_images-{self.runs}", env=env)
+
+    def note(self, run: DagRun) -> str:
+        """The run's note, read over the REST API."""
+        return self.api.run("nightly_images", run.run_id).get("note") or ""
 
     def commit_constraints(self, name: str, text: str) -> None:
         """Commit ``name`` with ``text`` to the clone's constraints-main, as a maintainer's push would."""
@@ -106,7 +123,13 @@ class Nightly:
 
 
 @pytest.fixture(scope="module")
-def nightly(stack_env) -> Nightly:
+def api(stack_env):
+    with home_api() as server:  # starts while run 1 builds; runs 3 and 4 wait for it
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nightly(stack_env, api) -> Nightly:
     registry = RegistryClient(os.environ.get("IMAGE_FACTORY_REGISTRY", "localhost:5000"))
     stack_mirror = os.environ["IMAGE_FACTORY_PYTHON_BASE_MIRROR"].split("/", 1)[1]
     for version in VERSIONS:
@@ -115,7 +138,7 @@ def nightly(stack_env) -> Nightly:
     source = Path(tempfile.mkdtemp(prefix="nightly-source-")) / "source.git"
     subprocess.run(["git", "clone", "-q", "--bare", os.environ["IMAGE_FACTORY_SOURCE_REPO"], str(source)],
                    check=True)
-    return Nightly(registry, str(source))
+    return Nightly(registry, str(source), api)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +223,7 @@ def third(second, first, nightly):
     old_prod = nightly.registry.manifest_digest(f"{REPOSITORY}/main/prod/python{version}", "latest")
     nightly.registry.copy(f"{REPOSITORY}/main/prod/python{version}", old_prod, REPOSITORY, f"3.3.2-python{version}")
     before = nightly.published()
-    result = nightly.run({"test_command": BREAKS_ON_UPGRADE})
+    result = nightly.run({"test_command": BREAKS_ON_UPGRADE}, note_api=True)
     assert result.returncode == 0, result.output[-6000:]
     return {"result": result, "before": before, "after": nightly.published(), "version": version, "tag": tag,
             "moved": moved, "newest": {package: pins[package] for package in moved}}
@@ -260,11 +283,37 @@ def test_the_upgrade_that_breaks_the_tests_is_found_held_back_and_the_rest_publi
     assert extra["versions"][version]["held"][0]["name"] == CULPRIT
 
 
-def test_a_standing_hold_is_kept_and_nothing_is_built(third, nightly):
+def test_the_runs_note_names_the_culprit(third, nightly):
+    note = nightly.note(third["result"])
+    assert note.startswith("Upgrade bisection of main"), note
+    assert f"culprit {CULPRIT}=={third['newest'][CULPRIT]} (kept at {OLDER[CULPRIT]})" in note, note
+
+
+def test_a_standing_hold_is_kept_and_tests_failing_without_upgrades_publish_nothing(third, nightly):
+    """Run 4: the culprit's newest version is still the one that failed (its hold stands, it is not probed);
+    another package is moved back again, so there is an upgrade to probe, under a test command that fails
+    whatever is installed: the probe of no upgrade fails too, so nothing is held, nothing is built or
+    published, no constraints are committed, and the run fails saying why, in its log and its note."""
+    version = VERSIONS[0]
+    name = f"constraints-{version}.txt"
+    text = nightly.constraints()[name]
+    moved = next(package for package in third["moved"] if package != CULPRIT)
+    pin = f"\n{moved}=={third['newest'][moved]}\n"
+    assert pin in text, (moved, pin)
+    nightly.commit_constraints(name, text.replace(pin, f"\n{moved}=={OLDER[moved]}\n"))
+    head = branch_head(nightly.source, "constraints-main")
     published = nightly.published()
-    result = nightly.run()
+    result = nightly.run({"test_command": ALWAYS_FAILS}, note_api=True)
     log = result.output
-    assert result.returncode == 0, log[-6000:]
+    assert result.returncode != 0, log[-6000:]
     assert f"{CULPRIT}=={third['newest'][CULPRIT]}" in log and "still held" in log
-    assert "Nothing changed for any Python version" in log and "BuildImageOperator" not in log
+    # every upgrade (the moved package, and any the index released since run 3), then none
+    probes = re.findall(rf"Round \d+, Python {re.escape(version)}: probing (\d+) of (\d+) upgrades", log)
+    assert [int(n) for n, _ in probes] == [int(probes[0][1]), 0], probes
+    assert f"Python {version}: the tests fail with the branch's current constraints" in log
+    assert "the branch fails its own tests" in log  # the probe of no upgrade's output, in the summary
+    assert not [task for task in result.started_tasks() if re.search(r"\.(build|push)_", task)]
     assert nightly.published() == published
+    assert branch_head(nightly.source, "constraints-main") == head
+    note = nightly.note(result)
+    assert "the tests fail with the current constraints too" in note and "the branch fails its own tests" in note

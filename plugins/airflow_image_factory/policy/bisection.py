@@ -305,7 +305,9 @@ def bisection_summary(
     lines = [f"Upgrade bisection of {branch} (run {run_id}):"]
     for python, verdict in sorted(verdicts.items()):
         held = [{"name": h.name, "kept": h.kept, "failed": h.failed} for h in holds.get(python, ())]
-        proof = failing_probe(verdict.culprits, probed, python) if verdict.culprits else None
+        # the proof: the smallest failing probe holding the culprits; without culprits, the probe of none
+        proof = failing_probe(verdict.culprits, probed, python) if verdict.culprits or \
+            verdict.kind == "fails_without_upgrades" else None
         tail = (proof or {}).get("output_tail", "")
         versions[python] = {**verdict.to_dict(), "held": held, "output_tail": tail}
         if held:
@@ -315,6 +317,7 @@ def bisection_summary(
             lines += [f"    | {line}" for line in tail.splitlines()]
         else:
             lines.append(f"  Python {python}: {_VERDICT_WORDS.get(verdict.kind, verdict.kind)}")
+            lines += [f"    | {line}" for line in tail.splitlines()]
     lines += ["Probes:", *(f"  {line}" for line in probe_table(probed))]
     return {"branch": branch, "run_id": run_id, "versions": versions,
             "probes": [{"round": p.get("round", 0), "python": p["python"], "upgraded": len(p["upgraded"]),
@@ -324,7 +327,8 @@ def bisection_summary(
 
 _VERDICT_WORDS = {
     "upgrades_pass": "every upgrade together passed the probe: nothing held",
-    "fails_without_upgrades": "the current constraints fail too: no upgrade is to blame, nothing held",
+    "fails_without_upgrades": "the tests fail with the current constraints too: no upgrade is to blame, nothing "
+                              "held, nothing built or published",
     UNDECIDED: "no verdict (the rounds ran out, or a probe could not be run): nothing held",
 }
 

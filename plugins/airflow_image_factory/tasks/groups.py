@@ -12,7 +12,7 @@ from typing import Any
 from airflow.sdk import get_current_context, task, task_group
 
 from airflow_image_factory.clients.git import LS_REMOTE_TIMEOUT, branch_head, commit_on_branch, shown_url
-from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch
+from airflow_image_factory.exceptions import BranchNotFound, CommitNotOnBranch, TestsFailWithoutUpgrades
 from airflow_image_factory.policy.naming import VARIANTS
 from airflow_image_factory.policy.request import (
     NIGHTLY_SCHEMA,
@@ -421,7 +421,9 @@ def _probe_results(probed: list | None) -> list[dict[str, Any]]:
 def bisection_verdict(build_request: dict[str, Any] | None, plan: dict[str, Any] | None, probed: list) -> dict:
     """Each version's verdict. Culprits: its rebuild installs the newest set with them held back at
     their current versions, and hold comment lines name each (package, the version that failed, this run)
-    for the committed constraints. Otherwise nothing is held and the rebuild proceeds as it would have.
+    for the committed constraints. Tests that fail with no upgrade at all: nothing of the branch is built or
+    published (:class:`TestsFailWithoutUpgrades`, after the summary and the note). Otherwise nothing is held
+    and the rebuild proceeds as it would have.
 
     Logs the summary (culprits, the failing probe's test output, the probes' table), returns it, and on
     culprits emits an ``image_factory_upgrade_blocked`` event with it as the extra.
@@ -447,6 +449,15 @@ def bisection_verdict(build_request: dict[str, Any] | None, plan: dict[str, Any]
         context["outlet_events"][UPGRADE_BLOCKED_ALIAS].add(UPGRADE_BLOCKED, extra=summary)
     if any(verdict.kind != "upgrades_pass" for verdict in verdicts.values()):
         _say_in_run_note(context, summary["text"])
+    broken = sorted(python for python, verdict in verdicts.items() if verdict.kind == "fails_without_upgrades")
+    if broken:
+        # Promotion is all or nothing: one version that cannot pass means nothing is published, so
+        # building the others would only spend the pool.
+        raise TestsFailWithoutUpgrades(
+            f"Python {', '.join(broken)}: the tests fail with the branch's current constraints, no upgrade "
+            f"installed (the probe's output is above): no upgrade is to blame, nothing is held, and nothing of "
+            f"{(build_request or {}).get('branch', 'the branch')} is built or published"
+        )
     return {"constraints": constraints, "summary": summary}
 
 
