@@ -47,9 +47,11 @@ dag: stack
 	@test -n "$${DAG:-}" || { echo "usage: make dag DAG=<dag_id> CONF='<json>'" >&2; exit 2; }
 	bash include/stack/run-dag.sh
 
-# Lint first: a broken layer contract fails in seconds, before the stack is set up.
+# Lint first: a broken layer contract fails in seconds, before the stack is set up. The suite runs as two
+# pytest processes at once on the one stack (tests/run_streams.py says why and how they stay apart);
+# `pytest` alone runs the same tests in one.
 test: lint stack
-	source $(STACK_DIR)/env && $(VENV)/bin/python -m pytest --durations=25 $(PYTEST_ARGS)
+	source $(STACK_DIR)/env && $(VENV)/bin/python tests/run_streams.py --durations=25 $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import disk
+from tests.support.streams import STREAM_VARIABLE, STREAMS, own_airflow_home, stream_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = Path(os.environ.get("STACK_DIR", REPO_ROOT / ".stack"))
@@ -30,6 +31,12 @@ def _load_stack_env() -> bool:
 
 # Before anything imports airflow: its configuration is read once, at import.
 STACK_ENV_LOADED = _load_stack_env()
+# `make test` runs two streams at once (tests/run_streams.py); plain pytest, one process, runs them all.
+STREAM = os.environ.get(STREAM_VARIABLE, "")
+if STACK_ENV_LOADED and STREAM and STREAM != STREAMS[0]:
+    _home = own_airflow_home(Path(os.environ["AIRFLOW_HOME"]), STREAM)
+    os.environ["AIRFLOW_HOME"] = str(_home)
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home / 'airflow.db'}"
 # The suite builds the regular PROD variant with two extras where Airflow's 33 are not the point (most
 # tests: caches, promotion, sources, faults), and every CI image so; tests/dags/test_official_image_stack.py
 # builds the real regular and slim images, with the defaults' extras, and checks them as Airflow's own
@@ -156,6 +163,11 @@ RECLAIM_BELOW_MIB = 30 * 1024
 
 
 def pytest_collection_modifyitems(config, items):
+    if STREAM:
+        others = [item for item in items if stream_of(item.path) != STREAM]
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = [item for item in items if stream_of(item.path) == STREAM]
     items.sort(key=lambda item: item.get_closest_marker("fresh_content") is not None)  # stable sort
 
 
@@ -174,9 +186,11 @@ def _disk_per_module(request):
         notes.append(f"{deleted} manifests deleted")
         notes.append(f"{disk.remove_local_images(tuple(f'{registry}/{p}' for p in prefixes))} local images removed")
         # Collecting the registry's garbage and emptying the build cache take a minute or more: done when
-        # the disk is short, so a roomy machine (CI's) does not pay for space nothing will ask for.
+        # the disk is short, so a roomy machine (CI's) does not pay for space nothing will ask for. The
+        # collection stops the registry: never while another stream may be pushing to it.
         if disk.free_mib() < RECLAIM_BELOW_MIB:
-            notes.append(disk.collect_registry_garbage(STACK_DIR))
+            if not STREAM:
+                notes.append(disk.collect_registry_garbage(STACK_DIR))
             notes.append(disk.empty_build_cache(os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or "docker"))
         else:
             notes.append(f"more than {RECLAIM_BELOW_MIB // 1024} GiB free: registry garbage and build cache left")
@@ -197,4 +211,4 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(line)
     artifacts = REPO_ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "disk-usage.txt").write_text("\n".join(DISK_LOG) + "\n")
+    (artifacts / f"disk-usage{'-' + STREAM if STREAM else ''}.txt").write_text("\n".join(DISK_LOG) + "\n")

@@ -9,6 +9,7 @@ import docker
 import pytest
 
 from airflow_image_factory.services.docker_smoke import RUN_LABEL
+from airflow_image_factory.tasks.deploy_operators import smoke_run_id
 from tests.support.dag_runs import run_dag
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -27,7 +28,10 @@ def test_smoke_deploy_of_main_python_3_11(main_build):
     assert "[DAG TEST] end task task_id=smoke_deploy.teardown" in out
     client = docker.from_env()
     assert client.images.get(kubernetes_image).labels.get("org.apache.airflow.image.kind") == "kubernetes"
-    assert client.containers.list(all=True, filters={"label": RUN_LABEL}) == []
+    # none of this run's containers is left (another stream's smoke runs may be going on beside it)
+    mine = f"{RUN_LABEL}={smoke_run_id(result.run_id, '3.11')}"
+    assert client.containers.list(all=True, filters={"label": mine}) == []
+    assert client.networks.list(names=[f"smoke-{smoke_run_id(result.run_id, '3.11')}"]) == []
 
 
 def test_a_rejected_conf_fails_before_anything_is_built(stack_env):
