@@ -94,13 +94,23 @@ def browser():
     driver.quit()
 
 
-def _wait_for_text(driver, *texts: str, timeout: float = 30) -> str:
-    """The page's visible text once it shows every one of ``texts`` (the UI renders asynchronously)."""
+def _body_text(driver) -> str:
+    """The page's visible text; "" while the page is being replaced (a redirect, the UI re-rendering:
+    the body just found is gone before its text is read)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    except (StaleElementReferenceException, NoSuchElementException):
+        return ""
+
+
+def _wait_for_text(driver, *texts: str, timeout: float = 30) -> str:
+    """The page's visible text once it shows every one of ``texts`` (the UI renders asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
-        body = driver.find_element(By.TAG_NAME, "body").text
+        body = _body_text(driver)
         missing = [t for t in texts if t not in body]
         if not missing:
             return body
@@ -118,8 +128,7 @@ def _wait_for(driver, xpath: str, timeout: float = 30):
         if found:
             return found
         if time.monotonic() > deadline:
-            body = driver.find_element(By.TAG_NAME, "body").text
-            raise AssertionError(f"{driver.current_url} has no {xpath}; it shows:\n{body[:3000]}")
+            raise AssertionError(f"{driver.current_url} has no {xpath}; it shows:\n{_body_text(driver)[:3000]}")
         time.sleep(0.5)
 
 
@@ -133,14 +142,25 @@ def _screenshot(driver, name: str) -> Path:
 @pytest.fixture(scope="module")
 def signed_in(browser, ui_url, airflow_server_module):
     """The admin signs in on the login page, as a person does (the password from the stack's file)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     browser.get(f"{ui_url}/dags")
     _wait_for_text(browser, "Sign into Airflow")
-    username = _wait_for(browser, "//form//input[not(@type='password')]")[0]
-    password = _wait_for(browser, "//form//input[@type='password']")[0]
-    username.send_keys(airflow_server_module.USER)
-    password.send_keys(airflow_server_module.admin_password())
-    _screenshot(browser, "login")
-    _wait_for(browser, "//button[normalize-space()='Sign in']")[0].click()
+    for attempt in range(3):  # the login page may render its form twice (a busy machine shows it)
+        try:
+            username = _wait_for(browser, "//form//input[not(@type='password')]")[0]
+            password = _wait_for(browser, "//form//input[@type='password']")[0]
+            username.clear()
+            username.send_keys(airflow_server_module.USER)
+            password.clear()
+            password.send_keys(airflow_server_module.admin_password())
+            _screenshot(browser, "login")
+            _wait_for(browser, "//button[normalize-space()='Sign in']")[0].click()
+            break
+        except StaleElementReferenceException:
+            if attempt == 2:
+                raise
+            time.sleep(1)
     _wait_for_text(browser, DAG_ID)
     return browser
 
