@@ -16,7 +16,7 @@ the source repository (so its constraints commits stay its own).
    publishes nothing, fails the run and says why.
 
 Runs 3 and 4 write their run's note through the REST API of a real api-server on the suite's own
-metadata database (tests/support/home_api.py), where it is read back.
+metadata database, started as `make dag` starts it (tests/support/home_api.py), where it is read back.
 
 One Python version (the stack's first): every step here is per version, and ``airflow dags test``
 runs a second version's tasks after the first's, doubling the module's time for no new proof. That
@@ -97,7 +97,9 @@ class Nightly:
 
     def note(self, run: DagRun) -> str:
         """The run's note, read over the REST API."""
-        return self.api.run("nightly_images", run.run_id).get("note") or ""
+        note = self.api.note("nightly_images", run.run_id)
+        assert note is not None, "the api-server did not answer (test-artifacts/home-api-server.log)"
+        return note
 
     def commit_constraints(self, name: str, text: str) -> None:
         """Commit ``name`` with ``text`` to the clone's constraints-main, as a maintainer's push would."""

@@ -1,17 +1,15 @@
 """Airflow's real api-server on the suite's own metadata database (the SQLite home ``airflow dags test``
-runs write to), so a run made in-process can be read, and written to, through the REST API as users do:
-e.g. the nightly's note, which a task can only write through that API (``run_note_connection``)."""
+runs write to), started as `make dag` starts it (include/stack/run_dag.py), so a run made in-process can
+be written to and read through the REST API as users do: e.g. the nightly's note, which a task can only
+write through that API (``run_note_connection``)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +17,11 @@ from pathlib import Path
 
 import requests
 
-from tests.support.dag_runs import AIRFLOW, ARTIFACTS
+from tests.support.dag_runs import ARTIFACTS, REPO_ROOT
 
-USER = "notes"
+_spec = importlib.util.spec_from_file_location("run_dag", REPO_ROOT / "include/stack/run_dag.py")
+run_dag_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_dag_script)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class HomeApi:
     def connection_env(self, conn_id: str = "image_factory_airflow_api") -> dict[str, str]:
         """The environment that gives a run's tasks the http Connection ``conn_id`` to this server."""
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
-            {"conn_type": "http", "host": self.url, "login": USER, "password": self.password})}
+            {"conn_type": "http", "host": self.url, "login": run_dag_script.USER, "password": self.password})}
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -46,53 +46,18 @@ class HomeApi:
             time.sleep(1)
         raise TimeoutError(f"the api-server at {self.url} did not answer within {timeout:.0f} s")
 
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        answer = session.post(f"{self.url}/auth/token", json={"username": USER, "password": self.password},
-                              timeout=30)
-        answer.raise_for_status()
-        session.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
-        return session
-
-    def run(self, dag_id: str, run_id: str) -> dict:
-        answer = self.session().get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30)
-        answer.raise_for_status()
-        return answer.json()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    def note(self, dag_id: str, run_id: str) -> str | None:
+        return run_dag_script.run_note(self.url, self.password, dag_id, run_id)
 
 
 @contextlib.contextmanager
 def home_api() -> Iterator[HomeApi]:
-    """Start ``airflow api-server`` (one worker, loopback, the simple auth manager with one admin of a
-    throw-away password) on this process's AIRFLOW_HOME; stopped when the block ends. Its log:
+    """`make dag`'s api-server on this process's AIRFLOW_HOME, stopped when the block ends; its log:
     ``test-artifacts/home-api-server.log``."""
-    password = secrets.token_urlsafe(16)
-    work = Path(tempfile.mkdtemp(prefix="home-api-"))
-    (work / "passwords.json").write_text(json.dumps({USER: password}))
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(work / "passwords.json"),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-    }
     ARTIFACTS.mkdir(exist_ok=True)
-    with (ARTIFACTS / "home-api-server.log").open("ab") as log:
-        process = subprocess.Popen([AIRFLOW, "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process, url, password = run_dag_script.start_api_server(Path(os.environ["AIRFLOW_HOME"]),
+                                                             ARTIFACTS / "home-api-server.log")
     try:
-        yield HomeApi(f"http://127.0.0.1:{port}", password, process)
+        yield HomeApi(url, password, process)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        run_dag_script.stop(process)
