@@ -164,10 +164,12 @@ RECLAIM_BELOW_MIB = 30 * 1024
 
 def pytest_collection_modifyitems(config, items):
     if STREAM:
-        others = [item for item in items if stream_of(item.path) != STREAM]
+        mine, others = [], []
+        for item in items:
+            (mine if stream_of(item.path) == STREAM else others).append(item)
         if others:
             config.hook.pytest_deselected(items=others)
-            items[:] = [item for item in items if stream_of(item.path) == STREAM]
+            items[:] = mine
     items.sort(key=lambda item: item.get_closest_marker("fresh_content") is not None)  # stable sort
 
 

@@ -58,6 +58,13 @@ def start_api_server(home: Path, log: Path) -> tuple[subprocess.Popen, str, str]
     return server, f"http://127.0.0.1:{port}", password
 
 
+def connection_env(url: str, password: str) -> dict[str, str]:
+    """The environment that gives a run's tasks the http Connection ``image_factory_airflow_api`` (the
+    default ``run_note_connection``) to the api-server at ``url``."""
+    connection = {"conn_type": "http", "host": url, "login": USER, "password": password}
+    return {"AIRFLOW_CONN_IMAGE_FACTORY_AIRFLOW_API": json.dumps(connection)}
+
+
 def stop(server: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
@@ -87,8 +94,7 @@ def main() -> int:
     home = Path(os.environ["AIRFLOW_HOME"])
     stack_dir = Path(os.environ.get("STACK_DIR", REPO_ROOT / ".stack"))
     server, url, password = start_api_server(home, stack_dir / "logs" / "dag-api-server.log")
-    connection = {"conn_type": "http", "host": url, "login": USER, "password": password}
-    env = {**os.environ, "AIRFLOW_CONN_IMAGE_FACTORY_AIRFLOW_API": json.dumps(connection)}
+    env = {**os.environ, **connection_env(url, password)}
     print(f"[stack] airflow dags test {dag_id} --conf {conf}  (its REST API, for the run's note: {url})", flush=True)
     run_id = None
     try:

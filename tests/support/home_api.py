@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import subprocess
 import time
@@ -30,10 +29,9 @@ class HomeApi:
     password: str
     process: subprocess.Popen
 
-    def connection_env(self, conn_id: str = "image_factory_airflow_api") -> dict[str, str]:
-        """The environment that gives a run's tasks the http Connection ``conn_id`` to this server."""
-        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
-            {"conn_type": "http", "host": self.url, "login": run_dag_script.USER, "password": self.password})}
+    def connection_env(self) -> dict[str, str]:
+        """The environment that gives a run's tasks the Connection to this server, as `make dag` does."""
+        return run_dag_script.connection_env(self.url, self.password)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
