@@ -25,8 +25,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import requests
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(REPO_ROOT / ".venv/bin/airflow")
 USER = "dag-runner"
@@ -76,16 +74,13 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def run_note(url: str, password: str, dag_id: str, run_id: str) -> str | None:
-    """The run's note, read over the REST API; None when the server does not answer."""
+    """The run's note, read over the REST API; None when it cannot be read."""
+    from airflow_image_factory.clients.airflow_api import get_run_note
+    from airflow_image_factory.exceptions import RunNoteNotSet
+
     try:
-        session = requests.Session()
-        token = session.post(f"{url}/auth/token", json={"username": USER, "password": password}, timeout=30)
-        token.raise_for_status()
-        answer = session.get(f"{url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30,
-                             headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-        answer.raise_for_status()
-        return answer.json().get("note") or ""
-    except requests.RequestException:
+        return get_run_note(url, username=USER, password=password, dag_id=dag_id, run_id=run_id)
+    except RunNoteNotSet:
         return None
 
 

@@ -1,5 +1,6 @@
 """clients/airflow_api: the run's note through Airflow's REST API, against a small HTTP server on loopback
-that answers as the API server does (a token from /auth/token, PATCH of the run with update_mask=note)."""
+that answers as the API server does (a token from /auth/token, PATCH of the run with update_mask=note,
+GET of the run)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from airflow_image_factory.clients.airflow_api import NOTE_LIMIT, fit_note, set_run_note
+from airflow_image_factory.clients.airflow_api import NOTE_LIMIT, fit_note, get_run_note, set_run_note
 from airflow_image_factory.exceptions import RunNoteNotSet
 from tests.support.token_server import send_json
 
@@ -53,6 +54,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._answer(200, {"dag_run_id": "x", "note": body.get("note")})
 
+    def do_GET(self) -> None:
+        self._record()
+        if self.headers.get("Authorization") != "Bearer tok-1":
+            self._answer(403, {"detail": "Forbidden"})
+        else:
+            self._answer(200, {"dag_run_id": "x", "note": "Python 3.11: culprit idna"})
+
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass
 
@@ -74,6 +82,16 @@ def test_the_note_is_written_with_a_token_and_only_the_note_field(api):
     assert asked_first == "/auth/token" and method == "PATCH"
     assert path == "/api/v2/dags/nightly_images/dagRuns/scheduled__2026-12-07T00%3A00%3A00%2B00%3A00?update_mask=note"
     assert headers["Authorization"] == "Bearer tok-1" and body == {"note": "Python 3.11: culprit idna"}
+
+
+def test_the_note_is_read_back_with_a_token(api):
+    note = get_run_note(api.url, username="admin", password=PASSWORD, dag_id="nightly_images", run_id="r 1")
+    assert note == "Python 3.11: culprit idna"
+    (_, asked_first, _, _), (method, path, headers, _) = api.requests
+    assert asked_first == "/auth/token" and method == "GET" and headers["Authorization"] == "Bearer tok-1"
+    assert path == "/api/v2/dags/nightly_images/dagRuns/r%201"
+    with pytest.raises(RunNoteNotSet, match="401"):
+        get_run_note(api.url, username="admin", password=PASSWORD[::-1], dag_id="d", run_id="r")
 
 
 def test_a_refused_login_names_the_step_not_the_password(api):

@@ -24,6 +24,21 @@ def fit_note(text: str) -> str:
     return text if len(text) <= NOTE_LIMIT else text[: NOTE_LIMIT - len(_CUT)] + _CUT
 
 
+def _authorized(http: requests.Session, base: str, username: str, password: str, timeout: float) -> dict[str, str]:
+    """The Authorization header of a token from the auth manager's ``/auth/token``."""
+    answer = http.post(f"{base}/auth/token", json={"username": username, "password": password}, timeout=timeout)
+    if answer.status_code not in (200, 201):
+        raise RunNoteNotSet(f"no token from {base}/auth/token for {username!r}: HTTP {answer.status_code}")
+    token = answer.json().get("access_token")
+    if not token:
+        raise RunNoteNotSet(f"{base}/auth/token answered without an access_token")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _run_path(base: str, dag_id: str, run_id: str) -> str:
+    return f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+
+
 def set_run_note(
     base_url: str, *, username: str, password: str, dag_id: str, run_id: str, note: str, timeout: float = 30,
     session: requests.Session | None = None,
@@ -33,16 +48,28 @@ def set_run_note(
     base = base_url.rstrip("/")
     http = session or requests.Session()
     try:
-        answer = http.post(f"{base}/auth/token", json={"username": username, "password": password}, timeout=timeout)
-        if answer.status_code not in (200, 201):
-            raise RunNoteNotSet(f"no token from {base}/auth/token for {username!r}: HTTP {answer.status_code}")
-        token = answer.json().get("access_token")
-        if not token:
-            raise RunNoteNotSet(f"{base}/auth/token answered without an access_token")
-        path = f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
-        answer = http.patch(path, params={"update_mask": "note"}, json={"note": fit_note(note)},
-                            headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        headers = _authorized(http, base, username, password, timeout)
+        path = _run_path(base, dag_id, run_id)
+        answer = http.patch(path, params={"update_mask": "note"}, json={"note": fit_note(note)}, headers=headers,
+                            timeout=timeout)
         if answer.status_code != 200:
             raise RunNoteNotSet(f"PATCH {path}: HTTP {answer.status_code} {answer.text[:200]}")
+    except requests.RequestException as exc:
+        raise RunNoteNotSet(f"the Airflow API at {base} did not answer: {type(exc).__name__}") from None
+
+
+def get_run_note(
+    base_url: str, *, username: str, password: str, dag_id: str, run_id: str, timeout: float = 30,
+    session: requests.Session | None = None,
+) -> str:
+    """The run's note ("" for none), read the same way; :class:`RunNoteNotSet` when it cannot be read."""
+    base = base_url.rstrip("/")
+    http = session or requests.Session()
+    try:
+        path = _run_path(base, dag_id, run_id)
+        answer = http.get(path, headers=_authorized(http, base, username, password, timeout), timeout=timeout)
+        if answer.status_code != 200:
+            raise RunNoteNotSet(f"GET {path}: HTTP {answer.status_code} {answer.text[:200]}")
+        return answer.json().get("note") or ""
     except requests.RequestException as exc:
         raise RunNoteNotSet(f"the Airflow API at {base} did not answer: {type(exc).__name__}") from None
