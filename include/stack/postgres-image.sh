@@ -119,6 +119,7 @@ fi
 # The stack's setting (after seed_stack.py wrote the env file; replaced on every run).
 env_file=$STACK_DIR/env
 if [[ -f $env_file ]]; then
+    umask 077 # the env file holds the stack's signing key
     grep -v '^export IMAGE_FACTORY_SMOKE_POSTGRES_IMAGE=' "$env_file" >"$env_file.tmp" || true
     echo "export IMAGE_FACTORY_SMOKE_POSTGRES_IMAGE='$POSTGRES_IMAGE'" >>"$env_file.tmp"
     mv "$env_file.tmp" "$env_file"

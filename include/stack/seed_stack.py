@@ -42,6 +42,7 @@ import seed_sources
 from airflow_image_factory.clients.engine import BuildKitProbe, Engine, find_buildkit_cli, probe_buildkit
 from airflow_image_factory.clients.registry import RegistryClient
 from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.clients.signing import generate_key_pair
 from airflow_image_factory.exceptions import EngineError, ImageFactoryError
 from airflow_image_factory.policy.settings import ENV_PREFIX, Settings
 
@@ -518,9 +519,29 @@ def setting_env(name: str, value: object) -> tuple[str, str]:
     return ENV_PREFIX + name.upper(), text
 
 
+SIGNING_KEY = "evidence-signing.pem"  # in the stack dir; the public half beside it as .pub.pem
+
+
+def ensure_signing_key(stack_dir: Path) -> Path:
+    """The stack's evidence signing key (PEM), made once and kept (mode 0600 from its first byte), so the
+    images a stack has published keep verifying across `make stack` runs. Its public half is written
+    beside it, for `image-factory verify --public-key`."""
+    private_path = stack_dir / SIGNING_KEY
+    if not private_path.is_file():
+        private_pem, public_pem = generate_key_pair()
+        tmp = private_path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(private_pem)
+        tmp.replace(private_path)
+        (stack_dir / SIGNING_KEY.replace(".pem", ".pub.pem")).write_text(public_pem)
+        say(f"evidence: a new signing key in {private_path}")
+    return private_path
+
+
 def env_values(config: StackConfig, probe: BuildKitProbe) -> dict[str, str]:
     """The env file's variables, in its order. release_images: the first stack Python is the default one, and
-    no constraints URL (GitHub is unreachable)."""
+    no constraints URL (GitHub is unreachable). The evidence signing key is the Connection the settings name."""
     values = {"STACK_DIR": str(config.stack_dir), **airflow_env(config)}
     if config.docker_host:
         values["DOCKER_HOST"] = config.docker_host
@@ -537,6 +558,10 @@ def env_values(config: StackConfig, probe: BuildKitProbe) -> dict[str, str]:
     ):
         key, text = setting_env(name, value)
         values[key] = text
+    key_file = config.stack_dir / SIGNING_KEY
+    if key_file.is_file():  # the signing Connection (settings: signing_connection), in Airflow's JSON form
+        connection = "AIRFLOW_CONN_" + load_settings(env={}).signing_connection.upper()
+        values[connection] = json.dumps({"conn_type": "generic", "password": key_file.read_text()})
     return values
 
 
@@ -558,7 +583,10 @@ def write_env_file(config: StackConfig, probe: BuildKitProbe) -> None:
     except ImageFactoryError as exc:
         raise StackError(f"the env file's settings do not load: {exc}") from None
     tmp = config.stack_dir / "env.tmp"
-    tmp.write_text(env_file_text(config.stack_dir, values))
+    tmp.unlink(missing_ok=True)
+    # 0600 from its first byte: it holds the stack's signing key (the Connection's password)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(env_file_text(config.stack_dir, values))
     tmp.replace(config.stack_dir / "env")
 
 
@@ -599,6 +627,7 @@ def cmd_seed(config: StackConfig, settings: Settings, started: float) -> None:
     seed_source_repo(config)
     seed_constraint_branches(config)
     seed_airflow_home(config, settings)
+    ensure_signing_key(config.stack_dir)
     write_env_file(config, probe)
     postgres_image(config, probe)
     summary(config, settings, engine, probe, started)

@@ -207,3 +207,19 @@ class TestsFailWithoutUpgrades(PermanentError):
 
 class RunNoteNotSet(ImageFactoryError):
     """The DAG run's note could not be written through Airflow's REST API (said in the log; the run goes on)."""
+
+
+class EvidenceError(ImageFactoryError):
+    """The signed evidence of an image (SBOM, provenance, test results) is missing, does not verify, or
+    says something other than the image does: that digest is not promoted."""
+
+
+class SigningKeyInvalid(EvidenceError, PermanentError):
+    """The evidence signing key (an Airflow Connection) or a trusted public key is absent or unreadable:
+    no retry mends it, and nothing is built for a run that could not publish."""
+
+    field = "signing_connection"
+
+
+class EvidenceRefused(EvidenceError, PermanentError):
+    """An image's evidence was read and does not verify: another try reads the same (the task fails at once)."""

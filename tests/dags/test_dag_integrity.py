@@ -117,6 +117,29 @@ def test_build_images_shape(dagbag):
     assert {"promote_latest", "report", "python.push_ci", "python.push_prod", "python.build_ci"} <= upstream
 
 
+@pytest.mark.parametrize("dag_id", ["build_images", "nightly_images", "release_images"])
+def test_every_pushed_image_is_attested_before_anything_is_published(dagbag, dag_id):
+    """Each attest step follows its image's push (or staging) and comes before the version's outcome, so no
+    name moves until the evidence of every tested digest is stored; the published names are read back."""
+    tasks = dagbag.dags[dag_id].task_dict
+    attests = [t for t in tasks.values() if t.task_id.rsplit(".", 1)[-1].startswith("attest_")]
+    pushes = {"build_images": ("push_ci", "push_prod", "push_prod_slim"),
+              "nightly_images": ("push_ci", "push_prod", "push_prod_slim"),
+              "release_images": ("stage_prod", "stage_prod_slim")}[dag_id]
+    assert attests
+    for task in attests:
+        prefix, _, name = task.task_id.rpartition(".")
+        pushed = f"{prefix}.{name.replace('attest_', 'stage_' if dag_id == 'release_images' else 'push_')}"
+        assert pushed in task.upstream_task_ids, task.task_id
+        after = task.get_flat_relative_ids(upstream=False)
+        assert any(t.endswith(("version_outcome", ".staged")) for t in after), task.task_id
+    names = {t.task_id.rsplit(".", 1)[-1] for t in attests}
+    assert names == {p.replace("push_", "attest_").replace("stage_", "attest_") for p in pushes}
+    if dag_id != "release_images":
+        verified = [t for t in tasks.values() if t.task_id.endswith("verify_published")]
+        assert verified and all(any(u.endswith("promote_latest") for u in t.upstream_task_ids) for t in verified)
+
+
 def test_release_tidies_after_publishing(dagbag):
     dag = dagbag.dags["release_images"]
     tidy = dag.task_dict["tidy_engine"]

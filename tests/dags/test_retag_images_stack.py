@@ -16,6 +16,7 @@ import pytest
 
 from airflow_image_factory.clients.registry import RegistryClient
 from tests.support.dag_runs import run_dag, stack_versions
+from tests.support.evidence import STACK_PUBLIC_KEY, evidence_cli
 from tests.support.fault_proxy import fault_proxy
 
 pytestmark = [pytest.mark.stack]
@@ -85,8 +86,18 @@ def test_retag_copies_main_to_a_new_branch_with_identical_digests_and_no_blob_do
     assert uploads == [], "the retag uploaded blob data instead of mounting"
     mounts = [e for e in proxy.events if e.method == "POST" and "/blobs/uploads/" in e.path]
     assert mounts, "no cross-repository mounts were made"
-    manifest_puts = [e for e in proxy.events if e.method == "PUT" and "/manifests/" in e.path]
-    assert len(manifest_puts) == len(main_digests)
+    manifest_puts = [e.path.rsplit("/manifests/", 1)[1] for e in proxy.events
+                     if e.method == "PUT" and "/manifests/" in e.path]
+    # the names, then each tested image's signed evidence: 3 artifacts (by digest), each added to the
+    # referrers tag schema's index (sha256-<hex>) of that image
+    assert len([ref for ref in manifest_puts if not ref.startswith("sha256")]) == len(main_digests)
+    tested = 2 * len(stack_versions())  # CI and PROD of each version
+    assert len([ref for ref in manifest_puts if ref.startswith("sha256:")]) == 3 * tested
+    assert len({ref for ref in manifest_puts if ref.startswith("sha256-")}) == tested
+    for version in stack_versions():
+        verified = evidence_cli("verify", f"{registry.registry}/{REPO}/{target}/prod/python{version}:latest",
+                                "--public-key", str(STACK_PUBLIC_KEY))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
 
     # Idempotent: a second run finds every target at the source digest and writes nothing.
     proxy.events.clear()

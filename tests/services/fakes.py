@@ -93,6 +93,11 @@ class FakeRegistry:
             landed = self._write(source_repository, reference, target_repository, target_tag)
         return landed
 
+    def copy_referrers(self, source_repository: str, digest: str, target_repository: str) -> int:
+        with self._call("copy_referrers", source_repository, digest, target_repository):
+            pass
+        return 0
+
     def delete_tag(self, repository: str, tag: str) -> None:
         with self._call("delete_tag", repository, tag):
             if not self.can_delete_tags:

@@ -24,7 +24,9 @@ def test_a_verified_copy_moves_the_tag_and_reads_it_back(source):
     fake.put(source, "sha", NEW)
     assert verified_copy(fake, source, NEW, "dst", "latest") == NEW
     assert fake.tags[("dst", "latest")] == NEW
-    assert [c[0] for c in fake.calls] == ["copy" if source == "src" else "tag", "manifest_digest"]
+    # across repositories the image's signed evidence (its referrers) goes along
+    expected = ["copy", "copy_referrers"] if source == "src" else ["tag"]
+    assert [c[0] for c in fake.calls] == [*expected, "manifest_digest"]
 
 
 def test_a_verified_copy_refuses_a_digest_the_registry_reports_otherwise():
@@ -87,7 +89,7 @@ def test_a_journal_left_without_error_changes_nothing_more():
     with journal.all_or_nothing():
         journal.copy("src", NEW, "dst", "latest")
     assert fake.tags[("dst", "latest")] == NEW
-    assert [c[0] for c in fake.calls] == ["copy", "manifest_digest"]
+    assert [c[0] for c in fake.calls] == ["copy", "copy_referrers", "manifest_digest"]
 
 
 def test_only_tags_a_move_was_attempted_on_are_asked_about_when_putting_back():

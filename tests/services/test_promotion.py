@@ -110,3 +110,30 @@ def test_the_gate_a_plan_that_refuses_moves_nothing():
     with pytest.raises(PromotionRefused, match="tests failed"):
         promote(registry, engine, lock, refused)
     assert registry.tags == before and registry.calls == [] and lock.taken == 0
+
+
+def test_a_tested_digest_without_verifying_evidence_moves_nothing_and_is_named():
+    registry, engine, lock = world()
+    before = dict(registry.tags)
+    asked = []
+    unsigned = (IMAGES["3.13"].prod.path, TESTED["3.13"]["prod"])
+
+    def problems(repository, tested):
+        asked.append((repository, tested))
+        return ["no signed SBOM about it"] if (repository, tested) == unsigned else []
+
+    with pytest.raises(PromotionRefused, match=f"{unsigned[0]}@{unsigned[1]}: no signed SBOM"):
+        Promotion(registry=registry, engine=engine, lock=lock, log=Log(), evidence_problems=problems).apply(plan(), SHA)
+    assert registry.tags == before and registry.writes() == []
+    # only the tested images are asked (CI and PROD of each version), not the base, stage or manifest
+    assert sorted(asked) == sorted((IMAGES[v][k].path, TESTED[v][k.value]) for v in VERSIONS
+                                   for k in (ImageKind.CI, ImageKind.PROD))
+
+
+def test_evidence_that_verifies_lets_the_promotion_through():
+    registry, engine, lock = world()
+    log = Log()
+    published = Promotion(registry=registry, engine=engine, lock=lock, log=log,
+                          evidence_problems=lambda repository, tested: []).apply(plan(), SHA)
+    assert len(published) == 10
+    assert sum(line.startswith("evidence of ") and line.endswith(" verifies") for line in log.lines) == 4

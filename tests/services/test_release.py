@@ -72,6 +72,30 @@ def test_a_staged_digest_gone_publishes_nothing():
     assert registry.tags == before and registry.writes() == []
 
 
+def test_a_staged_digest_whose_evidence_does_not_verify_publishes_nothing():
+    registry = world()
+    before = dict(registry.tags)
+    unsigned = STAGED[("3.13", "slim")]
+    asked = []
+
+    def problems(repository, staged):
+        asked.append((repository, staged))
+        return ["no signed provenance about it"] if staged == unsigned else []
+
+    with pytest.raises(ReleaseRefused, match=rf"Python 3.13 \(slim\) {unsigned} does not verify: no signed "
+                                             r"provenance about it; nothing was published"):
+        publish_release(registry, RELEASE, STAGED, VARIANTS, log=Log(), evidence_problems=problems)
+    assert registry.tags == before and registry.writes() == []
+    assert set(asked) <= {(STAGING, d) for d in STAGED.values()} and (STAGING, unsigned) in asked
+
+
+def test_the_release_tags_get_the_evidence_along():
+    registry = world()
+    publish_release(registry, RELEASE, STAGED, VARIANTS, log=Log(), evidence_problems=lambda *_: [])
+    copied = {(c[1], c[2], c[3]) for c in registry.calls if c[0] == "copy_referrers"}
+    assert copied == {(STAGING, d, TARGET) for d in STAGED.values()}
+
+
 def test_released_images_are_read_with_their_base_digest():
     registry = FakeRegistry()
     registry.put(TARGET, "3.3.2-python3.11", digest(1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from airflow_image_factory.clients.engine import BuildKitProbe
 from airflow_image_factory.clients.settings_loader import load_settings
+from airflow_image_factory.clients.signing import EvidenceSigner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include" / "stack"))
 import seed_stack
@@ -166,6 +168,25 @@ export IMAGE_FACTORY_RELEASE_CONSTRAINTS_URL=''
 """
     with_host = seed_stack.env_values(config(tmp_path, DOCKER_HOST="unix:///run/other.sock"), PROBE)
     assert list(with_host)[5] == "DOCKER_HOST" and with_host["DOCKER_HOST"] == "unix:///run/other.sock"
+
+
+def test_the_stacks_signing_key_is_made_once_kept_private_and_given_as_the_connection(tmp_path):
+    cfg = config(tmp_path)
+    cfg.stack_dir.mkdir(parents=True)
+    key = seed_stack.ensure_signing_key(cfg.stack_dir)
+    first = key.read_text()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and "PRIVATE KEY" in first
+    assert seed_stack.ensure_signing_key(cfg.stack_dir).read_text() == first  # kept across `make stack` runs
+    seed_stack.write_env_file(cfg, PROBE)
+    env_file = cfg.stack_dir / "env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    sourced = subprocess.run(["bash", "-c", f"source {shlex.quote(str(env_file))} && env -0"],
+                             capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
+    env = dict(line.split("=", 1) for line in sourced.split("\0") if "=" in line)
+    connection = json.loads(env["AIRFLOW_CONN_IMAGE_FACTORY_SIGNING"])
+    assert connection == {"conn_type": "generic", "password": first}
+    public = (cfg.stack_dir / "evidence-signing.pub.pem").read_text()
+    assert EvidenceSigner.from_pem(first).public_pem == public
 
 
 def test_sourcing_the_env_file_gives_the_package_the_stacks_settings(tmp_path):

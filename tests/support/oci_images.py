@@ -108,6 +108,7 @@ def push_image(
     payload: bytes | None = None,
     architecture: str = "amd64",
     media_type: str = OCI_MANIFEST,
+    labels: dict[str, str] | None = None,
 ) -> PushedImage:
     """Push a one-layer image; ``tag=None`` pushes by digest only (as index children are)."""
     layer, diff_id = make_layer({"hello.txt": payload if payload is not None else os.urandom(64).hex().encode()})
@@ -115,7 +116,7 @@ def push_image(
         {
             "architecture": architecture,
             "os": "linux",
-            "config": {"Cmd": ["/hello"]},
+            "config": {"Cmd": ["/hello"], **({"Labels": labels} if labels else {})},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         },
         sort_keys=True,

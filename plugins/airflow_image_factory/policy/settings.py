@@ -17,6 +17,9 @@ from airflow_image_factory.exceptions import SettingsError
 
 ENV_PREFIX = "IMAGE_FACTORY_"
 VARIABLE_NAME = "image_factory_settings"
+# settings: evidence. "required" signs every pushed image's evidence and promotes only digests whose
+# evidence verifies (policy/evidence.py); "off" makes and checks none (an Airflow without a signing key).
+EVIDENCE_MODES = ("required", "off")
 # The one home of these two defaults in code: the fallbacks of a request or sensor that does not carry its
 # own (``default_debian`` and ``python_base_upstream`` of include/defaults.toml say the same, checked by a test).
 DEFAULT_DEBIAN = "bookworm"
@@ -131,6 +134,13 @@ class Settings:
     # an http Connection to this Airflow's REST API (host: its base URL; login, password) that writes the
     # bisection's summary as the run's note; absent: the note is not written (the Task SDK cannot)
     run_note_connection: str = "image_factory_airflow_api"
+    # signed evidence (policy/evidence.py): "required" signs an SBOM, provenance and test results for every
+    # pushed image and promotes only digests whose evidence verifies; "off" makes and checks none. The key:
+    # an Airflow Connection whose password is an unencrypted PEM private key; the trusted public keys
+    # (PEM text or a file's path; empty: that key's own public key)
+    evidence: str = "required"
+    signing_connection: str = "image_factory_signing"
+    evidence_public_keys: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def debian_for(self, python_version: str) -> str:
@@ -237,6 +247,8 @@ def merge_settings(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Settings:
             f"build_cache_keep_gb must be -1 (leave the build cache alone) or a size in GiB, "
             f"got {merged['build_cache_keep_gb']}"
         )
+    if merged["evidence"] not in EVIDENCE_MODES:
+        raise SettingsError(f"evidence must be one of {', '.join(EVIDENCE_MODES)}, got {merged['evidence']!r}")
     _check_time_bounds(merged)
     return Settings(**merged, sources=tuple(origins))
 

@@ -19,13 +19,16 @@ def verified_copy(client: Any, source_repository: str, digest: str, target_repos
     """Point ``target_repository:tag`` at the manifest ``source_repository@digest``, then read the tag back.
 
     Within one repository this is a re-tag (one manifest GET and PUT); across repositories a copy by
-    manifest (blobs mounted, never downloaded). By digest, so the target gets exactly what was tested.
+    manifest (blobs mounted, never downloaded) with the artifacts referring to it. By digest, so the
+    target gets exactly what was tested.
     Raises :class:`DigestMismatch` when the registry reports or reads back any other digest; returns it.
     """
     if source_repository == target_repository:
         landed = client.tag(target_repository, digest, tag)
     else:
         landed = client.copy(source_repository, digest, target_repository, tag)
+        # The image's signed evidence travels with it: a published name verifies in its new repository too.
+        client.copy_referrers(source_repository, digest, target_repository)
     found = client.manifest_digest(target_repository, tag) if landed == digest else landed
     if found != digest:
         raise DigestMismatch(f"{client.registry}/{target_repository}:{tag}", digest, found)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_image_factory.exceptions import PromotionRefused
-from airflow_image_factory.policy.promotion import PromotionPlan
+from airflow_image_factory.policy.promotion import SHA_PUSHED, PromotionPlan
 from airflow_image_factory.policy.reference import repository_and_reference
 from airflow_image_factory.services.copy import TagJournal
 
@@ -37,6 +37,9 @@ class Promotion:
     push_auth: Any = None
     push_retries: int = 5
     on_line: Callable[[str], None] | None = None
+    # (repository, digest) → the problems of that tested digest's signed evidence ([]: it verifies);
+    # None: evidence is not required (settings: evidence = off)
+    evidence_problems: Callable[[str, str], list[str]] | None = None
 
     def apply(self, plan: PromotionPlan, sha: str) -> list[dict[str, str]]:
         """Publish the plan's images; returns one ``{python, kind, image, digest}`` per ``latest`` set.
@@ -58,6 +61,7 @@ class Promotion:
                     raise PromotionRefused(
                         f"tested digest {step.source_digest} of {step.target} is gone; nothing moved"
                     )
+            self._require_evidence(plan)
             journal = TagJournal(client, self.log)
             for step in plan.steps:
                 journal.remember(*repository_and_reference(step.target))
@@ -80,6 +84,24 @@ class Promotion:
                 self._check_consistent(published, sha)
             self.log("promotion lock released: %s", lock.name)
         return published
+
+    def _require_evidence(self, plan: PromotionPlan) -> None:
+        """Every tested digest (CI, each PROD variant) must carry signed evidence that verifies before any
+        name moves; the other images (the Python base, the build stage, the CI manifest) were not tested."""
+        if self.evidence_problems is None:
+            return
+        refused = []
+        for step in plan.retags:
+            if step.kind not in SHA_PUSHED:
+                continue
+            repository, _ = repository_and_reference(step.target)
+            problems = self.evidence_problems(repository, step.source_digest)
+            if problems:
+                refused.append(f"{repository}@{step.source_digest}: {'; '.join(problems)}")
+            else:
+                self.log("evidence of %s@%s verifies", repository, step.source_digest)
+        if refused:
+            raise PromotionRefused("signed evidence missing or not verifying, nothing moved: " + " | ".join(refused))
 
     def _check_consistent(self, published: list[dict[str, str]], sha: str) -> None:
         """Still under the lock: every latest this run set must read back as this run's digest."""

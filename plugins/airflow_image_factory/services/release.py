@@ -21,13 +21,14 @@ from airflow_image_factory.services.copy import TagJournal
 
 def publish_release(
     client: Any, release: Any, staged: Mapping[tuple[str, str], str], variants: Sequence[str],
-    log: Callable[..., None],
+    log: Callable[..., None], evidence_problems: Callable[[str, str], list[str]] | None = None,
 ) -> list[dict[str, str]]:
     """Copy each (python, variant)'s tested digest from the staging repository to its release tags.
 
     ``release`` is a ReleaseRequest; ``staged`` maps (python, variant) to the digest staged and tested
     for it. Tags are decided from the registry's tags before anything moves; every staged digest is
-    checked first; each tag is then a verified copy of exactly the tested digest. All-or-nothing: when
+    checked first (still there; its signed evidence verifying, when ``evidence_problems`` is given), then
+    each tag is a verified copy of exactly the tested digest, its evidence along. All-or-nothing: when
     any copy or read-back fails, every tag is put back where it was (:class:`TagJournal`).
     """
     target = release_image(release.registry, release.repository)
@@ -39,6 +40,10 @@ def publish_release(
         if client.manifest_digest(staging.path, digest) is None:
             raise ReleaseRefused(f"tested digest {digest} of Python {python} ({variant}) is gone from "
                                  f"{staging}; nothing was published")
+        problems = evidence_problems(staging.path, digest) if evidence_problems else []
+        if problems:
+            raise ReleaseRefused(f"the signed evidence of Python {python} ({variant}) {digest} does not verify: "
+                                 f"{'; '.join(problems)}; nothing was published")
     journal = TagJournal(client, log)
     for _variant, item in plan:
         journal.remember(target.path, item.tag)

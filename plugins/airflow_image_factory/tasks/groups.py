@@ -24,6 +24,7 @@ from airflow_image_factory.policy.request import (
 )
 from airflow_image_factory.policy.settings import Settings
 from airflow_image_factory.tasks.assets import UPGRADE_BLOCKED, UPGRADE_BLOCKED_ALIAS
+from airflow_image_factory.tasks.evidence import AttestImageOperator, verify_published
 from airflow_image_factory.tasks.nightly_operators import (
     CheckForUpdatesOperator,
     CommitConstraintsOperator,
@@ -166,6 +167,7 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
     """
     from airflow_image_factory.policy.naming import images_for
     from airflow_image_factory.policy.promotion import fork_mode_reason
+    from airflow_image_factory.tasks.evidence import evidence_required, signer_of, verifier_of
     from airflow_image_factory.tasks.hooks import RegistryHook
 
     request = BuildRequest.from_dict(build_request)
@@ -184,6 +186,11 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
     if reason is None:
         log.info("Publishing to %s: write access confirmed, %s is the canonical source", request.registry,
                  request.source_repo)
+        if evidence_required(settings, request.push):
+            # Before any build: a run that could not sign its images could not publish them either.
+            signer = signer_of(settings)
+            verifier_of(settings, signer)
+            log.info("Evidence is signed with key %s (Connection %s)", signer.keyid[:12], settings.signing_connection)
         return request.to_dict()
     log.warning("FORK MODE: %s. Everything is built and tested; nothing is pushed and no constraints are "
                 "committed.", reason)
@@ -218,7 +225,8 @@ def version_outcome(python: str, ci_digest: str | None, builds: dict[str, Any]) 
 def python_version_images(
     build_request: Any, pool: str, *, constraints: Any = None, generate_constraints: bool = False
 ):
-    """A task group, mapped over Python versions: base → CI and PROD builds → checks → :SHA pushes.
+    """A task group, mapped over Python versions: base → CI and PROD builds → checks → :SHA pushes →
+    signed evidence of each pushed image (``attest_ci``, ``attest_prod``, ``attest_prod_slim``).
 
     Every PROD variant has its chain (``build_prod_build``, ``build_prod``, ``verify_prod``, ``push_prod``;
     the slim variant's ids end in ``_slim``); a run's ``variants`` decide which run, the others skip.
@@ -235,7 +243,8 @@ def python_version_images(
         ci = BuildImageOperator(task_id="build_ci", kind="ci", **build)
         verify_ci = VerifyImageOperator(task_id="verify_ci", kind="ci", build=ci.output, **common)
         ci >> verify_ci
-        verifies, pushes, builds = [verify_ci], [], {}
+        verifies, pushes, attests, builds = [verify_ci], [], [], {}
+        evidence = {"python_base": base.output, "constraints": constraints, **common}
         for variant in VARIANTS.values():
             suffix = variant.task_suffix
             stage = BuildImageOperator(task_id=f"build_prod_build{suffix}", kind=variant.prod_build.value, **build)
@@ -248,14 +257,21 @@ def python_version_images(
             stage >> prod >> verify >> push
             verifies.append(verify)
             pushes.append(push)
+            attests.append(AttestImageOperator(
+                task_id=f"attest_prod{suffix}", kind=variant.prod.value, build=prod.output,
+                verification=verify.output, pushed=push.output, **evidence))
             builds[variant.prod.value] = push.output
             builds[variant.prod_build.value] = stage.output
         push_ci = PushImageOperator(task_id="push_ci", kind="ci", build=ci.output, trigger_rule="none_failed",
                                     **common)
+        attests.append(AttestImageOperator(task_id="attest_ci", kind="ci", build=ci.output,
+                                           verification=verify_ci.output, pushed=push_ci.output, **evidence))
         # Every push waits for every check: a version either passes whole or pushes nothing.
         for push in [push_ci, *pushes]:
             verifies >> push
         outcome = version_outcome(python, push_ci.output, builds)
+        # No outcome (so no latest) for a version until every pushed image's evidence is signed and stored.
+        attests >> outcome
         result = {"base": base.output, "outcome": outcome}
         if generate_constraints:
             generated = GenerateConstraintsOperator(task_id="constraints", constraints=constraints, **common)
@@ -292,6 +308,7 @@ def publish_versions(
         python_bases=groups["base"],
     )
     report(build_request, groups["outcome"], promote.output)
+    verify_published(build_request, promote.output)
     if commit_constraints:
         commit = CommitConstraintsOperator(
             task_id="commit_constraints", build_request=build_request, generated=groups["constraints"]

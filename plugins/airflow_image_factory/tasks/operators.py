@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import inspect
 import logging
 import os
@@ -57,6 +58,7 @@ from airflow_image_factory.policy.cache import (
     reuse_blocker,
 )
 from airflow_image_factory.policy.constraints import parse_pins
+from airflow_image_factory.policy.evidence import EVIDENCE_FORMAT
 from airflow_image_factory.policy.housekeeping import TidyReport, droppable_refs, keep_bytes, pushed_digests
 from airflow_image_factory.policy.image_contract import (
     ImageCheck,
@@ -98,6 +100,10 @@ log = logging.getLogger(__name__)
 REACHABILITY_RETRIES = 2
 REACHABILITY_TIMEOUT = 10.0
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_settings() -> Settings:
@@ -424,9 +430,18 @@ class BuildImageOperator(ImageFactoryOperator):
                 inline_cache=plan.inline_cache,
                 secrets=secrets,
             )
+            started_on = _now_iso()
             report = engine.build(spec, on_line=self.stream)
+            provenance = {
+                "dockerfile": spec.dockerfile, "target": spec.target, "started_on": started_on,
+                "finished_on": _now_iso(),
+                "dockerfile_digest": hashlib.sha256((context / spec.dockerfile).read_bytes()).hexdigest(),
+                # CREATED differs on every build; what made the image is the rest
+                "build_args": {k: v for k, v in build_args.items() if k != "CREATED"},
+            }
         self.log.info("steps that ran: %s", "; ".join(report.ran_steps) or "none (every step came from the cache)")
-        summary = self._summary({**report.to_dict(), "reused": None, "content_key": key}, plan, tree, engine, images)
+        summary = self._summary({**report.to_dict(), "reused": None, "content_key": key, "provenance": provenance},
+                                plan, tree, engine, images)
         self.log.info(
             "Built %s: %s, %.0f MB, %.1fs, %d/%d steps cached",
             summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps, report.steps,
@@ -460,10 +475,12 @@ class BuildImageOperator(ImageFactoryOperator):
 
     def checks_identity(self) -> tuple[str, ...]:
         """What the image must pass before it is pushed: a reused image passed these very checks."""
+        # EVIDENCE_FORMAT: an image published before its evidence was signed (or in another format) is
+        # built and attested anew rather than reused without it.
         if self.kind is ImageKind.CI:
-            return (self.request.test_command or DEFAULT_CI_TEST_COMMAND,)
+            return (self.request.test_command or DEFAULT_CI_TEST_COMMAND, EVIDENCE_FORMAT)
         # The PROD checks are this package's code: any change to them is a new key.
-        return (inspect.getsource(image_contract), inspect.getsource(VerifyImageOperator))
+        return (inspect.getsource(image_contract), inspect.getsource(VerifyImageOperator), EVIDENCE_FORMAT)
 
     def reuse_published(
         self, image: ImageName, key: str | None, registry_hook: RegistryHook, *, since: float | None = None
@@ -828,6 +845,8 @@ class PromoteImagesOperator(ImageFactoryOperator):
             return []
         refuse_unless_allowed(plan)  # before any client is made
 
+        from airflow_image_factory.tasks.evidence import evidence_check
+
         settings = run_settings()
         hook = self.registry_hook(settings)
         engine = EngineHook(settings=settings).get_conn()
@@ -842,6 +861,7 @@ class PromoteImagesOperator(ImageFactoryOperator):
             published = Promotion(
                 registry=client, engine=engine, lock=lock, log=self.log.info,
                 push_auth=hook.credentials, push_retries=settings.push_retries, on_line=self.log.debug,
+                evidence_problems=evidence_check(settings, client, push=request.push),
             ).apply(plan, self.sha)
         self._announce(context, published)
         return published

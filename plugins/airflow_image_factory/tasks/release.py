@@ -32,6 +32,7 @@ from airflow_image_factory.policy.release import ReleaseRequest, constraints_loc
 from airflow_image_factory.policy.request import BuildRequest
 from airflow_image_factory.policy.settings import Settings
 from airflow_image_factory.tasks.assets import PUBLISHED_IMAGES_ALIAS, release_asset
+from airflow_image_factory.tasks.evidence import AttestImageOperator, evidence_check
 from airflow_image_factory.tasks.links import RegistryImageLink, record_image_ref
 from airflow_image_factory.tasks.operators import (
     BuildImageOperator,
@@ -102,6 +103,18 @@ class ReleaseStageOperator(ReleaseImagesMixin, PushImageOperator):
         super().__init__(kind=kind, **kwargs)
 
 
+class ReleaseAttestOperator(ReleaseImagesMixin, AttestImageOperator):
+    """Sign the staged candidate's SBOM, provenance (of the released version, not a commit) and checks; the
+    publish copies them along with the image to every release tag."""
+
+    def __init__(self, *, kind: str = "prod", **kwargs: Any):
+        super().__init__(kind=kind, **kwargs)
+
+    @property
+    def released_version(self) -> str:  # type: ignore[override]
+        return self.request.airflow_version
+
+
 class ReleaseTidyOperator(TidyEngineOperator):
     """tidy_engine for a release run: its one local image per Python version is the staged candidate."""
 
@@ -142,8 +155,10 @@ class PublishReleaseOperator(BaseOperator):
         # Airflow hands a single mapped result over as itself rather than a one-item list.
         items = [self.staged] if isinstance(self.staged, Mapping) else list(self.staged or [])
         staged = staged_digests(items, release.python_versions, variants)
-        with RegistryHook(release.registry, settings=run_settings()).get_conn() as client:
-            published = publish_release(client, release, staged, variants, log=self.log.info)
+        settings = run_settings()
+        with RegistryHook(release.registry, settings=settings).get_conn() as client:
+            published = publish_release(client, release, staged, variants, log=self.log.info,
+                                        evidence_problems=evidence_check(settings, client, push=True))
         events = context["outlet_events"][PUBLISHED_IMAGES_ALIAS]
         for row in published:
             events.add(release_asset(release.registry, release.repository, name_and_tag(row["image"])[1]),
@@ -157,7 +172,8 @@ class PublishReleaseOperator(BaseOperator):
 
 
 def release_python_images(build_request: Any, constraints_url: Any, pool: str):
-    """A task group, mapped over Python versions: base → PROD build → PROD checks → staged push."""
+    """A task group, mapped over Python versions: base → PROD build → PROD checks → staged push → its
+    signed evidence."""
     from airflow.sdk import task, task_group
 
     from airflow_image_factory.tasks.operators import PreparePythonBaseOperator
@@ -172,7 +188,7 @@ def release_python_images(build_request: Any, constraints_url: Any, pool: str):
     def per_version(python: str):
         common = {"build_request": build_request, "python": python, "map_index_template": "{{ task.python }}"}
         base = PreparePythonBaseOperator(task_id="python_base", **common)
-        digests = {}
+        digests, attests = {}, []
         for variant in VARIANTS.values():
             suffix = variant.task_suffix
             kind = variant.prod.value
@@ -180,8 +196,14 @@ def release_python_images(build_request: Any, constraints_url: Any, pool: str):
                                          constraints_url=constraints_url, pool=pool, **common)
             verify = ReleaseVerifyOperator(task_id=f"verify_prod{suffix}", kind=kind, **common)
             stage = ReleaseStageOperator(task_id=f"stage_prod{suffix}", kind=kind, **common)
+            attest = ReleaseAttestOperator(task_id=f"attest_prod{suffix}", kind=kind, build=build.output,
+                                           verification=verify.output, pushed=stage.output,
+                                           python_base=base.output, **common)
             build >> verify >> stage
+            attests.append(attest)
             digests[variant.name] = stage.output
-        return {"staged": staged(python, digests)}
+        done = staged(python, digests)
+        attests >> done  # a candidate without its signed evidence is not staged for publishing
+        return {"staged": done}
 
     return per_version

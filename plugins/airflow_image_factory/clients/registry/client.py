@@ -25,9 +25,13 @@ from airflow_image_factory.clients.registry.auth import (
 from airflow_image_factory.clients.registry.manifest import (
     ACCEPT,
     FOREIGN_LAYER_TYPES,
+    OCI_INDEX,
     Manifest,
+    referrer_descriptor,
+    referrers_tag,
     served_media_type,
     sha256,
+    with_referrer,
 )
 from airflow_image_factory.clients.registry.transport import Transport
 from airflow_image_factory.exceptions import ManifestNotFound, RegistryAuthError, RegistryError
@@ -327,6 +331,90 @@ class RegistryClient:
                 f"{target_repository}:{target_tag} produced a different digest {digest}"
             )
         return digest
+
+    def upload_blob(self, repository: str, data: bytes) -> str:
+        """Store ``data`` as a blob of ``repository`` (one POST, one monolithic PUT; nothing when the
+        registry has it already). Returns its digest. For small blobs: evidence, artifact configs."""
+        digest = sha256(data)
+        if self.blob_exists(repository, digest):
+            return digest
+        scope = [push_scope(_check_repository(repository))]
+        opened = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, expected=(202,))
+        location = opened.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.registry}: an upload to {repository} came back without a Location")
+        self.request("PUT", location, scope=scope, params={"digest": digest},
+                     headers={"Content-Type": "application/octet-stream"}, data=data, expected=(201,))
+        return digest
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A (small) blob's bytes, checked against its digest; the transport bounds how much is read."""
+        path = f"/v2/{_check_repository(repository)}/blobs/{_check_digest(digest)}"
+        resp = self.request("GET", path, scope=[pull_scope(repository)])
+        if resp.status_code == 404:
+            raise ManifestNotFound(f"{self.registry}/{repository}: blob {digest} not found", status=404)
+        self._expect(resp, "GET", path, (200,))
+        if sha256(resp.content) != digest:
+            raise RegistryError(f"{self.registry}/{repository}: blob {digest} does not match its digest")
+        return resp.content
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]:
+        """The descriptors of the artifacts whose ``subject`` is ``digest``: from the OCI 1.1 referrers
+        API where the registry has one, else from the referrers tag schema's index (``sha256-<hex>``).
+        [] when there are none."""
+        _check_digest(digest)
+        path = f"/v2/{_check_repository(repository)}/referrers/{digest}"
+        resp = self.request("GET", path, scope=[pull_scope(repository)], headers={"Accept": OCI_INDEX})
+        if resp.status_code == 200 and served_media_type(resp.headers.get("Content-Type", ""),
+                                                         resp.content) == OCI_INDEX:
+            return list(json.loads(resp.content).get("manifests") or [])
+        # 404 (distribution 2.x has no such route) or anything but an index: the tag schema.
+        try:
+            return self.get_manifest(repository, referrers_tag(digest)).children
+        except ManifestNotFound:
+            return []
+
+    def attach_referrer(self, repository: str, artifact: Manifest, *, tries: int = 3) -> str:
+        """Store ``artifact`` (a manifest with a ``subject``) by digest and make it listed as a referrer of
+        its subject: a registry with the referrers API does that itself (it answers ``OCI-Subject``);
+        otherwise the tag schema's index is read, extended and written back, then read again, ``tries``
+        times at most, so a writer racing on the same subject does not drop it. Returns its digest."""
+        subject = (artifact.document.get("subject") or {}).get("digest")
+        if not subject:
+            raise ValueError("the artifact has no subject")
+        path = self._manifest_path(repository, artifact.digest)
+        resp = self.request("PUT", path, scope=[push_scope(repository)],
+                            headers={"Content-Type": artifact.media_type}, data=artifact.raw, expected=(201, 200))
+        if resp.headers.get("OCI-Subject"):
+            return artifact.digest
+        tag, entry = referrers_tag(subject), referrer_descriptor(artifact)
+        for _ in range(max(1, tries)):
+            try:
+                index = self.get_manifest(repository, tag)
+            except ManifestNotFound:
+                index = None
+            self.put_manifest(repository, tag, with_referrer(index, entry))
+            if any(m.get("digest") == artifact.digest for m in self.get_manifest(repository, tag).children):
+                return artifact.digest
+        raise RegistryError(f"{self.registry}/{repository}: {artifact.digest} was not kept in the referrers of "
+                            f"{subject} after {tries} writes (another writer?)")
+
+    def copy_referrers(self, source_repository: str, digest: str, target_repository: str) -> int:
+        """Copy the artifacts referring to ``digest`` (signed evidence) along with an image copied to
+        another repository, blobs by mount; for an index, its children's referrers too. Returns how many
+        artifacts were attached in ``target_repository``."""
+        if source_repository == target_repository:
+            return 0
+        copied = 0
+        manifest = self._get_manifest(source_repository, digest, [pull_scope(source_repository)])
+        for child in manifest.children:
+            copied += self.copy_referrers(source_repository, child["digest"], target_repository)
+        for entry in self.referrers(source_repository, digest):
+            artifact = self.get_manifest(source_repository, entry["digest"])
+            self._copy_content(source_repository, target_repository, artifact)
+            self.attach_referrer(target_repository, artifact)
+            copied += 1
+        return copied
 
     # ----------------------------------------------------------------- low level
 

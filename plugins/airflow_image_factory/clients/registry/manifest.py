@@ -85,3 +85,58 @@ def served_media_type(content_type: str, raw: bytes) -> str:
 def config_labels(config: Mapping[str, Any]) -> dict[str, str]:
     """The labels of an image config document (``image_config``/``config_of``); {} when it has none."""
     return dict((config.get("config") or {}).get("Labels") or {})
+
+
+# ---- OCI 1.1 artifacts and their referrers ---------------------------------------------------------------
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"  # the empty config of an artifact manifest (OCI image-spec 1.1)
+
+
+def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    """An OCI descriptor of ``data``."""
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+def manifest_descriptor(manifest: Manifest) -> dict[str, Any]:
+    return {"mediaType": manifest.media_type, "digest": manifest.digest, "size": len(manifest.raw)}
+
+
+def referrers_tag(digest: str) -> str:
+    """The tag of the OCI 1.1 referrers tag schema for ``digest``: ``<alg>-<hex>``, where a registry has
+    no referrers API (distribution 2.x)."""
+    algorithm, _, value = digest.partition(":")
+    return f"{algorithm}-{value}"[:128]
+
+
+def artifact_manifest(
+    *, artifact_type: str, subject: Mapping[str, Any], layer: Mapping[str, Any], annotations: Mapping[str, str]
+) -> Manifest:
+    """An OCI 1.1 artifact: an image manifest with an ``artifactType``, the empty config, one layer and a
+    ``subject`` - the manifest it is about, which the referrers API (or tag schema) lists it under."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": descriptor(OCI_EMPTY, EMPTY_JSON),
+        "layers": [dict(layer)],
+        "subject": {key: subject[key] for key in ("mediaType", "digest", "size")},
+        "annotations": dict(annotations),
+    }
+    return Manifest.from_bytes(json.dumps(document, separators=(",", ":")).encode(), OCI_MANIFEST)
+
+
+def referrer_descriptor(artifact: Manifest) -> dict[str, Any]:
+    """How a referrers index lists ``artifact``: its descriptor with its artifactType and annotations."""
+    document = artifact.document
+    entry = manifest_descriptor(artifact)
+    entry["artifactType"] = document.get("artifactType") or (document.get("config") or {}).get("mediaType", "")
+    if document.get("annotations"):
+        entry["annotations"] = document["annotations"]
+    return entry
+
+
+def with_referrer(index: Manifest | None, entry: Mapping[str, Any]) -> Manifest:
+    """The referrers index ``index`` (None: none yet) listing ``entry`` too, once."""
+    manifests = [m for m in (index.children if index is not None else []) if m.get("digest") != entry["digest"]]
+    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*manifests, dict(entry)]}
+    return Manifest.from_bytes(json.dumps(document, separators=(",", ":")).encode(), OCI_INDEX)
