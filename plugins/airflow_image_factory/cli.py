@@ -54,7 +54,8 @@ def verify(ref: str, public_keys: list[str], username: str | None, password: str
         where = f"{ref} ({evidence.platform})" if evidence.platform else ref
         if evidence.verdict.ok:
             kinds = ", ".join(NAMES[k] for k in evidence.verdict.accepted)
-            print(f"OK   {where} {evidence.digest}: {kinds} signed by a trusted key; commit {evidence.revision}",
+            source = f"commit {evidence.revision}" if evidence.revision else "no revision label (a release build)"
+            print(f"OK   {where} {evidence.digest}: {kinds} signed by a trusted key; {source}",
                   file=sys.stderr if as_json else sys.stdout)
         else:
             for problem in evidence.verdict.problems:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from airflow_image_factory import cli
-from airflow_image_factory.clients.registry.manifest import OCI_INDEX, referrers_tag
+from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.clients.registry.manifest import OCI_INDEX, artifact_manifest, referrers_tag
 from airflow_image_factory.clients.signing import EvidenceSigner, EvidenceVerifier, generate_key_pair, public_key
 from airflow_image_factory.exceptions import EvidenceError, SigningKeyInvalid
 from airflow_image_factory.policy.evidence import (
@@ -257,3 +260,60 @@ def test_the_cli_makes_keys_and_verifies_as_an_outsider_would(plain_registry, tm
     (tmp_path / "other.pub.pem").write_text(keys[1][1])
     assert cli.main(["verify", ref, "--public-key", str(tmp_path / "other.pub.pem")]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+# ---- a registry with the referrers API ------------------------------------------------------------------
+class _ReferrersApi(BaseHTTPRequestHandler):
+    """An OCI 1.1 registry's referrers API (distribution 2.8 has none, so this loopback fake stands in):
+    lists one artifact, and answers a manifest PUT with ``OCI-Subject``. Records every request."""
+
+    seen: list = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path))
+        if self.path == "/v2/":
+            return self._reply(200, b"{}")
+        if "/referrers/" in self.path:
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": OTHER, "size": 1,
+                 "artifactType": ARTIFACT_TYPE}]}
+            return self._reply(200, json.dumps(index).encode(), {"Content-Type": OCI_INDEX})
+        return self._reply(404)
+
+    def do_PUT(self) -> None:
+        self.seen.append(("PUT", self.path))
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply(201, headers={"OCI-Subject": DIGEST, "Docker-Content-Digest": self.path.rsplit("/", 1)[1]})
+
+
+@pytest.fixture
+def referrers_api():
+    handler = type("Handler", (_ReferrersApi,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", handler.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_registry_with_the_referrers_api_is_asked_and_keeps_the_list_itself(referrers_api):
+    host, seen = referrers_api
+    client = RegistryClient(host, retries=0)
+    assert [m["digest"] for m in client.referrers("apache/airflow", DIGEST)] == [OTHER]
+    artifact = artifact_manifest(artifact_type=ARTIFACT_TYPE, subject={"mediaType": "m", "digest": DIGEST, "size": 1},
+                                 layer={"mediaType": "l", "digest": OTHER, "size": 1}, annotations={})
+    assert client.attach_referrer("apache/airflow", artifact) == artifact.digest
+    # no tag schema: neither its index read nor written
+    assert not [path for _, path in seen if f"/manifests/{referrers_tag(DIGEST)}" in path]
+    assert ("PUT", f"/v2/apache/airflow/manifests/{artifact.digest}") in seen

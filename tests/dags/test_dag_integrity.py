@@ -5,11 +5,13 @@ New DAG files are picked up automatically: every later DAG inherits these checks
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -238,11 +240,19 @@ def run_context(monkeypatch):
 
 def test_the_release_validate_task_asks_the_index_once_and_only_for_a_valid_request(run_context, monkeypatch):
     import airflow_image_factory.clients.index as index
+    from airflow_image_factory.clients.signing import generate_key_pair
     from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
 
     asked = []
     monkeypatch.setattr(index, "check_airflow_release", lambda version, **kw: asked.append((version, kw)))
     module = _dag_module("release_images")
+    # without the evidence signing key a release is refused here, after the index lookup, before any build
+    monkeypatch.delenv("AIRFLOW_CONN_IMAGE_FACTORY_SIGNING", raising=False)
+    with pytest.raises(AirflowFailException, match=r"^signing_connection: no Airflow Connection 'image_factory_"):
+        run_context(module, "validate_release", {"version": "3.3.2", "default_python": "3.12"})
+    asked.clear()
+    monkeypatch.setenv("AIRFLOW_CONN_IMAGE_FACTORY_SIGNING",
+                       json.dumps({"conn_type": "generic", "password": generate_key_pair()[0]}))
     result = run_context(module, "validate_release", {"version": "3.3.2", "default_python": "3.12"})
     assert result["release"]["version"] == "3.3.2"
     assert asked == [("3.3.2", {"ca_bundle": ""})]

@@ -8,6 +8,7 @@ covered by the unit tests in tests/airflow_image_factory/test_release.py).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from airflow_image_factory.clients.registry import RegistryClient
 from airflow_image_factory.policy.release import plan_rebuilds
 from airflow_image_factory.services.release import read_released_images
 from tests.support.dag_runs import run_dag, stack_versions
+from tests.support.evidence import STACK_PUBLIC_KEY, evidence_cli, names_and_referrers
 from tests.support.oci_images import push_image
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -56,10 +58,17 @@ def test_a_first_release_publishes_the_four_tags_by_tested_digest(registry):
     result = release(repository, pythons, default)
     assert result.returncode == 0, result.output[-6000:]
 
-    tags = set(registry.list_tags(repository))
+    tags, referrers = names_and_referrers(registry.list_tags(repository))
     expected = {"3.3.2", "latest"} | {f"3.3.2-python{p}" for p in pythons} | {f"3.3-python{p}" for p in pythons}
     assert tags == expected
     digest = {tag: registry.manifest_digest(repository, tag) for tag in tags}
+    # each published image's signed evidence came along from staging, and verifies where it is published
+    assert referrers == {d.replace(":", "-") for d in digest.values()}
+    verified = evidence_cli("verify", f"{registry.registry}/{repository}:latest", "--public-key", str(STACK_PUBLIC_KEY),
+                            "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    [report] = json.loads(verified.stdout)
+    assert report["revision"] in (None, "") and set(report["accepted"]) == {"SBOM", "provenance", "test evidence"}
     staged = {p: registry.manifest_digest(f"{repository}/release-staging", f"3.3.2-python{p}") for p in pythons}
     for python in pythons:
         # every tag of a Python version is exactly the digest that was tested and staged
@@ -104,7 +113,7 @@ def test_an_older_release_does_not_move_latest(registry):
     result = release(repository, [python], python)
     assert result.returncode == 0, result.output[-6000:]
 
-    tags = set(registry.list_tags(repository))
+    tags, _ = names_and_referrers(registry.list_tags(repository))
     assert tags == {"3.4.0", "latest", "3.3.2", f"3.3.2-python{python}", f"3.3-python{python}"}
     assert registry.manifest_digest(repository, "latest") == newer.digest  # latest stays with 3.4.0
     tested = registry.manifest_digest(repository, f"3.3.2-python{python}")

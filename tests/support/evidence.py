@@ -27,6 +27,13 @@ MANIFEST_TYPES = ", ".join((OCI_INDEX, "application/vnd.oci.image.manifest.v1+js
                             "application/vnd.docker.distribution.manifest.list.v2+json"))
 
 
+def names_and_referrers(tags: list[str]) -> tuple[set[str], set[str]]:
+    """A repository's tags split into the image names and the referrers tag schema's indexes (``sha256-<hex>``,
+    one per image that has signed evidence)."""
+    referrers = {tag for tag in tags if tag.startswith("sha256-") and len(tag) == 71}
+    return set(tags) - referrers, referrers
+
+
 def evidence_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``image-factory ARGS`` from the venv, as a user runs it."""
     cli = Path(sys.executable).parent / "image-factory"
