@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from airflow_image_factory.policy.settings import DEFAULT_DEBIAN
+
 DOCKER = os.environ.get("IMAGE_FACTORY_DOCKER_CLI") or shutil.which("docker") or "docker"
 CA_BUNDLE = os.environ.get("IMAGE_FACTORY_EXTRA_CA_BUNDLE") or "/etc/ssl/certs/ca-certificates.crt"
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -78,7 +80,7 @@ def main() -> int:
             context = work / arch
             context.mkdir()
             times["rootfs"] = run("mmdebstrap", "--variant=minbase", f"--architectures={arch}",
-                                  "--include=python3,python3-venv,python3-pip,ca-certificates", "bookworm",
+                                  "--include=python3,python3-venv,python3-pip,ca-certificates", DEFAULT_DEBIAN,
                                   str(context / "rootfs.tar"), MIRROR)
             (context / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\nCMD [\"python3\"]\n")
             base = f"{TAG}-base:{arch}"

@@ -245,6 +245,20 @@ def test_an_index_is_judged_platform_by_platform(plain_registry, keys):
     assert all(p.startswith("linux/arm64: ") for p in evidence_problems(found))
 
 
+def test_an_index_copied_to_another_repository_keeps_its_digest_and_its_childrens_evidence(plain_registry, keys):
+    (private, public), _ = keys
+    client = plain_registry.client()
+    repository, target = unique_repo("evidence-index-src"), unique_repo("evidence-index-dst")
+    index = push_index(client, repository, "latest")
+    signer = EvidenceSigner.from_pem(private)
+    for child in index.children:
+        Attestor(client, signer).attach(repository, child.digest, statements(child.digest))
+    assert client.copy(repository, index.digest, target, "latest") == index.digest
+    assert client.copy_referrers(repository, index.digest, target) == 6
+    found = verify_image(client, target, "latest", EvidenceVerifier.from_pems([public]))
+    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", True)]
+
+
 # ---- the CLI ------------------------------------------------------------------------------------------
 def test_the_cli_makes_keys_and_verifies_as_an_outsider_would(plain_registry, tmp_path, capsys, keys):
     assert cli.main(["keygen", "--out", str(tmp_path / "k")]) == 0
