@@ -161,9 +161,11 @@ def test_bad_keys_are_named_and_never_shown():
         EvidenceVerifier.from_pems([])
 
 
-def test_the_signers_public_key_is_its_own(keys):
+def test_the_signers_public_key_is_its_own_and_its_repr_shows_no_private_key(keys):
     (private, public), _ = keys
-    assert EvidenceSigner.from_pem(private).keyid == public_key(public).keyid
+    signer = EvidenceSigner.from_pem(private)
+    assert signer.keyid == public_key(public).keyid
+    assert "_signer" not in repr(signer) and "PRIVATE" not in repr(signer)
 
 
 # ---- the registry: artifacts and their referrers (a real distribution registry) ---------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from securesystemslib.dsse import Envelope
@@ -51,7 +51,7 @@ def public_key(pem: str, *, where: str = "a public key") -> SSlibKey:
 class EvidenceSigner:
     """Signs statements with one private key; ``keyid`` is what envelopes name it by."""
 
-    _signer: CryptoSigner
+    _signer: CryptoSigner = field(repr=False)  # holds the private key: never in a repr or a log
     public_pem: str
 
     @classmethod
