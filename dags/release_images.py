@@ -43,14 +43,14 @@ def validate_release() -> dict:
     and the evidence signing key is read, so a release that could not be signed is not built either.
     """
     from airflow_image_factory.clients.index import check_airflow_release
-    from airflow_image_factory.tasks.evidence import evidence_required, signer_of, verifier_of
+    from airflow_image_factory.tasks.evidence import evidence_required, signing_keys
     from airflow_image_factory.tasks.operators import run_settings
 
     settings = run_settings()
     release = validate_release_request(get_current_context()["dag_run"].conf, settings)
     check_airflow_release(release.version, ca_bundle=settings.extra_ca_bundle)
     if evidence_required(settings, push=True):  # a release that could not be signed is not built
-        verifier_of(settings, signer_of(settings))
+        signing_keys(settings)
     return {"release": release.to_dict(), "build": dict(release.build), "constraints_url": release.constraints_url}
 
 

@@ -24,7 +24,7 @@ from airflow_image_factory.exceptions import PromotionRefused
 from airflow_image_factory.policy.evidence import PROVENANCE, SBOM, TEST_RESULT
 from airflow_image_factory.policy.naming import ImageKind
 from airflow_image_factory.policy.promotion import PromotionPlan, PromotionStep
-from airflow_image_factory.services.evidence import Attestor, evidence_problems, verify_image
+from airflow_image_factory.services.evidence import Attestor, problems_of, verify_image
 from airflow_image_factory.services.promotion import Promotion
 from tests.services.fakes import FakeLock, Log
 from tests.support.dag_runs import stack_versions
@@ -117,7 +117,7 @@ def promote_to(client: RegistryClient, repository: str, digest: str) -> list[dic
     verifier = EvidenceVerifier.from_pems([STACK_PUBLIC_KEY.read_text()])
 
     def problems(repo: str, tested: str) -> list[str]:
-        return evidence_problems(verify_image(client, repo, tested, verifier))
+        return problems_of(client, repo, tested, verifier)
 
     step = PromotionStep(ImageKind.PROD, "3.11", f"{client.registry}/{repository}:latest", digest)
     return Promotion(registry=client, engine=None, lock=FakeLock(), log=Log(), evidence_problems=problems).apply(

@@ -7,7 +7,6 @@ trusted public keys from settings or from that private key. ed25519, ECDSA and R
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -97,10 +96,6 @@ class EvidenceVerifier:
             raise SigningKeyInvalid("no trusted public key to verify evidence with")
         return cls(keys)
 
-    @property
-    def keyids(self) -> tuple[str, ...]:
-        return tuple(key.keyid for key in self.keys)
-
     def open(self, raw: bytes) -> dict[str, Any]:
         """The statement inside the envelope ``raw`` when a trusted key signed it; EvidenceError saying
         why not otherwise (not an envelope, another payload type, no trusted signature)."""
@@ -121,7 +116,3 @@ class EvidenceVerifier:
         except ValueError:
             raise EvidenceError("the signed payload is not JSON") from None
 
-
-def payload_of(raw: bytes) -> dict[str, Any]:
-    """The statement in an envelope, unverified: only to say what a rejected envelope claimed."""
-    return json.loads(base64.b64decode(json.loads(raw)["payload"]))

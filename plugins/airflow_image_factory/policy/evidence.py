@@ -15,7 +15,6 @@ writing the registry is ``services/evidence.py``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +44,6 @@ def hex_of(digest: str) -> str:
     if algorithm != "sha256" or len(value) != 64:
         raise ValueError(f"{digest!r} is not a sha256 digest")
     return value
-
-
-def file_digest(data: bytes) -> dict[str, str]:
-    """An in-toto DigestSet of some bytes (a Dockerfile, a constraints file)."""
-    return {"sha256": hashlib.sha256(data).hexdigest()}
 
 
 def statement(*, name: str, digest: str, predicate_type: str, predicate: Mapping[str, Any]) -> dict[str, Any]:

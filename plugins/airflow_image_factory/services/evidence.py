@@ -196,6 +196,11 @@ def _verify_manifest(registry: Any, repository: str, manifest: Any, verifier: An
     return ImageEvidence(manifest.digest, platform, revision, verdict, tuple(opened))
 
 
+def problems_of(registry: Any, repository: str, reference: str, verifier: Any) -> list[str]:
+    """What is wrong with the evidence of ``repository:reference`` ([]: every image manifest of it verifies)."""
+    return evidence_problems(verify_image(registry, repository, reference, verifier))
+
+
 def evidence_problems(found: Sequence[ImageEvidence]) -> list[str]:
     """Every problem of every image manifest, prefixed with its platform where it has one."""
     return [f"{e.platform + ': ' if e.platform else ''}{problem}" for e in found for problem in e.verdict.problems]

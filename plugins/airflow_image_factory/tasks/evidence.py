@@ -35,6 +35,7 @@ from airflow_image_factory.services.evidence import (
     Attestor,
     cyclonedx_sbom,
     evidence_problems,
+    problems_of,
     read_inventory,
     verify_image,
 )
@@ -70,6 +71,13 @@ def verifier_of(settings: Settings, signer: EvidenceSigner | None = None) -> Evi
     return EvidenceVerifier.from_pems([(signer or signer_of(settings)).public_pem])
 
 
+def signing_keys(settings: Settings) -> tuple[EvidenceSigner, EvidenceVerifier]:
+    """The signing key and the trusted keys, both read now: what a run that will publish checks before it
+    builds anything (a key that is missing or unreadable fails it at once, naming the setting)."""
+    signer = signer_of(settings)
+    return signer, verifier_of(settings, signer)
+
+
 def _pem_text(entry: str) -> str:
     if "-----BEGIN" in entry:
         return entry
@@ -90,7 +98,7 @@ def evidence_check(settings: Settings, client: Any, *, push: bool) -> Callable[[
         log.warning("evidence is off (settings: evidence): names move without signed evidence")
         return None
     verifier = verifier_of(settings)
-    return lambda repository, digest: evidence_problems(verify_image(client, repository, digest, verifier))
+    return lambda repository, digest: problems_of(client, repository, digest, verifier)
 
 
 class AttestImageOperator(ImageFactoryOperator):
@@ -133,7 +141,7 @@ class AttestImageOperator(ImageFactoryOperator):
             if reused := reused_image(self.build):
                 return self._reused(client, image.path, digest, reused, verifier_of(settings, signer))
             inventory = read_inventory(EngineHook(settings=settings).get_conn(), image.ref(self.sha))
-            statements = self.statements(context, image.ref(self.sha), digest, inventory, settings)
+            statements = self.statements(context, image.ref(self.sha), digest, inventory)
             attached = Attestor(client, signer, log=self.log.info).attach(image.path, digest, statements)
         self.log.info("%s@%s: SBOM of %d Python distributions and %d Debian packages, provenance of %s, "
                       "%d checks passed; signed with key %s", image.ref(self.sha), digest, len(inventory["python"]),
@@ -141,7 +149,7 @@ class AttestImageOperator(ImageFactoryOperator):
         return {"python": self.python, "kind": self.kind.value, "digest": digest, "statements": attached}
 
     def _reused(self, client: Any, repository: str, digest: str, reused: str, verifier: EvidenceVerifier) -> dict:
-        problems = evidence_problems(verify_image(client, repository, digest, verifier))
+        problems = problems_of(client, repository, digest, verifier)
         if problems:
             raise EvidenceRefused(f"{reused} was reused (content key) but its evidence does not verify: "
                                 f"{'; '.join(problems)}; run with rebuild: true to build and attest it anew")
@@ -154,8 +162,7 @@ class AttestImageOperator(ImageFactoryOperator):
     def _checks(self) -> list[Mapping[str, Any]]:
         return list((self.verification or {}).get("checks") or [])
 
-    def statements(self, context: Any, image: str, digest: str, inventory: Mapping[str, Any],
-                   settings: Settings) -> list[dict[str, Any]]:
+    def statements(self, context: Any, image: str, digest: str, inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
         request = self.request
         facts = dict((self.build or {}).get("provenance") or {})
         if not facts:
@@ -212,16 +219,21 @@ def verify_published(build_request: dict[str, Any] | None, published: list[dict[
     if not build_request or not names:
         log.info("Nothing was published by this run: nothing to verify")
         return []
-    if not evidence_required(settings, BuildRequest.from_dict(build_request).push):
+    request = BuildRequest.from_dict(build_request)
+    if not evidence_required(settings, request.push):
         log.info("Evidence is off (settings: evidence): nothing to verify")
         return []
     verifier = verifier_of(settings)
     reports, problems = [], []
+    # every name a promotion publishes is in the request's registry: one client reads them all
+    with RegistryHook(request.registry, settings=settings).get_conn() as client:
+        read = {}
+        for item in names:
+            parsed = parse_reference(item["image"])
+            read[item["image"]] = (client.manifest_digest(parsed.repository, parsed.reference),
+                                   verify_image(client, parsed.repository, parsed.reference, verifier))
     for item in names:
-        parsed = parse_reference(item["image"])
-        with RegistryHook(parsed.registry, settings=settings).get_conn() as client:
-            now = client.manifest_digest(parsed.repository, parsed.reference)
-            found = verify_image(client, parsed.repository, parsed.reference, verifier)
+        now, found = read[item["image"]]
         if now != item["digest"]:
             problems.append(f"{item['image']} is {now}, the promotion published {item['digest']}")
         for evidence in found:

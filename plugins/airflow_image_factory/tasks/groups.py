@@ -167,7 +167,7 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
     """
     from airflow_image_factory.policy.naming import images_for
     from airflow_image_factory.policy.promotion import fork_mode_reason
-    from airflow_image_factory.tasks.evidence import evidence_required, signer_of, verifier_of
+    from airflow_image_factory.tasks.evidence import evidence_required, signing_keys
     from airflow_image_factory.tasks.hooks import RegistryHook
 
     request = BuildRequest.from_dict(build_request)
@@ -188,8 +188,7 @@ def check_publishing(build_request: dict[str, Any]) -> dict[str, Any]:
                  request.source_repo)
         if evidence_required(settings, request.push):
             # Before any build: a run that could not sign its images could not publish them either.
-            signer = signer_of(settings)
-            verifier_of(settings, signer)
+            signer, _ = signing_keys(settings)
             log.info("Evidence is signed with key %s (Connection %s)", signer.keyid[:12], settings.signing_connection)
         return request.to_dict()
     log.warning("FORK MODE: %s. Everything is built and tested; nothing is pushed and no constraints are "

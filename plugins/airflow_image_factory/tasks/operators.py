@@ -366,7 +366,7 @@ class BuildImageOperator(ImageFactoryOperator):
             "UPGRADE_TO_NEWER_DEPENDENCIES": str(request.upgrade_to_newer_dependencies).lower(),
             "SOURCE_URL": request.source_repo,
             "REVISION": self.sha,
-            "CREATED": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "CREATED": _now_iso(),
             "BASE_IMAGE_NAME": self.python_base["upstream"],
             "BASE_IMAGE_DIGEST": self.python_base["digest"],
         }
