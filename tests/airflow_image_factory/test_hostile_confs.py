@@ -137,6 +137,16 @@ def _cases():
                 "repeated-good": ["slim"] * 100, "huge": ["regular"] * 50_000, "empty": [], "text": "slim",
             }.items():
                 yield pytest.param(dag_id, {**base, "variants": value}, "variants", id=f"{dag_id}-variants-{label}")
+        # platforms (every DAG that builds): the same shapes, with platform lookalikes and options
+        if dag_id in ("build_images", "smoke_deploy", "nightly_images", "release_images"):
+            for label, value in {
+                "deep": _nested(5000), "lookalike": ["linux/arm٦٤"], "option": ["--platform=linux/arm64"],
+                "jinja": ["{{ var.value.x }}"], "repeated-bad": ["linux/s390x; id" + "x" * 400] * 100,
+                "repeated-good": ["linux/arm64"] * 100, "huge": ["linux/amd64"] * 50_000, "empty": [],
+                "text": "linux/arm64", "unsupported": ["linux/riscv64"],
+            }.items():
+                yield pytest.param(dag_id, {**base, "platforms": value}, "platforms",
+                                   id=f"{dag_id}-platforms-{label}")
         yield pytest.param(dag_id, {**base, "--upload-pack=" + "x" * 10_000: 1}, None, id=f"{dag_id}-unknown-huge-name")
         yield pytest.param(dag_id, {**base, **{f"f{i}": i for i in range(10_000)}}, None,
                            id=f"{dag_id}-unknown-flood")
@@ -150,7 +160,7 @@ def test_the_table_covers_every_dag_that_takes_a_conf():
 
     assert {p.stem for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_")} == set(DAGS)
     assert set(DAGS["build_images"][2]) | set(DAGS["build_images"][3]) \
-        | {"python_versions", "test_command", "variants"} \
+        | {"python_versions", "test_command", "variants", "platforms"} \
         == set(PARAM_NAMES)
     assert len(CASES) > 500
 

@@ -159,7 +159,7 @@ def test_the_build_schema_holds_the_build_request_fields():
     assert DAG_SCHEMAS["build_images"].names == PARAM_NAMES
     request = validate_request({}, SETTINGS)
     assert set(PARAM_NAMES) <= set(request.to_dict())
-    assert set(BuildRequest.__dataclass_fields__) - set(PARAM_NAMES) == {"debian", "python_base_source"}
+    assert set(BuildRequest.__dataclass_fields__) - set(PARAM_NAMES) == {"ci_platforms", "debian", "python_base_source"}
 
 
 def test_a_field_added_to_a_schema_is_in_the_form_and_validated():

@@ -82,6 +82,9 @@ class BuildSpec:
     # id → file on the worker; reaches RUN --mount=type=secret only, never a layer
     secrets: Mapping[str, str] = field(default_factory=dict)
     pull: bool = False
+    # ``os/arch`` to build for (``--platform``); None: the engine's own. Another architecture's RUN steps
+    # run under QEMU user emulation (binfmt_misc), as ``docker buildx build --platform`` does.
+    platform: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,8 @@ class Engine:
         cmd += ["--progress=plain", "--file", str(spec.context / spec.dockerfile), "--iidfile", iidfile]
         if spec.target:
             cmd += ["--target", spec.target]
+        if spec.platform:
+            cmd += ["--platform", spec.platform]
         for tag in spec.tags:
             cmd += ["--tag", tag]
         for key, value in sorted(spec.build_args.items()):

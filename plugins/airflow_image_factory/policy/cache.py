@@ -65,11 +65,14 @@ def plan_cache(
     present: Mapping[str, bool],
     *,
     tag: str = LATEST,
+    resolved: Mapping[str, str] | None = None,
 ) -> CachePlan:
     """Decide the cache inputs of one build.
 
     ``cache_images`` are the refs (``name:tag``) the build would reuse, most useful first;
-    ``present`` says which of them the registry holds. With ``pulled``:
+    ``present`` says which of them the registry holds for the build's platform, and ``resolved`` what to
+    hand BuildKit for each (an index's child for that platform, ``name@sha256:...``): no platform's build
+    takes another's cache. With ``pulled``:
 
     * all present → use them;
     * ``latest`` wanted and none present (first build of a new repository or branch) → fall back to
@@ -99,10 +102,11 @@ def plan_cache(
                 "switching to 'local' cache for this build",
             ),
         )
-    notes = [f"cache from registry: {', '.join(found)}"]
+    cache_from = tuple((resolved or {}).get(ref, ref) for ref in found)
+    notes = [f"cache from registry: {', '.join(cache_from)}"]
     if missing:
         notes.append(f"not in the registry, skipped as cache: {', '.join(missing)}")
-    return CachePlan(strategy, strategy, cache_from=found, notes=tuple(notes))
+    return CachePlan(strategy, strategy, cache_from=cache_from, notes=tuple(notes))
 
 
 # ---- the compiled UI (branch builds of PROD) ----------------------------------------------------

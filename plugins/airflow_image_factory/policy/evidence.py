@@ -60,13 +60,14 @@ def provenance_predicate(
     *, source_repo: str, branch: str, sha: str, kind: str, python: str, dockerfile: str, dockerfile_digest: str,
     target: str | None, build_args: Mapping[str, str], base_image: str, base_digest: str,
     constraints_digest: str | None, builder_id: str, builder_version: Mapping[str, str], invocation_id: str,
-    started_on: str, finished_on: str, released_version: str | None = None,
+    started_on: str, finished_on: str, released_version: str | None = None, platform: str | None = None,
 ) -> dict[str, Any]:
     """SLSA provenance v1: what was built (external parameters), from what (resolved dependencies, each
     by digest), by whom (the builder: this product's DAG) and in which run (the invocation).
 
     A branch build names its source by commit; a release build (``released_version``) names the released
-    ``apache-airflow`` distribution on the package index instead, with no commit."""
+    ``apache-airflow`` distribution on the package index instead, with no commit. ``platform``: the
+    ``os/arch`` the image was built for (each platform of an index has its own statement)."""
     if released_version:
         source: dict[str, Any] = {"package": "apache-airflow", "version": released_version}
         origin = {"uri": f"pkg:pypi/apache-airflow@{released_version}"}
@@ -85,7 +86,8 @@ def provenance_predicate(
             "buildType": BUILD_TYPE,
             "externalParameters": {
                 "source": source,
-                "image": {"kind": kind, "python": python, "dockerfile": dockerfile, "target": target or ""},
+                "image": {"kind": kind, "python": python, "dockerfile": dockerfile, "target": target or "",
+                          **({"platform": platform} if platform else {})},
                 "buildArgs": dict(sorted(build_args.items())),
             },
             "resolvedDependencies": dependencies,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from airflow_image_factory.policy.naming import VARIANTS, ImageKind, ImageSet, variant_kinds
+from airflow_image_factory.policy.platforms import platform_tag
 
 # Pushed with their commit SHA on every build (seed 000: only final images are needed per commit).
 SHA_PUSHED = (ImageKind.CI, *(variant.prod for variant in VARIANTS.values()))
@@ -64,6 +65,9 @@ class PromotionStep:
     target: str  # name:tag that will point at the image
     source_digest: str | None  # the tested digest to re-tag; None: push the local image as is
     local_image: str | None = None
+    # Several platforms: (platform, local image, the name:tag-<arch> it is pushed as) each; the target then
+    # becomes their index (policy/platforms.py), and local_image is None.
+    platform_images: tuple[tuple[str, str, str], ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -72,7 +76,13 @@ class PromotionStep:
             "target": self.target,
             "source_digest": self.source_digest,
             "local_image": self.local_image,
+            "platform_images": [list(entry) for entry in self.platform_images],
         }
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every name:tag the step moves: its target, and each platform's image of an index."""
+        return (*(child for _, _, child in self.platform_images), self.target)
 
 
 @dataclass(frozen=True)
@@ -96,14 +106,16 @@ def plan_promotion(
     python_versions: tuple[str, ...],
     outcomes: Mapping[str, VersionOutcome],
     images: Mapping[str, ImageSet],
-    local_images: Mapping[str, Mapping[str, str]] | None = None,
+    local_images: Mapping[str, Mapping[str, str | Mapping[str, str]]] | None = None,
     variants: tuple[str, ...] = ("regular",),
 ) -> PromotionPlan:
     """All versions passed → a plan that moves ``latest`` for every version; otherwise nothing moves.
 
     ``local_images`` maps python → ImageKind value → the engine's image id or tag for the images
-    pushed for the first time at promotion (Python base, PROD build stage, CI manifest); one of them
-    with a digest in the outcome (a PROD build stage reused from the registry) is re-tagged instead.
+    pushed for the first time at promotion (Python base, PROD build stage, CI manifest), or platform →
+    tag for an image built for several platforms (pushed as ``latest-<arch>`` each, ``latest`` their
+    index); one of them with a digest in the outcome (a PROD build stage reused from the registry) is
+    re-tagged instead.
     Pushes come first and re-tags last, so a failed upload leaves every ``latest`` of CI and PROD
     where it was; the re-tags are manifest PUTs only.
     """
@@ -139,7 +151,12 @@ def plan_promotion(
                     return PromotionPlan(
                         False, f"Python {version}: the {kind.value} image is not available to push; nothing moves"
                     )
-                pushes.append(PromotionStep(kind, version, target, None, local))
+                if isinstance(local, Mapping):
+                    children = tuple((platform, ref, image.ref(platform_tag(image.promoted_tag, platform)))
+                                     for platform, ref in local.items())
+                    pushes.append(PromotionStep(kind, version, target, None, None, children))
+                else:
+                    pushes.append(PromotionStep(kind, version, target, None, local))
     return PromotionPlan(True, "every Python version passed its tests", tuple(pushes + retags))
 
 

@@ -25,6 +25,7 @@ from airflow_image_factory.policy.naming import LATEST, VARIANTS, release_tag
 from airflow_image_factory.policy.request import (
     _GIT_HOST,
     BRANCH,
+    PLATFORMS,
     PROD_VARIANTS,
     PYTHON_VERSIONS,
     REGISTRY,
@@ -124,6 +125,7 @@ RELEASE_SCHEMA = RequestSchema("release request", (
           rule=refuse(lambda value: version_error(value, _RELEASE_VERSION, _RELEASE_EXAMPLE))),
     replace(PYTHON_VERSIONS, description="Python versions (X.Y) to release, one image each."),
     PROD_VARIANTS,
+    PLATFORMS,
     Field("default_python", "string", "Default Python", "Its image is also tagged X.Y.Z and (when newest) latest.",
           default=lambda settings: settings.release_default_python or settings.default_python_version),
     REGISTRY,
@@ -161,7 +163,8 @@ def validate_release_request(conf: Mapping[str, Any] | None, settings: Settings)
     try:
         build = validate_request({
             "branch": values["cache_branch"], "python_versions": values["python_versions"],
-            "variants": values["variants"], "registry": values["registry"], "repository": values["repository"],
+            "variants": values["variants"], "platforms": values["platforms"], "registry": values["registry"],
+            "repository": values["repository"],
             "airflow_version": values["version"],
             "push": True, "cache": "pulled", "upgrade_to_newer_dependencies": False, "commit_sha": None,
             "test_command": None,

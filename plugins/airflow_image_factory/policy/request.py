@@ -13,8 +13,13 @@ from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
-from airflow_image_factory.exceptions import InvalidBuildRequests
+from airflow_image_factory.exceptions import InvalidBuildRequest, InvalidBuildRequests
 from airflow_image_factory.policy.naming import CONVENTIONS, VARIANTS
+from airflow_image_factory.policy.platforms import (
+    DEFAULT_PLATFORMS,
+    SUPPORTED_PLATFORMS,
+    in_platform_order,
+)
 from airflow_image_factory.policy.reference import is_path_component
 from airflow_image_factory.policy.schema import (  # noqa: F401 - the conf screening is imported from here too
     MAX_SHOWN,
@@ -138,7 +143,8 @@ class RequestRecord:
 
     @classmethod
     def from_dict(cls: type[_Record], data: Mapping[str, Any]) -> _Record:
-        tuples = {name: tuple(data[name]) for name in ("python_versions", "variants") if name in data}
+        tuples = {name: tuple(data[name]) for name in ("python_versions", "variants", "platforms", "ci_platforms")
+                  if name in data}
         return cls(**{**data, **tuples})
 
 
@@ -162,6 +168,11 @@ class BuildRequest(RequestRecord):
     rebuild: bool = False
     # The PROD variants built, verified and published (naming.VARIANTS; the CI image is one per version).
     variants: tuple[str, ...] = ("regular",)
+    # os/arch every image is built for (policy/platforms.py); several: each image is an OCI index.
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+    # Derived from settings at validation time, so later tasks never re-read settings: the CI image's
+    # platforms (settings: ci_platforms), the Debian release per Python version, the base's repository.
+    ci_platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     # Derived from settings at validation time, so later tasks never re-read settings.
     debian: Mapping[str, str] = field(default_factory=dict)
     python_base_source: str = DEFAULT_PYTHON_BASE_UPSTREAM
@@ -265,6 +276,14 @@ PROD_VARIANTS = Field(
     choices=tuple(VARIANTS), example='["regular", "slim"]', item_rule=_variant_error, rule=_in_variant_order,
     form={"minItems": 1, "uniqueItems": True},
 )
+PLATFORMS = Field(
+    "platforms", "array", "Platforms",
+    "os/arch each image is built for. Several: each platform's image is built (another architecture under QEMU "
+    "emulation, many times slower), verified and pushed as :SHA-<arch>, and :SHA is one OCI image index over them.",
+    choices=SUPPORTED_PLATFORMS, example='["linux/amd64", "linux/arm64"]',
+    rule=lambda chosen, _fail: in_platform_order(chosen),
+    form={"minItems": 1, "uniqueItems": True},
+)
 AIRFLOW_VERSION = Field(
     "airflow_version", "string", "Airflow version",
     "Installed from the index only where no sources are built (release images); a branch build installs its "
@@ -282,7 +301,7 @@ NAMING = Field("naming", "string", "Naming convention",
 # build_images: every field a build request has, in the form's order.
 BUILD_SCHEMA = RequestSchema("build request", (
     BRANCH, PYTHON_VERSIONS, REGISTRY, REPOSITORY, SOURCE_REPO, COMMIT_SHA, CACHE, PUSH,
-    UPGRADE_TO_NEWER_DEPENDENCIES, REBUILD, PROD_VARIANTS, AIRFLOW_VERSION, TEST_COMMAND, NAMING,
+    UPGRADE_TO_NEWER_DEPENDENCIES, REBUILD, PROD_VARIANTS, PLATFORMS, AIRFLOW_VERSION, TEST_COMMAND, NAMING,
 ))
 # smoke_deploy takes a build request: the same fields and rules, but for ``variants``; its form says what
 # the fields mean to a deploy of images already published. A smoke deploy runs the chart's defaults (the
@@ -317,9 +336,20 @@ def validate_request(
     values = BUILD_SCHEMA.validate(conf, settings, allowed_extra=allowed_extra)
     return BuildRequest(
         **values,
+        ci_platforms=ci_platforms_of(settings),
         debian={version: settings.debian_for(version) for version in values["python_versions"]},
         python_base_source=settings.python_base_source,
     )
+
+
+def ci_platforms_of(settings: Settings) -> tuple[str, ...]:
+    """The ci_platforms setting, checked like a conf's platforms (an error names the setting)."""
+    unknown = [p for p in settings.ci_platforms if p not in SUPPORTED_PLATFORMS]
+    if unknown or not settings.ci_platforms:
+        problem = (f"the ci_platforms setting {show(list(settings.ci_platforms))} must list some of "
+                   f"{', '.join(SUPPORTED_PLATFORMS)}")
+        raise invalid([InvalidBuildRequest("ci_platforms", problem)], "build request")
+    return in_platform_order(settings.ci_platforms)
 
 
 def validate_smoke_request(conf: Mapping[str, Any] | None, settings: Settings) -> BuildRequest:

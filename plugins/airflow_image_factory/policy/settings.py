@@ -39,6 +39,7 @@ PARAM_NAMES = (
     "upgrade_to_newer_dependencies",
     "rebuild",
     "variants",
+    "platforms",
     "airflow_version",
     "test_command",
     "naming",
@@ -87,6 +88,10 @@ class Settings:
     promotion_lock_database: str = "image_factory_promotion_lock"
     # PROD variants (naming.VARIANTS) a build publishes, and the slim variant's extras (Airflow's: none)
     variants: tuple[str, ...] = ("regular",)
+    # os/arch each image is built for (policy/platforms.py): several make every image an OCI index
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    # the CI image's: it serves test runners, and another architecture's CI build under emulation takes hours
+    ci_platforms: tuple[str, ...] = ("linux/amd64",)
     slim_airflow_extras: str = ""
     additional_python_deps: str = ""
     slim_additional_python_deps: str = ""

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_image_factory.clients.registry.manifest import image_index
 from airflow_image_factory.exceptions import PromotionRefused
-from airflow_image_factory.policy.promotion import SHA_PUSHED, PromotionPlan
+from airflow_image_factory.policy.promotion import SHA_PUSHED, PromotionPlan, PromotionStep
 from airflow_image_factory.policy.reference import repository_and_reference
 from airflow_image_factory.services.copy import TagJournal
 
@@ -64,14 +65,11 @@ class Promotion:
             self._require_evidence(plan)
             journal = TagJournal(client, self.log)
             for step in plan.steps:
-                journal.remember(*repository_and_reference(step.target))
+                for target in step.targets:
+                    journal.remember(*repository_and_reference(target))
             with journal.all_or_nothing(refused=PromotionRefused):
                 for step in plan.pushes:
-                    journal.moving(*repository_and_reference(step.target))
-                    if step.local_image != step.target:
-                        self.engine.tag(step.local_image, step.target)
-                    digest = self.engine.push(step.target, auth=self.push_auth, retries=self.push_retries,
-                                              on_line=self.on_line)
+                    digest = self._push(step, journal)
                     published.append({"python": step.python, "kind": step.kind.value, "image": step.target,
                                       "digest": digest})
                     self.log("pushed %s = %s", step.target, digest)
@@ -84,6 +82,25 @@ class Promotion:
                 self._check_consistent(published, sha)
             self.log("promotion lock released: %s", lock.name)
         return published
+
+    def _push(self, step: PromotionStep, journal: TagJournal) -> str:
+        """Push a step's local image as its target; several platforms' images each as ``target-<arch>``,
+        then the target as their index (a manifest PUT). The digest of the target."""
+        pushes = [(None, step.local_image, step.target)] if not step.platform_images else step.platform_images
+        children = []
+        for platform, local, target in pushes:
+            journal.moving(*repository_and_reference(target))
+            if local != target:
+                self.engine.tag(local, target)
+            digest = self.engine.push(target, auth=self.push_auth, retries=self.push_retries, on_line=self.on_line)
+            children.append((platform, digest))
+        if not step.platform_images:
+            return children[0][1]
+        repository, tag = repository_and_reference(step.target)
+        index = image_index([(self.registry.get_manifest(repository, digest), platform)
+                             for platform, digest in children])
+        journal.moving(repository, tag)
+        return self.registry.put_manifest(repository, tag, index)
 
     def _require_evidence(self, plan: PromotionPlan) -> None:
         """Every tested digest (CI, each PROD variant) must carry signed evidence that verifies before any

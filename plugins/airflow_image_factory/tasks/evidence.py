@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_image_factory.clients.registry import platform_of
 from airflow_image_factory.clients.signing import EvidenceSigner, EvidenceVerifier
 from airflow_image_factory.exceptions import EvidenceError, EvidenceRefused, SigningKeyInvalid
 from airflow_image_factory.policy.evidence import (
@@ -29,6 +30,7 @@ from airflow_image_factory.policy.evidence import (
     statement,
 )
 from airflow_image_factory.policy.naming import ImageKind
+from airflow_image_factory.policy.platforms import built_platforms
 from airflow_image_factory.policy.reference import parse_reference
 from airflow_image_factory.policy.settings import Settings
 from airflow_image_factory.services.evidence import (
@@ -137,34 +139,58 @@ class AttestImageOperator(ImageFactoryOperator):
         signer = signer_of(settings)
         image = self.images[self.kind]
         digest = str(self.pushed)
+        parts = {part.get("platform", ""): part for part in built_platforms(self.build)}
         with self.registry_hook(settings).get_conn() as client:
-            if reused := reused_image(self.build):
-                return self._reused(client, image.path, digest, reused, verifier_of(settings, signer))
-            inventory = read_inventory(EngineHook(settings=settings).get_conn(), image.ref(self.sha))
-            statements = self.statements(context, image.ref(self.sha), digest, inventory)
-            attached = Attestor(client, signer, log=self.log.info).attach(image.path, digest, statements)
-        self.log.info("%s@%s: SBOM of %d Python distributions and %d Debian packages, provenance of %s, "
-                      "%d checks passed; signed with key %s", image.ref(self.sha), digest, len(inventory["python"]),
-                      len(inventory["debian"]), self.sha, len(self._checks()), signer.keyid[:12])
-        return {"python": self.python, "kind": self.kind.value, "digest": digest, "statements": attached}
+            manifest = client.get_manifest(image.path, digest)
+            # An index (several platforms): each platform's image is signed on its own, as verify_image reads it.
+            children = ([(platform_of(child), child["digest"]) for child in manifest.children] if manifest.is_index
+                        else [(next(iter(parts), ""), digest)])
+            engine = None
+            attached, reused = [], []
+            for platform, child in children:
+                part = parts.get(platform) if manifest.is_index else self.build
+                if part is None:
+                    raise EvidenceError(f"{image.ref(self.sha)}: its index has {platform}, not built by this run")
+                if was_reused := reused_image(part):
+                    self._check_reused(client, image.path, child, was_reused, verifier_of(settings, signer))
+                    reused.append(was_reused)
+                    continue
+                engine = engine or EngineHook(settings=settings).get_conn()
+                local = part["image"] if manifest.is_index else image.ref(self.sha)
+                inventory = read_inventory(engine, local)
+                statements = self.statements(context, local, child, inventory, part, platform)
+                attached += Attestor(client, signer, log=self.log.info).attach(image.path, child, statements)
+                self.log.info("%s@%s%s: SBOM of %d Python distributions and %d Debian packages, provenance of %s, "
+                              "%d checks passed; signed with key %s", local, child,
+                              f" ({platform})" if manifest.is_index else "", len(inventory["python"]),
+                              len(inventory["debian"]), self.sha, len(self._checks(platform)), signer.keyid[:12])
+        result = {"python": self.python, "kind": self.kind.value, "digest": digest, "statements": attached}
+        return result | ({"reused": reused[0] if len(reused) == 1 else reused} if reused else {})
 
-    def _reused(self, client: Any, repository: str, digest: str, reused: str, verifier: EvidenceVerifier) -> dict:
+    def _check_reused(self, client: Any, repository: str, digest: str, reused: str, verifier: EvidenceVerifier) -> None:
         problems = problems_of(client, repository, digest, verifier)
         if problems:
             raise EvidenceRefused(f"{reused} was reused (content key) but its evidence does not verify: "
-                                f"{'; '.join(problems)}; run with rebuild: true to build and attest it anew")
+                                  f"{'; '.join(problems)}; run with rebuild: true to build and attest it anew")
         self.log.info("%s was reused: its signed evidence verifies (%s)", reused, digest)
-        return {"python": self.python, "kind": self.kind.value, "digest": digest, "statements": [], "reused": reused}
 
     # A branch build's source is its commit; a release build's (tasks/release.py) the released version.
     released_version: str | None = None
 
-    def _checks(self) -> list[Mapping[str, Any]]:
-        return list((self.verification or {}).get("checks") or [])
+    def _checks(self, platform: str = "") -> list[Mapping[str, Any]]:
+        """The checks this platform's image passed: its part of the verify step's summary (several platforms)."""
+        verification = self.verification or {}
+        for part in verification.get("platforms") or []:
+            if part.get("platform") == platform:
+                return list(part.get("checks") or [])
+        return list(verification.get("checks") or [])
 
-    def statements(self, context: Any, image: str, digest: str, inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def statements(
+        self, context: Any, image: str, digest: str, inventory: Mapping[str, Any],
+        build: Mapping[str, Any] | None = None, platform: str = "",
+    ) -> list[dict[str, Any]]:
         request = self.request
-        facts = dict((self.build or {}).get("provenance") or {})
+        facts = dict((build if build is not None else self.build or {}).get("provenance") or {})
         if not facts:
             raise EvidenceError(f"{image}: the build step recorded no provenance (an older build summary?)")
         constraints = (self.constraints or {}).get(self.python)
@@ -180,11 +206,13 @@ class AttestImageOperator(ImageFactoryOperator):
             builder_version={"airflow-image-factory": _package_version(), "worker": socket.gethostname()},
             invocation_id=f"{dag_id}/{run_id}", started_on=facts.get("started_on", ""),
             finished_on=facts.get("finished_on", ""), released_version=self.released_version,
+            platform=facts.get("platform") or platform or None,
         )
-        checks = self._checks()
+        checks = self._checks(platform)
         tests = checks_result_predicate(
             checks, url=f"airflow:{dag_id}/{run_id}/{self.task_id.replace('attest_', 'verify_')}",
-            configuration=[{"name": "verify", "annotations": {"kind": self.kind.value, "python": self.python}}],
+            configuration=[{"name": "verify", "annotations": {"kind": self.kind.value, "python": self.python,
+                                                                **({"platform": platform} if platform else {})}}],
         )
         return [
             statement(name=image, digest=digest, predicate_type=SBOM,

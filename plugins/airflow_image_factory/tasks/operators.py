@@ -30,7 +30,7 @@ from airflow_image_factory.clients.content import CONTENT_KEY_ARG, CONTENT_KEY_L
 from airflow_image_factory.clients.engine import BuildSpec, Engine, labels_of
 from airflow_image_factory.clients.git import fetch_commit, prune_commit_cache
 from airflow_image_factory.clients.locks import promotion_lock
-from airflow_image_factory.clients.registry import RegistryClient, config_labels
+from airflow_image_factory.clients.registry import RegistryClient, config_labels, image_index
 from airflow_image_factory.clients.settings_loader import include_dir, load_settings
 from airflow_image_factory.clients.sources import (
     SourceTree,
@@ -41,7 +41,6 @@ from airflow_image_factory.clients.sources import (
 )
 from airflow_image_factory.exceptions import (
     BaseImageMissing,
-    ManifestNotFound,
     PermanentError,
     RegistryError,
     RegistryUnavailable,
@@ -79,6 +78,13 @@ from airflow_image_factory.policy.naming import (
     variant_of,
 )
 from airflow_image_factory.policy.nightly import BASE_DIGEST_LABEL, BASE_NAME_LABEL, EXTRAS_LABEL, VERSION_LABEL
+from airflow_image_factory.policy.platforms import (
+    DEFAULT_PLATFORMS,
+    built_platforms,
+    is_index,
+    platform_tags,
+    platforms_for,
+)
 from airflow_image_factory.policy.promotion import SHA_PUSHED, VersionOutcome, plan_promotion
 from airflow_image_factory.policy.reference import repository_and_reference
 from airflow_image_factory.policy.request import BuildRequest
@@ -243,6 +249,12 @@ class ImageFactoryOperator(BaseOperator):
     def registry_hook(self, settings: Settings, registry: str | None = None) -> RegistryHook:
         return RegistryHook(registry or self.request.registry, settings=settings)
 
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """What this step's image is built for: the run's platforms; the CI image's are the ci_platforms
+        setting (it serves test runners, and an emulated CI image build takes hours)."""
+        return platforms_for(self.request, getattr(self, "kind", None))
+
     def skip_unless_requested(self, kind: ImageKind) -> Variant | None:
         """The PROD variant of ``kind`` (None for the other kinds); a variant the run's ``variants`` do not
         name skips the step: every variant's steps are in the DAG, a run builds the ones it asks for."""
@@ -286,30 +298,44 @@ class PreparePythonBaseOperator(ImageFactoryOperator):
         fail_if_unreachable(upstream.registry, field="python_base_mirror" if settings.python_base_mirror
                             else "python_base_upstream")
         upstream_hook = self.registry_hook(settings, upstream.registry)
+        # every platform any image of the run is built for
+        platforms = tuple(dict.fromkeys((*self.request.platforms, *self.request.ci_platforms)))
         with upstream_hook.get_conn() as client:
             digest = client.manifest_digest(upstream.path, upstream.fixed_tag)
-        if digest is None:
-            raise BaseImageMissing(f"python base image: {upstream.ref()} not found (python_versions {self.python})")
+            if digest is None:
+                raise BaseImageMissing(
+                    f"python base image: {upstream.ref()} not found (python_versions {self.python})")
+            # Before any build: a base without one of the platforms would fail each build much later.
+            lacking = [] if platforms == DEFAULT_PLATFORMS else [
+                p for p in platforms if client.platform_manifest(upstream.path, digest, p) is None]
+        if lacking:
+            raise BaseImageMissing(f"python base image: {upstream.ref()} ({digest}) has no {', '.join(lacking)} "
+                                   f"image (platforms {', '.join(platforms)})")
         pinned = upstream.ref(digest)
         engine = EngineHook(settings=settings).get_conn()
         self.log.info("Upstream base %s is %s", upstream.ref(), digest)
         logins = {upstream.registry: upstream_hook.credentials} if upstream_hook.credentials else {}
+        local = {platform: images.python_base.ref(tag)
+                 for platform, tag in platform_tags(images.python_base.promoted_tag, platforms).items()}
         with tempfile.TemporaryDirectory(prefix="python-base-") as tmp, engine.logged_in(logins):
             Path(tmp, "Dockerfile").write_text(f"FROM {pinned}\n")
-            engine.build(
-                BuildSpec(
-                    context=Path(tmp), dockerfile="Dockerfile", tags=(images.python_base.ref(),),
-                    labels={BASE_NAME_LABEL: upstream.ref(), BASE_DIGEST_LABEL: digest}, inline_cache=False,
-                ),
-                on_line=self.log.debug,
-            )
-        return {
+            for platform, ref in local.items():
+                engine.build(
+                    BuildSpec(
+                        context=Path(tmp), dockerfile="Dockerfile", tags=(ref,), platform=platform,
+                        labels={BASE_NAME_LABEL: upstream.ref(), BASE_DIGEST_LABEL: digest}, inline_cache=False,
+                    ),
+                    on_line=self.log.debug,
+                )
+        summary = {
             "python": self.python,
             "upstream": upstream.ref(),
             "digest": digest,
             "pinned": pinned,
             "local": images.python_base.ref(),
         }
+        # several platforms: the promotion pushes each and publishes the base as their index
+        return summary | ({"platforms": local} if is_index(platforms) else {})
 
 
 class BuildImageOperator(ImageFactoryOperator):
@@ -383,21 +409,31 @@ class BuildImageOperator(ImageFactoryOperator):
                                         self.python)
         cache_refs = cache_images(self.kind, images, default_branch)
         registry_hook = self.registry_hook(settings)
-        present: dict[str, bool] = {}
+        tags = platform_tags(self.sha, self.platforms)
+        # Per platform: which cache images the registry holds for it (an index's child, or a plain manifest
+        # made for it), so no platform's build takes another's cache.
+        resolved: dict[str, dict[str, str]] = {platform: {} for platform in tags}
         if request.cache == "pulled":
             fail_if_unreachable(request.registry)
             with registry_hook.get_conn() as client:
-                present = {ref: client.manifest_digest(*repository_and_reference(ref)) is not None
-                           for ref in cache_refs}
-        plan = plan_cache(request.cache, cache_refs, present)
-        for note in plan.notes:
-            self.log.info("cache: %s", note)
+                for platform in tags:
+                    for ref in cache_refs:
+                        found = client.platform_manifest(*repository_and_reference(ref), platform)
+                        if found is not None:  # pinned: the build takes the very manifest looked at
+                            resolved[platform][ref] = f"{ref.rsplit(':', 1)[0]}@{found.digest}"
+        plans = {platform: plan_cache(request.cache, cache_refs, {ref: ref in found for ref in cache_refs},
+                                      resolved=found)
+                 for platform, found in resolved.items()}
+        for platform, plan in plans.items():
+            for note in plan.notes:
+                self.log.info("cache%s: %s", f" ({platform})" if is_index(self.platforms) else "", note)
         secrets = build_secrets(settings)
         build_args = self.build_args(settings)
         constraints = (self.constraints or {}).get(self.python)
         checkout = self.fetch_sources(settings) if self.from_sources else None
         engine = EngineHook(settings=settings).get_conn()
         logins = {request.registry: registry_hook.credentials} if registry_hook.credentials else {}
+        parts: list[dict[str, Any]] = []
         with build_context(constraints, sources=checkout) as (context, tree), engine.logged_in(logins):
             if tree is not None:
                 build_args |= {"AIRFLOW_INSTALL_FROM": "sources", "AIRFLOW_VERSION": tree.version,
@@ -408,68 +444,93 @@ class BuildImageOperator(ImageFactoryOperator):
                 build_args |= {"AIRFLOW_CONSTRAINTS_LOCATION": CONSTRAINTS_IN_CONTEXT,
                                "UPGRADE_TO_NEWER_DEPENDENCIES": "false"}
                 self.log.info("Installing with the given constraints (%d pins)", len(parse_pins(constraints)))
-            hashing = time.monotonic()
-            key = self.content_key(context, build_args)
-            reused = self.reuse_published(image, key, registry_hook, since=hashing)
-            if reused is not None:
-                return self._summary(reused, plan, tree, engine, images)
-            build_args[CONTENT_KEY_ARG] = key or ""
-            if tree is not None:
-                if self.kind is not ImageKind.CI:
-                    build_args |= self.ui_assets(engine, context, build_args, secrets, registry_hook, settings)
-                self.log.info("Building Airflow %s from the sources of %s at %s", tree.version, request.branch,
-                              self.sha)
-            spec = BuildSpec(
-                context=context,
-                dockerfile=self._DOCKERFILES[self.kind],
-                target=self.target,
-                tags=(image.ref(self.sha),),
-                build_args=build_args,
-                cache_from=plan.cache_from,
-                no_cache=plan.no_cache,
-                inline_cache=plan.inline_cache,
-                secrets=secrets,
-            )
-            started_on = _now_iso()
-            report = engine.build(spec, on_line=self.stream)
-            provenance = {
-                "dockerfile": spec.dockerfile, "target": spec.target, "started_on": started_on,
-                "finished_on": _now_iso(),
-                "dockerfile_digest": hashlib.sha256((context / spec.dockerfile).read_bytes()).hexdigest(),
-                # CREATED differs on every build; what made the image is the rest
-                "build_args": {k: v for k, v in build_args.items() if k != "CREATED"},
-            }
+            ui_args: dict[str, str] | None = None
+            for platform, tag in tags.items():
+                hashing = time.monotonic()
+                key = self.content_key(context, build_args, platform)
+                reused = self.reuse_published(image, key, registry_hook, since=hashing, platform=platform)
+                if reused is not None:
+                    parts.append(self._summary(reused, plans[platform], tree, platform, tag))
+                    continue
+                platform_args = {**build_args, CONTENT_KEY_ARG: key or ""}
+                if tree is not None:
+                    if self.kind is not ImageKind.CI:
+                        # once per step: every platform takes the same compiled UI (it is platform-free)
+                        ui_args = ui_args if ui_args is not None else self.ui_assets(
+                            engine, context, platform_args, secrets, registry_hook, settings)
+                        platform_args |= ui_args
+                    self.log.info("Building Airflow %s from the sources of %s at %s for %s", tree.version,
+                                  request.branch, self.sha, platform)
+                parts.append(self._build_one(engine, context, image.ref(tag), platform, platform_args, secrets,
+                                             plans[platform], tree, key))
+        if self.kind is ImageKind.CI:
+            # seed 000's manifest image holds one image id: the first platform's (the engine's own, usually)
+            manifest = self._build_manifest_image(engine, images, parts[0]["image_id"])
+            for part in parts:
+                part["manifest_image"] = manifest
+        if not is_index(self.platforms):
+            return parts[0]
+        return {"python": self.python, "kind": self.kind.value, "image": image.ref(self.sha),
+                "platforms": parts, **({"manifest_image": parts[0]["manifest_image"]} if "manifest_image" in parts[0]
+                                       else {}),
+                **({"airflow_version": tree.version} if tree is not None else {})}
+
+    def _build_one(
+        self, engine: Engine, context: Path, ref: str, platform: str, build_args: Mapping[str, str],
+        secrets: Mapping[str, str], plan: CachePlan, tree: SourceTree | None, key: str | None,
+    ) -> dict[str, Any]:
+        """Build one platform's image as ``ref``; its summary, with the provenance facts its evidence signs."""
+        spec = BuildSpec(
+            context=context,
+            dockerfile=self._DOCKERFILES[self.kind],
+            target=self.target,
+            tags=(ref,),
+            build_args=build_args,
+            cache_from=plan.cache_from,
+            no_cache=plan.no_cache,
+            inline_cache=plan.inline_cache,
+            secrets=secrets,
+            platform=platform,
+        )
+        started_on = _now_iso()
+        report = engine.build(spec, on_line=self.stream)
+        provenance = {
+            "dockerfile": spec.dockerfile, "target": spec.target, "started_on": started_on,
+            "finished_on": _now_iso(), "platform": platform,
+            "dockerfile_digest": hashlib.sha256((context / spec.dockerfile).read_bytes()).hexdigest(),
+            # CREATED differs on every build; what made the image is the rest
+            "build_args": {k: v for k, v in build_args.items() if k != "CREATED"},
+        }
         self.log.info("steps that ran: %s", "; ".join(report.ran_steps) or "none (every step came from the cache)")
         summary = self._summary({**report.to_dict(), "reused": None, "content_key": key, "provenance": provenance},
-                                plan, tree, engine, images)
+                                plan, tree, platform, ref.rsplit(":", 1)[1])
         self.log.info(
-            "Built %s: %s, %.0f MB, %.1fs, %d/%d steps cached",
-            summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps, report.steps,
+            "Built %s (%s): %s, %.0f MB, %.1fs, %d/%d steps cached",
+            summary["image"], platform, report.image_id, report.size / 1e6, report.duration, report.cached_steps,
+            report.steps,
         )
         return summary
 
     def _summary(
-        self, outcome: Mapping[str, Any], plan: CachePlan, tree: SourceTree | None, engine: Engine, images: ImageSet
+        self, outcome: Mapping[str, Any], plan: CachePlan, tree: SourceTree | None, platform: str, tag: str,
     ) -> dict[str, Any]:
-        """What a build step returns, whether it built (``outcome``: the build report) or reused a
-        published image (``outcome``: reuse_published's answer): the image, the cache plan, the sources'
-        version, and for CI the manifest image made from the image id."""
-        summary = {"python": self.python, "kind": self.kind.value, "image": images[self.kind].ref(self.sha),
-                   **outcome, "cache": plan.to_dict()}
+        """What a build step returns for one platform, whether it built (``outcome``: the build report) or
+        reused a published image (``outcome``: reuse_published's answer): the image, its platform, the cache
+        plan and the sources' version."""
+        summary = {"python": self.python, "kind": self.kind.value, "image": self.images[self.kind].ref(tag),
+                   "platform": platform, **outcome, "cache": plan.to_dict()}
         if tree is not None:
             summary["airflow_version"] = tree.version
-        if self.kind is ImageKind.CI:
-            summary["manifest_image"] = self._build_manifest_image(engine, images, outcome["image_id"])
         return summary
 
-    def content_key(self, context: Path, build_args: Mapping[str, str]) -> str | None:
-        """This build's content key (content.py), or None where equal inputs need not give an equal image:
-        an eager upgrade resolves against the index as it is at build time."""
+    def content_key(self, context: Path, build_args: Mapping[str, str], platform: str) -> str | None:
+        """This build's content key for ``platform`` (content.py), or None where equal inputs need not give an
+        equal image: an eager upgrade resolves against the index as it is at build time."""
         if build_args.get("UPGRADE_TO_NEWER_DEPENDENCIES") == "true":
             return None
         return content_key(
             kind=self.kind.value, context=context, dockerfile=self._DOCKERFILES[self.kind],
-            target=self.target, build_args=build_args,
+            target=self.target, build_args={**build_args, "TARGETPLATFORM": platform},
             checks=self.checks_identity(),
         )
 
@@ -483,11 +544,13 @@ class BuildImageOperator(ImageFactoryOperator):
         return (inspect.getsource(image_contract), inspect.getsource(VerifyImageOperator), EVIDENCE_FORMAT)
 
     def reuse_published(
-        self, image: ImageName, key: str | None, registry_hook: RegistryHook, *, since: float | None = None
+        self, image: ImageName, key: str | None, registry_hook: RegistryHook, *, since: float | None = None,
+        platform: str = DEFAULT_PLATFORMS[0],
     ) -> dict | None:
-        """The summary of the published image whose content key is ``key`` (its ``:SHA``, then its
-        ``latest``), read from manifests and config blobs only; None when this build must run. Its
-        duration counts from ``since`` (``time.monotonic()`` when the key's hashing began)."""
+        """The summary of the published image for ``platform`` whose content key is ``key`` (its ``:SHA``
+        or ``:SHA-<arch>``, then its ``latest``; an index's child for the platform), read from manifests and
+        config blobs only; None when this build must run. Its duration counts from ``since``
+        (``time.monotonic()`` when the key's hashing began)."""
         request = self.request
         why_not = "release images are built from the index" if not self.reuses_published else reuse_blocker(
             request.cache, key, rebuild=request.rebuild, push=request.push)
@@ -496,18 +559,18 @@ class BuildImageOperator(ImageFactoryOperator):
             return None
         started = time.monotonic() if since is None else since
         # Only :SHA and latest are pushed after their checks passed; the PROD build stage only as latest.
-        tags = (self.sha, image.promoted_tag) if self.kind in SHA_PUSHED else (image.promoted_tag,)
+        own_tag = platform_tags(self.sha, self.platforms)[platform]
+        tags = (own_tag, image.promoted_tag) if self.kind in SHA_PUSHED else (image.promoted_tag,)
         candidates = [image.ref(tag) for tag in tags]
         published: dict[str, str | None] = {}
         found: dict[str, tuple[str, dict]] = {}
         with registry_hook.get_conn() as client:
             for tag, ref in zip(tags, candidates, strict=True):
-                try:
-                    manifest = client.get_manifest(image.path, tag)
-                    config = client.config_of(image.path, manifest, reference=tag)
-                except ManifestNotFound:
+                manifest = client.platform_manifest(image.path, tag, platform)
+                if manifest is None:
                     published[ref] = None
                     continue
+                config = client.config_of(image.path, manifest, reference=tag)
                 published[ref] = config_labels(config).get(CONTENT_KEY_LABEL)
                 found[ref] = (manifest.digest, manifest.document)
                 if published[ref] == key:
@@ -518,7 +581,7 @@ class BuildImageOperator(ImageFactoryOperator):
             return None
         digest, document = found[plan.reuse]
         seconds = time.monotonic() - started
-        self.log.info("Reused %s: %s, %.2fs, content key %s", plan.reuse, digest, seconds, key)
+        self.log.info("Reused %s (%s): %s, %.2fs, content key %s", plan.reuse, platform, digest, seconds, key)
         return {
             "reused": plan.reuse, "digest": digest, "image_id": document["config"]["digest"], "content_key": key,
             "duration_s": round(seconds, 2), "steps": 0, "cached_steps": 0, "ran_steps": [],
@@ -539,7 +602,9 @@ class BuildImageOperator(ImageFactoryOperator):
         request = self.request
         variant = variant_of(self.kind)
         if variant is not None and self.kind is variant.prod:
-            stage = self.images[variant.prod_build].ref(self.sha)
+            # every platform's stage took the same compiled UI: the first one's label says which
+            first_tag = next(iter(platform_tags(self.sha, self.platforms).values()))
+            stage = self.images[variant.prod_build].ref(first_tag)
             if engine.has_image(stage):
                 label = labels_of(engine.inspect(stage)).get(UI_ASSETS_LABEL, "")
                 taken = label if "@" in label else None  # the label's default, "scratch": compiled there
@@ -702,12 +767,23 @@ class VerifyImageOperator(ImageFactoryOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         variant = self.skip_unless_requested(self.kind)
-        image = self.images[self.kind].ref(self.sha)
-        if reused := reused_image(self.build):
+        parts = built_platforms(self.build) or [{"image": self.images[self.kind].ref(self.sha),
+                                                 "platform": self.platforms[0]}]
+        if not is_index(self.platforms):
+            return self._verify_one(parts[0], variant)
+        # Every platform's image runs every check; another architecture's under QEMU emulation.
+        verified = [self._verify_one(part, variant) for part in parts]
+        return {"python": self.python, "kind": self.kind.value, "image": self.images[self.kind].ref(self.sha),
+                "checks": [check | {"platform": v["platform"]} for v in verified for check in v["checks"]],
+                "platforms": verified}
+
+    def _verify_one(self, part: Mapping[str, Any], variant: Variant | None) -> dict[str, Any]:
+        image, platform = part["image"], part.get("platform") or self.platforms[0]
+        summary = {"python": self.python, "kind": self.kind.value, "image": image, "platform": platform}
+        if reused := reused_image(part):
             self.log.info("%s is %s (content key %s), which passed these checks before it was published: "
-                          "not run again", image, reused, (self.build.get("content_key") or "")[:12])
-            return {"python": self.python, "kind": self.kind.value, "image": image, "checks": [],
-                    "reused": reused}
+                          "not run again", image, reused, (part.get("content_key") or "")[:12])
+            return {**summary, "checks": [], "reused": reused}
         settings = run_settings()
         engine = EngineHook(settings=settings).get_conn()
         labels = labels_of(engine.inspect(image))
@@ -718,13 +794,14 @@ class VerifyImageOperator(ImageFactoryOperator):
         else:
             checks = prod_checks(expected_version, extras=labels.get(EXTRAS_LABEL, ""),
                                  expected_providers=self.expected_providers(settings, variant))
+        self.log.info("Verifying %s (%s)", image, platform)
         # Through the image's own entrypoint, as a user runs it.
         results = verify.run_checks(engine, image, checks, on_line=self.stream, say=self.log.info)
         if variant is not None:
             seconds = verify.check_api_server(engine, image, say=self.log.info)
             self.log.info("api-server health answered and the UI was served in %.0fs", seconds)
             results.append({"check": "api-server health", "passed": True, "seconds": round(seconds, 1)})
-        return {"python": self.python, "kind": self.kind.value, "image": image, "checks": results}
+        return {**summary, "checks": results}
 
     def expected_providers(self, settings: Settings, variant: Variant) -> tuple[str, ...]:
         """The providers the image must hold exactly, as Airflow's own PROD image tests read them from the
@@ -786,18 +863,35 @@ class PushImageOperator(ImageFactoryOperator):
         fail_if_unreachable(self.request.registry)
         hook = self.registry_hook(settings)
         engine = EngineHook(settings=settings).get_conn()
-        ref = self.images[self.kind].ref(self.sha)
+        image = self.images[self.kind]
+        ref = image.ref(self.sha)
+        parts = built_platforms(self.build) or [{"image": ref, "platform": self.platforms[0]}]
         with hook.get_conn() as client:
             client.ping()
-            if reused := reused_image(self.build):
-                image = self.images[self.kind]
-                digest = client.tag(image.path, self.build["digest"], self.sha)
-                self.log.info("Tagged %s as %s: the published %s (content key), no layer moved", ref, digest, reused)
+            pushed = [(part.get("platform", ""), self._push_one(client, engine, hook, part, settings))
+                      for part in parts]
+            if not is_index(self.platforms):
                 record_image_ref(context, ref)
-                return digest
+                return pushed[0][1]
+            # One index over the platforms' images, already in the repository: a manifest PUT, nothing uploaded.
+            index = image_index([(client.get_manifest(image.path, digest), platform) for platform, digest in pushed])
+            digest = client.put_manifest(image.path, self.sha, index)
+        self.log.info("Pushed %s as %s: an OCI image index over %s", ref, digest,
+                      ", ".join(f"{platform} {child[:19]}" for platform, child in pushed))
+        record_image_ref(context, ref)
+        return digest
+
+    def _push_one(self, client: Any, engine: Engine, hook: RegistryHook, part: Mapping[str, Any],
+                  settings: Settings) -> str:
+        """Push one platform's image (or tag the published one it reused); its digest."""
+        ref = part["image"]
+        if reused := reused_image(part):
+            repository, tag = repository_and_reference(ref)
+            digest = client.tag(repository, part["digest"], tag)
+            self.log.info("Tagged %s as %s: the published %s (content key), no layer moved", ref, digest, reused)
+            return digest
         digest = engine.push(ref, auth=hook.credentials, retries=settings.push_retries, on_line=self.stream)
         self.log.info("Pushed %s as %s", ref, digest)
-        record_image_ref(context, ref)
         return digest
 
 
@@ -829,8 +923,9 @@ class PromoteImagesOperator(ImageFactoryOperator):
         bases = {b["python"]: b for b in mapped_values(self.python_bases) if b}
         local_images = {
             v: {
-                ImageKind.PYTHON_BASE.value: bases[v]["local"] if v in bases else None,
-                **{kind.value: images[v][kind].ref(self.sha) for kind in variant_kinds(request.variants)
+                # several platforms: platform → that platform's local image (pushed as <tag>-<arch>, then indexed)
+                ImageKind.PYTHON_BASE.value: (bases[v].get("platforms") or bases[v]["local"]) if v in bases else None,
+                **{kind.value: self._local(images[v][kind]) for kind in variant_kinds(request.variants)
                    if kind not in SHA_PUSHED},
                 ImageKind.CI_MANIFEST.value: images[v].ci_manifest.ref(self.sha),
             }
@@ -865,6 +960,12 @@ class PromoteImagesOperator(ImageFactoryOperator):
             ).apply(plan, self.sha)
         self._announce(context, published)
         return published
+
+    def _local(self, image: ImageName) -> str | dict[str, str]:
+        """The local ``name:SHA`` of an image first pushed at promotion, or its platforms' ``name:SHA-<arch>``."""
+        if not is_index(self.request.platforms):
+            return image.ref(self.sha)
+        return {p: image.ref(tag) for p, tag in platform_tags(self.sha, self.request.platforms).items()}
 
     def _announce(self, context: Any, published: list[dict[str, str]]) -> None:
         """An asset event per published latest (DAGs such as smoke_deploy are scheduled on them), and
@@ -924,8 +1025,11 @@ class TidyEngineOperator(ImageFactoryOperator):
 
     def droppable(self, request: BuildRequest) -> list[str]:
         """The local references the run made that may leave the engine once the registry holds them."""
-        return [ref for python in request.python_versions
-                for ref in droppable_refs(images_for(request, python), self.sha)]
+        # several platforms: each platform's name:SHA-<arch> (the CI manifest is still name:SHA)
+        tags = dict.fromkeys([self.sha, *(tag for platforms in (request.platforms, request.ci_platforms)
+                                          for tag in platform_tags(self.sha, platforms).values())])
+        return [ref for python in request.python_versions for tag in tags
+                for ref in droppable_refs(images_for(request, python), tag)]
 
     def _drop_if_pushed(self, engine: Engine, client: Any, ref: str, report: TidyReport) -> None:
         digests = engine.repo_digests(ref)

@@ -27,6 +27,7 @@ from airflow_image_factory.policy.naming import (
     release_tag,
     variant_of,
 )
+from airflow_image_factory.policy.platforms import platform_tags
 from airflow_image_factory.policy.reference import name_and_tag
 from airflow_image_factory.policy.release import ReleaseRequest, constraints_location, staged_digests
 from airflow_image_factory.policy.request import BuildRequest
@@ -120,8 +121,9 @@ class ReleaseTidyOperator(TidyEngineOperator):
 
     def droppable(self, request: BuildRequest) -> list[str]:
         staging = release_staging_image(request.registry, request.repository)
-        return [staging.ref(release_tag(request.airflow_version, python, variant))
-                for python in request.python_versions for variant in request.variants]
+        return [staging.ref(tag) for python in request.python_versions for variant in request.variants
+                for tag in platform_tags(release_tag(request.airflow_version, python, variant),
+                                         request.platforms).values()]
 
 
 class PublishReleaseOperator(BaseOperator):

@@ -31,6 +31,8 @@ from airflow_image_factory.clients.registry.manifest import (
     OCI_MANIFEST,
     Manifest,
     config_labels,
+    image_index,
+    platform_of,
 )
 from airflow_image_factory.clients.registry.transport import MAX_RESPONSE_BYTES, RegistryStats
 from airflow_image_factory.policy.reference import (
@@ -56,7 +58,9 @@ __all__ = [
     "RegistryClient",
     "RegistryStats",
     "config_labels",
+    "image_index",
     "is_digest",
     "parse_reference",
+    "platform_of",
     "split_image_reference",
 ]

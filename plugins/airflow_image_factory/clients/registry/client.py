@@ -27,6 +27,8 @@ from airflow_image_factory.clients.registry.manifest import (
     FOREIGN_LAYER_TYPES,
     OCI_INDEX,
     Manifest,
+    platform_matches,
+    platform_of,
     referrer_descriptor,
     referrers_tag,
     served_media_type,
@@ -171,6 +173,21 @@ class RegistryClient:
         if sha256(resp.content) != digest:
             raise RegistryError(f"{self.registry}/{repository}: config blob does not match its digest {digest}")
         return json.loads(resp.content)
+
+    def platform_manifest(self, repository: str, reference: str, platform: str) -> Manifest | None:
+        """The image manifest of ``repository:reference`` for ``platform`` (``os/arch[/variant]``): an index's
+        child for it, or a plain manifest whose config says that platform; None when there is none (or no
+        such reference). What a build of one platform may take as its cache, or reuse."""
+        try:
+            manifest = self.get_manifest(repository, reference)
+        except ManifestNotFound:
+            return None
+        if manifest.is_index:
+            child = next((c for c in manifest.children if platform_matches(platform_of(c), platform)), None)
+            return self.get_manifest(repository, child["digest"]) if child else None
+        config = self.config_of(repository, manifest, reference=reference)
+        made_for = "/".join(str(p) for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p)
+        return manifest if platform_matches(made_for, platform) else None
 
     def _get_manifest(self, repository: str, reference: str, scope: Sequence[str]) -> Manifest:
         path = self._manifest_path(repository, reference)

@@ -140,3 +140,31 @@ def with_referrer(index: Manifest | None, entry: Mapping[str, Any]) -> Manifest:
     manifests = [m for m in (index.children if index is not None else []) if m.get("digest") != entry["digest"]]
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*manifests, dict(entry)]}
     return Manifest.from_bytes(json.dumps(document, separators=(",", ":")).encode(), OCI_INDEX)
+
+
+# ---- multi-platform images ---------------------------------------------------------------------------------
+def image_index(children: list[tuple[Manifest, str]]) -> Manifest:
+    """An OCI image index over ``children``: (image manifest, ``os/arch[/variant]``) pairs, in that order.
+
+    Only descriptors: the children must already be in the repository the index is PUT to."""
+    manifests = []
+    for manifest, platform in children:
+        os_name, arch, *variant = platform.split("/")
+        entry = {**manifest_descriptor(manifest), "platform": {"architecture": arch, "os": os_name}}
+        if variant:
+            entry["platform"]["variant"] = variant[0]
+        manifests.append(entry)
+    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+    return Manifest.from_bytes(json.dumps(document, separators=(",", ":")).encode(), OCI_INDEX)
+
+
+def platform_of(child: Mapping[str, Any]) -> str:
+    """``os/arch[/variant]`` of an index entry ('' when it names none, as referrers and attestations)."""
+    p = child.get("platform") or {}
+    return "/".join(part for part in (p.get("os"), p.get("architecture"), p.get("variant")) if part)
+
+
+def platform_matches(found: str, wanted: str) -> bool:
+    """Whether an image made for ``found`` serves ``wanted``; a wanted platform without a variant takes any
+    (arm64 images often say ``linux/arm64/v8``)."""
+    return found == wanted or (wanted.count("/") == 1 and found.rsplit("/", 1)[0] == wanted)
