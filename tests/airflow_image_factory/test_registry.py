@@ -571,3 +571,41 @@ def test_config_of_a_manifest_already_read_gets_it_no_second_time(plain_registry
     reader.stats.reset()
     reader.config_of(repo, manifest)
     assert reader.stats.count("GET", "manifest") == 0
+
+
+# --------------------------------------------------------------------------- multi-platform images
+
+
+def test_an_index_over_pushed_images_is_one_manifest_put_and_keeps_each_child(plain_registry: RegistryServer) -> None:
+    from airflow_image_factory.clients.registry import image_index, platform_of
+
+    client = plain_registry.client()
+    repo = unique_repo()
+    amd = push_image(client, repo, "sha-amd64", architecture="amd64", media_type=DOCKER_MANIFEST_V2)
+    arm = push_image(client, repo, "sha-arm64", architecture="arm64", media_type=DOCKER_MANIFEST_V2)
+    client.stats.reset()
+    index = image_index([(client.get_manifest(repo, amd.digest), "linux/amd64"),
+                         (client.get_manifest(repo, arm.digest), "linux/arm64")])
+    assert client.put_manifest(repo, "sha", index) == index.digest
+    assert client.stats.count("PUT", "manifest") == 1
+    _no_blob_traffic(client)
+    # what any client reads back: the OCI index media type, both children by digest, each with its platform
+    raw = requests.get(f"{plain_registry.url}/v2/{repo}/manifests/sha", headers={"Accept": OCI_INDEX}, timeout=10)
+    assert raw.headers["Content-Type"] == OCI_INDEX
+    children = raw.json()["manifests"]
+    assert [(c["digest"], c["mediaType"], platform_of(c)) for c in children] == [
+        (amd.digest, DOCKER_MANIFEST_V2, "linux/amd64"), (arm.digest, DOCKER_MANIFEST_V2, "linux/arm64")]
+
+
+def test_platform_manifest_picks_an_index_child_or_checks_a_plain_images_config(plain_registry: RegistryServer) -> None:
+    client = plain_registry.client()
+    repo = unique_repo()
+    pushed = push_index(client, repo, "multi")
+    amd_only = push_image(client, repo, "amd-only", architecture="amd64")
+    assert client.platform_manifest(repo, "multi", "linux/arm64").digest == pushed.children[1].digest
+    assert client.platform_manifest(repo, "multi", "linux/amd64").digest == pushed.children[0].digest
+    assert client.platform_manifest(repo, "amd-only", "linux/amd64").digest == amd_only.digest
+    # an amd64 image is never another platform's, and a missing tag is no image
+    assert client.platform_manifest(repo, "amd-only", "linux/arm64") is None
+    assert client.platform_manifest(repo, "multi", "linux/s390x") is None
+    assert client.platform_manifest(repo, "nope", "linux/amd64") is None

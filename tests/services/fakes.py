@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from airflow_image_factory.clients.registry import DOCKER_MANIFEST_V2, Manifest
 from airflow_image_factory.exceptions import ManifestNotFound, RegistryError, RegistryUnavailable
 from airflow_image_factory.policy.reference import is_digest, repository_and_reference
 
@@ -33,6 +34,7 @@ class FakeRegistry:
         self.tags: dict[tuple[str, str], str] = {}
         self.manifests: set[tuple[str, str]] = set()
         self.configs: dict[str, dict] = {}  # digest → image config
+        self.indexes: dict[str, Manifest] = {}  # digest → an index put_manifest stored
         self.calls: list[tuple] = []
         self.fail_at = fail_at
         self.fail_after = fail_after
@@ -49,7 +51,7 @@ class FakeRegistry:
         self.manifests.add((repository, value))
 
     def writes(self) -> list[tuple]:
-        return [c for c in self.calls if c[0] in ("tag", "copy", "delete_tag", "engine.push")]
+        return [c for c in self.calls if c[0] in ("tag", "copy", "delete_tag", "engine.push", "put_manifest")]
 
     # ---- the client's API
 
@@ -110,6 +112,23 @@ class FakeRegistry:
         with self._call("list_tags", repository):
             found = sorted(t for r, t in self.tags if r == repository)
         return found
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """A stand-in body whose digest is the stored one (the fake keeps digests, not documents)."""
+        with self._call("get_manifest", repository, reference):
+            found = self._resolve(repository, reference)
+        if found is None:
+            raise ManifestNotFound(f"{repository}:{reference} not found", status=404)
+        return Manifest(raw=b"{}", media_type=DOCKER_MANIFEST_V2, digest=found)
+
+    def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+        with self._call("put_manifest", repository, tag):
+            for child in manifest.children:  # as distribution does: an index's children must be there
+                if (repository, child["digest"]) not in self.manifests:
+                    raise RegistryError(f"{repository}: {child['digest']} is unknown", status=400)
+            self.put(repository, tag, manifest.digest)
+            self.indexes[manifest.digest] = manifest
+        return manifest.digest
 
     def image_config(self, repository: str, reference: str) -> dict:
         with self._call("image_config", repository, reference):

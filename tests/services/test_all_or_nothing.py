@@ -16,8 +16,15 @@ def promotion(**kwargs):
     return registry, lambda _: test_promotion.promote(registry, engine, lock)
 
 
+def index_promotion(**kwargs):
+    """The promotion of a run for several platforms: its build stages pushed per platform, then indexed."""
+    registry, engine, lock = test_promotion.platform_world(**kwargs)
+    return registry, lambda _: test_promotion.promote(registry, engine, lock, test_promotion.platform_plan())
+
+
 FLOWS = {
     "promotion": (promotion, test_promotion.STEPS, PromotionRefused),
+    "index-promotion": (index_promotion, test_promotion.PLATFORM_STEPS, PromotionRefused),
     "release": (lambda **kw: (test_release.world(**kw), test_release.publish), test_release.STEPS, ReleaseRefused),
     "retag": (lambda **kw: (test_retag.world(**kw), test_retag.run), test_retag.STEPS, RetagRefused),
 }
@@ -29,5 +36,5 @@ def test_a_failure_at_any_step_leaves_every_tag_as_it_was(flow, step, fail_after
     make, _, refused = FLOWS[flow]
     registry, run = make(fail_at=step, fail_after=fail_after)
     leaves_every_tag_as_it_was(registry, run, (RegistryError, refused))
-    if flow == "promotion":
+    if flow.endswith("promotion"):
         assert all(held for *_, held in registry.calls)  # putting back happens under the lock too

@@ -137,3 +137,38 @@ def test_evidence_that_verifies_lets_the_promotion_through():
                           evidence_problems=lambda repository, tested: []).apply(plan(), SHA)
     assert len(published) == 10
     assert sum(line.startswith("evidence of ") and line.endswith(" verifies") for line in log.lines) == 4
+
+
+# ---- several platforms: the images first pushed at promotion become indexes --------------------------------
+PLATFORMS = ("linux/amd64", "linux/arm64")
+LOCAL_BY_PLATFORM = {v: {**LOCAL[v], "prod-build": {p: f"build-{v}-{p}" for p in PLATFORMS}} for v in VERSIONS}
+PLATFORM_DIGESTS = {**LOCAL_DIGESTS, **{f"build-{v}-{p}": digest(f"4{i}{j}") for i, v in enumerate(VERSIONS)
+                                        for j, p in enumerate(PLATFORMS)}}
+
+
+def platform_plan():
+    outcomes = {v: VersionOutcome(v, True, TESTED[v]) for v in VERSIONS}
+    return plan_promotion(push=True, python_versions=VERSIONS, outcomes=outcomes, images=IMAGES,
+                          local_images=LOCAL_BY_PLATFORM)
+
+
+def platform_world(**kwargs):
+    registry, _, lock = world(**kwargs)
+    return registry, FakeEngine(registry, PLATFORM_DIGESTS), lock
+
+
+def test_a_stage_built_for_several_platforms_is_pushed_per_platform_and_published_as_their_index():
+    registry, engine, lock = platform_world()
+    published = promote(registry, engine, lock, platform_plan())
+    for v in VERSIONS:
+        stage = IMAGES[v].prod_build
+        [item] = [i for i in published if i["python"] == v and i["kind"] == "prod-build"]
+        index = registry.indexes[item["digest"]]
+        assert registry.tags[(stage.path, "latest")] == item["digest"] and index.is_index
+        assert [(c["platform"]["architecture"], c["digest"]) for c in index.children] == [
+            (p.split("/")[1], registry.tags[(stage.path, f"latest-{p.split('/')[1]}")]) for p in PLATFORMS]
+        assert [c["digest"] for c in index.children] == [PLATFORM_DIGESTS[f"build-{v}-{p}"] for p in PLATFORMS]
+
+
+PLATFORM_STEPS = calls_of((fake := platform_world())[0], lambda _: promote(*fake, platform_plan()))
+
