@@ -172,3 +172,20 @@ def test_a_stage_built_for_several_platforms_is_pushed_per_platform_and_publishe
 
 PLATFORM_STEPS = calls_of((fake := platform_world())[0], lambda _: promote(*fake, platform_plan()))
 
+
+
+def test_a_platform_reused_from_the_registry_is_tagged_not_pushed_and_joins_the_index():
+    registry, engine, lock = platform_world()
+    stage = IMAGES["3.11"].prod_build
+    published_arm = digest("55")
+    registry.put(stage.path, "older-arm64", published_arm)  # what the arm64 build reused (content key)
+    local = {v: {**LOCAL_BY_PLATFORM[v]} for v in VERSIONS}
+    local["3.11"]["prod-build"] = {"linux/amd64": "build-3.11-linux/amd64", "linux/arm64": published_arm}
+    outcomes = {v: VersionOutcome(v, True, TESTED[v]) for v in VERSIONS}
+    mixed = plan_promotion(push=True, python_versions=VERSIONS, outcomes=outcomes, images=IMAGES, local_images=local)
+    published = promote(registry, engine, lock, mixed)
+    [item] = [i for i in published if i["python"] == "3.11" and i["kind"] == "prod-build"]
+    assert [c["digest"] for c in registry.indexes[item["digest"]].children] == [
+        PLATFORM_DIGESTS["build-3.11-linux/amd64"], published_arm]
+    assert ("engine.push", f"{stage.ref('latest-arm64')}", True) not in registry.calls
+    assert registry.tags[(stage.path, "latest-arm64")] == published_arm

@@ -39,6 +39,9 @@ class VersionOutcome:
     passed: bool
     digests: Mapping[str, str] = field(default_factory=dict)  # ImageKind value → digest of the :SHA push
     failures: tuple[str, ...] = ()
+    # A build stage of several platforms some of which were reused (content key): ImageKind value →
+    # platform → the published image's digest (not on this worker to push; tagged in the registry instead)
+    platform_digests: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +49,7 @@ class VersionOutcome:
             "passed": self.passed,
             "digests": dict(self.digests),
             "failures": list(self.failures),
+            "platform_digests": {kind: dict(found) for kind, found in self.platform_digests.items()},
         }
 
     @classmethod
@@ -55,6 +59,7 @@ class VersionOutcome:
             passed=bool(data["passed"]),
             digests=dict(data.get("digests", {})),
             failures=tuple(data.get("failures", ())),
+            platform_digests={kind: dict(found) for kind, found in (data.get("platform_digests") or {}).items()},
         )
 
 
@@ -65,8 +70,8 @@ class PromotionStep:
     target: str  # name:tag that will point at the image
     source_digest: str | None  # the tested digest to re-tag; None: push the local image as is
     local_image: str | None = None
-    # Several platforms: (platform, local image, the name:tag-<arch> it is pushed as) each; the target then
-    # becomes their index (policy/platforms.py), and local_image is None.
+    # Several platforms: (platform, local image or the digest of a published one, the name:tag-<arch> it is
+    # pushed or tagged as) each; the target then becomes their index (policy/platforms.py), local_image None.
     platform_images: tuple[tuple[str, str, str], ...] = ()
 
     def to_dict(self) -> dict:

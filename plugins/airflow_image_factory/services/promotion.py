@@ -15,7 +15,7 @@ from typing import Any
 from airflow_image_factory.clients.registry.manifest import image_index
 from airflow_image_factory.exceptions import PromotionRefused
 from airflow_image_factory.policy.promotion import SHA_PUSHED, PromotionPlan, PromotionStep
-from airflow_image_factory.policy.reference import repository_and_reference
+from airflow_image_factory.policy.reference import is_digest, repository_and_reference
 from airflow_image_factory.services.copy import TagJournal
 
 
@@ -89,7 +89,11 @@ class Promotion:
         pushes = [(None, step.local_image, step.target)] if not step.platform_images else step.platform_images
         children = []
         for platform, local, target in pushes:
-            journal.moving(*repository_and_reference(target))
+            repository, tag = repository_and_reference(target)
+            journal.moving(repository, tag)
+            if is_digest(local):  # reused from the registry (content key): a tag, nothing to upload
+                children.append((platform, self.registry.tag(repository, local, tag)))
+                continue
             if local != target:
                 self.engine.tag(local, target)
             digest = self.engine.push(target, auth=self.push_auth, retries=self.push_retries, on_line=self.on_line)

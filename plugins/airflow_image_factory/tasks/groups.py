@@ -212,13 +212,16 @@ def version_outcome(python: str, ci_digest: str | None, builds: dict[str, Any]) 
     its build stage kind to the stage's build summary: a stage that was reused (content key) is
     promoted from its registry digest, as it is not on this worker to push."""
     digests = {"ci": ci_digest} if ci_digest else {}
+    platform_digests = {}
     for kind, value in builds.items():
         if isinstance(value, dict):
             if value.get("reused") and value.get("digest"):
                 digests[kind] = value["digest"]
+            elif reused := {p["platform"]: p["digest"] for p in value.get("platforms") or [] if p.get("reused")}:
+                platform_digests[kind] = reused  # several platforms, some reused: tagged, the others pushed
         elif value:
             digests[kind] = value
-    return {"python": python, "passed": True, "digests": digests, "failures": []}
+    return {"python": python, "passed": True, "digests": digests, "failures": [], "platform_digests": platform_digests}
 
 
 def python_version_images(

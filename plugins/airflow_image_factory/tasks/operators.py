@@ -470,10 +470,29 @@ class BuildImageOperator(ImageFactoryOperator):
                 part["manifest_image"] = manifest
         if not is_index(self.platforms):
             return parts[0]
+        if all(part.get("reused") for part in parts):
+            reused = self._reused_index(registry_hook, image, parts)
+            if reused is not None:
+                return reused
         return {"python": self.python, "kind": self.kind.value, "image": image.ref(self.sha),
                 "platforms": parts, **({"manifest_image": parts[0]["manifest_image"]} if "manifest_image" in parts[0]
                                        else {}),
                 **({"airflow_version": tree.version} if tree is not None else {})}
+
+    def _reused_index(self, registry_hook: RegistryHook, image: ImageName, parts: list[dict[str, Any]]) -> dict | None:
+        """Every platform reused the same published index's children: the summary of that index (its digest
+        is promoted as is); None when they came from different images (each is then tagged on its own)."""
+        refs = {part["reused"] for part in parts}
+        if len(refs) != 1:
+            return None
+        [ref] = refs
+        with registry_hook.get_conn() as client:
+            index = client.get_manifest(*repository_and_reference(ref))
+        if [c["digest"] for c in index.children] != [part["digest"] for part in parts]:
+            return None
+        return {"python": self.python, "kind": self.kind.value, "image": image.ref(self.sha), "platforms": parts,
+                "reused": ref, "digest": index.digest, "content_key": None,
+                **({"airflow_version": parts[0]["airflow_version"]} if "airflow_version" in parts[0] else {})}
 
     def _build_one(
         self, engine: Engine, context: Path, ref: str, platform: str, build_args: Mapping[str, str],
@@ -925,8 +944,9 @@ class PromoteImagesOperator(ImageFactoryOperator):
             v: {
                 # several platforms: platform → that platform's local image (pushed as <tag>-<arch>, then indexed)
                 ImageKind.PYTHON_BASE.value: (bases[v].get("platforms") or bases[v]["local"]) if v in bases else None,
-                **{kind.value: self._local(images[v][kind]) for kind in variant_kinds(request.variants)
-                   if kind not in SHA_PUSHED},
+                **{kind.value: self._local(images[v][kind], outcomes[v].platform_digests.get(kind.value) if v in
+                                           outcomes else None)
+                   for kind in variant_kinds(request.variants) if kind not in SHA_PUSHED},
                 ImageKind.CI_MANIFEST.value: images[v].ci_manifest.ref(self.sha),
             }
             for v in request.python_versions
@@ -961,11 +981,13 @@ class PromoteImagesOperator(ImageFactoryOperator):
         self._announce(context, published)
         return published
 
-    def _local(self, image: ImageName) -> str | dict[str, str]:
-        """The local ``name:SHA`` of an image first pushed at promotion, or its platforms' ``name:SHA-<arch>``."""
+    def _local(self, image: ImageName, reused: Mapping[str, str] | None = None) -> str | dict[str, str]:
+        """The local ``name:SHA`` of an image first pushed at promotion, or its platforms' ``name:SHA-<arch>``
+        (``reused``: platform → the digest of a published image a platform reused, tagged instead)."""
         if not is_index(self.request.platforms):
             return image.ref(self.sha)
-        return {p: image.ref(tag) for p, tag in platform_tags(self.sha, self.request.platforms).items()}
+        return {p: (reused or {}).get(p) or image.ref(tag)
+                for p, tag in platform_tags(self.sha, self.request.platforms).items()}
 
     def _announce(self, context: Any, published: list[dict[str, str]]) -> None:
         """An asset event per published latest (DAGs such as smoke_deploy are scheduled on them), and
