@@ -13,8 +13,13 @@ package's own settings, BuildKit probe, engine and registry client:
                           sanity check, push, confirm), the source repository and its constraints branches,
                           the Airflow home, the env file, the postgres image; then the summary
 
+arm64 (ARM64_PYTHON_VERSIONS): `bases` registers QEMU's arm64 handler with binfmt_misc (or says once why it
+cannot, and the stack goes on amd64-only) and lists an arm64 rootfs for up.sh to debootstrap; `seed` builds it
+FROM scratch for linux/arm64, checks it under emulation, pushes it as <tag>-arm64 and turns the mirror's
+<tag> into an OCI image index over the amd64 image and it, as Docker Hub's python images are.
+
 Settings: the environment up.sh documents, with its defaults: STACK_DIR, REGISTRY_PORT, PYTHON_VERSIONS,
-UPSTREAM, MIRROR, PULL_TIMEOUT, AIRFLOW_BIN, EXTRA_CA_BUNDLE, DOCKER_CLI, DOCKER_HOST.
+ARM64_PYTHON_VERSIONS, UPSTREAM, MIRROR, PULL_TIMEOUT, AIRFLOW_BIN, EXTRA_CA_BUNDLE, DOCKER_CLI, DOCKER_HOST.
 Idempotent like up.sh: what the mirror, the repository or the Airflow home already has is kept.
 """
 
@@ -25,6 +30,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_constraints
 import seed_sources
 
-from airflow_image_factory.clients.engine import BuildKitProbe, Engine, find_buildkit_cli, probe_buildkit
-from airflow_image_factory.clients.registry import RegistryClient
+from airflow_image_factory.clients.engine import BuildKitProbe, BuildSpec, Engine, find_buildkit_cli, probe_buildkit
+from airflow_image_factory.clients.registry import RegistryClient, image_index, platform_of
 from airflow_image_factory.clients.settings_loader import load_settings
 from airflow_image_factory.clients.signing import generate_key_pair
-from airflow_image_factory.exceptions import EngineError, ImageFactoryError
+from airflow_image_factory.exceptions import EngineError, ImageFactoryError, ManifestNotFound
 from airflow_image_factory.policy.settings import ENV_PREFIX, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +61,10 @@ OFFLINE_PYTHONS = ("3.11", "3.13")
 SANITY_SCRIPT = ('python --version; python -m venv /tmp/v; /tmp/v/bin/python -c "import ssl, sqlite3, ensurepip"; '
                  "pip --version")
 TAIL_LINES = 20
+# The engine's own platform (the stack is made on amd64 hosts) and the one QEMU emulates.
+NATIVE, EMULATED = "linux/amd64", "linux/arm64"
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+QEMU_HANDLER = "qemu-aarch64"  # binfmt-support's name for QEMU's arm64 entry
 
 
 class StackError(Exception):
@@ -89,6 +100,8 @@ class StackConfig:
     extra_ca_bundle: str
     docker_cli: str  # empty: the probe chooses
     docker_host: str
+    # Pythons that also get an arm64 base (∩ python_versions); empty: no emulation, no arm64 bases
+    arm64_python_versions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], settings: Settings) -> StackConfig:
@@ -108,6 +121,8 @@ class StackConfig:
             mirror=env.get("MIRROR") or f"localhost:{port}/library/python", pull_timeout=pull_timeout,
             airflow_bin=Path(env.get("AIRFLOW_BIN") or REPO_ROOT / ".venv" / "bin" / "airflow"),
             extra_ca_bundle=extra_ca, docker_cli=env.get("DOCKER_CLI", ""), docker_host=env.get("DOCKER_HOST", ""),
+            # get, not or: set and empty means no arm64 at all
+            arm64_python_versions=tuple(env.get("ARM64_PYTHON_VERSIONS", "3.11").split()),
         )
 
     @property
@@ -145,21 +160,41 @@ def check_config(config: StackConfig, settings: Settings) -> None:
             raise StackError(f"Python {python} is not supported (known: {known}); fix PYTHON_VERSIONS")
     if not config.mirror_path:
         raise StackError(f"MIRROR={config.mirror} names no repository (host/path, e.g. localhost:5000/library/python)")
+    for python in config.arm64_python_versions:
+        if python not in settings.supported_python_versions:
+            raise StackError(f"Python {python} is not supported (known: {known}); fix ARM64_PYTHON_VERSIONS")
+        # arm64 bases are only ever built offline: pulling one would retag the engine's amd64 copy
+        if python in config.python_versions and python not in OFFLINE_PYTHONS:
+            raise StackError(f"an arm64 base of Python {python} cannot be built offline (only of: "
+                             f"{' '.join(OFFLINE_PYTHONS)}); drop {python} from ARM64_PYTHON_VERSIONS")
 
 
 # ------------------------------------------------------------------------------------------ bases
 @dataclass(frozen=True)
 class Base:
-    """One python:X.Y-slim-<debian> of the stack: where it comes from, where it goes."""
+    """One python:X.Y-slim-<debian> of the stack: where it comes from, where it goes. An arm64 one is
+    pushed under a side tag (``<tag>-arm64``); the plain tag becomes the index over both."""
 
     python: str
     debian: str
     mirror: str
     upstream: str
+    arch: str = "amd64"
+
+    @property
+    def index_tag(self) -> str:
+        return f"{self.python}-slim-{self.debian}"
 
     @property
     def tag(self) -> str:
-        return f"{self.python}-slim-{self.debian}"
+        return self.index_tag if self.platform == NATIVE else f"{self.index_tag}-{self.arch}"
+
+    @property
+    def platform(self) -> str:
+        return f"linux/{self.arch}"
+
+    def of(self, arch: str) -> Base:
+        return dataclasses.replace(self, arch=arch)
 
     @property
     def image(self) -> str:
@@ -174,9 +209,13 @@ def bases_of(config: StackConfig, settings: Settings) -> list[Base]:
     return [Base(py, settings.debian_for(py), config.mirror, config.upstream) for py in config.python_versions]
 
 
+def tarball_name(base: Base) -> str:
+    return f"{base.tag}.tar"
+
+
 def tarball_of(config: StackConfig, base: Base) -> Path:
     """The rootfs up.sh debootstrapped for ``base`` (complete once it has this name) ..."""
-    return config.rootfs / f"{base.tag}.tar"
+    return config.rootfs / tarball_name(base)
 
 
 def tarball_version_of(config: StackConfig, base: Base) -> Path:
@@ -213,10 +252,101 @@ def import_changes(python_full: str, base: Base) -> list[str]:
         "ENV LANG=C.UTF-8",
         f"ENV PYTHON_VERSION={python_full}",
         f"LABEL org.opencontainers.image.version={python_full}",
-        f'LABEL org.opencontainers.image.description="Offline stand-in for python:{base.tag}, built by '
+        f'LABEL org.opencontainers.image.description="Offline stand-in for python:{base.index_tag}, built by '
         f'include/stack/up.sh with debootstrap"',
         'CMD ["python3"]',
     ]
+
+
+def rootfs_dockerfile(python_full: str, base: Base) -> str:
+    """The arm64 base's Dockerfile: `docker import --platform` records amd64 on 20.10 whatever it is told,
+    so the rootfs is ADDed FROM scratch by a `docker build --platform`, with what the import adds."""
+    return "\n".join(["FROM scratch", f"ADD {tarball_name(base)} /", *import_changes(python_full, base)]) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ arm64 emulation
+def emulation_problem(binfmt: Path = BINFMT_DIR) -> str | None:
+    """Why arm64 binaries cannot run in containers here, or None when QEMU's handler is registered, enabled
+    and has the F flag (the kernel opens the interpreter at registration, so a container's root filesystem
+    needs no qemu binary of its own)."""
+    try:
+        lines = (binfmt / QEMU_HANDLER).read_text().splitlines()
+    except OSError:
+        return f"no {QEMU_HANDLER} handler is registered in {binfmt}"
+    if not lines or lines[0].strip() != "enabled":
+        return f"the {QEMU_HANDLER} handler in {binfmt} is disabled"
+    flags = next((line.partition(":")[2].strip() for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags:
+        return (f"the {QEMU_HANDLER} handler has no F flag (flags: {flags or 'none'}), so containers cannot find "
+                "its interpreter")
+    return None
+
+
+def which_admin(program: str) -> str | None:
+    """``program`` on PATH or in the sbin directories a non-login shell may lack (update-binfmts is there)."""
+    return shutil.which(program, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin",
+                                                       "/sbin"]))
+
+
+def ensure_emulation(binfmt: Path = BINFMT_DIR, *, run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                     euid: int | None = None, machine: str | None = None,
+                     which: Callable[[str], str | None] = which_admin,
+                     filesystems: Path = Path("/proc/filesystems")) -> str | None:
+    """Register QEMU's arm64 handler with binfmt_misc unless it is already; None when arm64 binaries run,
+    else what failed. Never raises: the stack goes on amd64-only without it."""
+    if emulation_problem(binfmt) is None:  # a second `make stack`, or set up by the host: nothing to do
+        return None
+    machine = machine or platform.machine()
+    if machine not in ("x86_64", "amd64"):
+        return f"this host is {machine}, and the stack emulates arm64 on x86_64 hosts only"
+    if (os.geteuid() if euid is None else euid) != 0:
+        return f"not root, so {QEMU_HANDLER} cannot be registered with binfmt_misc"
+    missing = [package for package, program in (("qemu-user-static", "qemu-aarch64-static"),
+                                                ("binfmt-support", "update-binfmts")) if not which(program)]
+    if missing:
+        return f"{' and '.join(missing)} not installed (apt-get install {' '.join(missing)})"
+    steps = []
+    if not (binfmt / "register").exists():  # binfmt_misc is a filesystem of its own, often not mounted
+        try:
+            has_binfmt = "binfmt_misc" in filesystems.read_text()
+        except OSError:
+            has_binfmt = False
+        if not has_binfmt:
+            return "the kernel has no binfmt_misc"
+        steps.append(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+    # binfmt-support's qemu-aarch64 entry has fix_binary yes: the F flag
+    steps.append([which("update-binfmts") or "update-binfmts", "--enable", QEMU_HANDLER])
+    for command in steps:
+        try:
+            done = run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{' '.join(command)} failed: {exc}"
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout or "").strip().splitlines()
+            return f"{' '.join(command)} failed: {why[-1] if why else f'exit {done.returncode}'}"
+    return emulation_problem(binfmt)
+
+
+def emulation_unavailable(why: str) -> str:
+    """The one line `make stack` prints when arm64 cannot be had."""
+    return f"arm64: emulation unavailable: {why}; arm64 builds are unavailable, continuing amd64-only"
+
+
+def arm64_plan(config: StackConfig, settings: Settings,
+               emulation: Callable[[], str | None]) -> tuple[list[Base], str | None]:
+    """The arm64 bases to seed and, when there are none though some were asked for, why. ``emulation``
+    is asked only when an arm64 base is wanted (ARM64_PYTHON_VERSIONS ∩ PYTHON_VERSIONS)."""
+    wanted = [base.of("arm64") for base in bases_of(config, settings)
+              if base.python in config.arm64_python_versions]
+    if not wanted:
+        return [], None
+    why = emulation()
+    return ([], why) if why else (wanted, None)
+
+
+def stack_platforms(arm64: list[Base]) -> tuple[str, ...]:
+    """What the stack's images can be built for: arm64 only with emulation and its bases in the mirror."""
+    return (NATIVE, EMULATED) if arm64 else (NATIVE,)
 
 
 # ------------------------------------------------------------------------------------------ the probe
@@ -302,7 +432,20 @@ def cmd_bases(config: StackConfig, settings: Settings, todo: Path) -> None:
                 continue
             if refusal := offline_build_refusal(base, config.upstream, settings):
                 raise StackError(refusal)
-            lines.append(f"{base.python} {base.debian} {base.tag} {base.image}")
+            lines.append(f"{base.python} {base.debian} {base.tag} {base.image} {base.arch}")
+        arm64, why = arm64_plan(config, settings, ensure_emulation)
+        if why:
+            say(emulation_unavailable(why))
+        for base in arm64:
+            if has_platforms(registry, config, base):
+                say(f"python base: {base.mirror}:{base.index_tag} present for {NATIVE} and {EMULATED}")
+            elif in_mirror(registry, config, base):
+                say(f"python base: {base.image} present; {base.index_tag} becomes the index over both platforms")
+            elif tarball_of(config, base).is_file():
+                say(f"python base: {base.image} missing; using the arm64 rootfs an earlier run built")
+            else:
+                say(f"python base: {base.image} missing; built offline for {EMULATED} (under emulation: minutes)")
+                lines.append(f"{base.python} {base.debian} {base.tag} {base.image} {base.arch}")
     todo.write_text("".join(f"{line}\n" for line in lines))
     save_probe(config.probe_file, probe)  # only once all went well: `seed` must not take a failed run's
 
@@ -319,7 +462,8 @@ def pull(cli: str, ref: str, timeout: float, log: Path) -> bool:
             return False
 
 
-def seed_bases(config: StackConfig, settings: Settings, engine: Engine) -> None:
+def seed_bases(config: StackConfig, settings: Settings, engine: Engine, arm64: list[Base] | None = None) -> None:
+    """Each base into the mirror; then each of ``arm64`` under its side tag and the plain tag an index."""
     with mirror_client(config) as registry:
         for base in bases_of(config, settings):
             tarball = tarball_of(config, base)
@@ -346,16 +490,126 @@ def seed_bases(config: StackConfig, settings: Settings, engine: Engine) -> None:
             if how == "import":  # in the mirror now; a later run needs it no more
                 tarball.unlink(missing_ok=True)
                 tarball_version_of(config, base).unlink(missing_ok=True)
+        for base in arm64 or ():
+            seed_arm64(config, registry, engine, base)
+            keep_native_locally(engine, base.of("amd64"))
 
 
-def sanity_check(engine: Engine, image: str) -> None:
+def has_platforms(registry: RegistryClient, config: StackConfig, base: Base) -> bool:
+    """Whether the mirror's plain tag of ``base`` is already an index with both platforms."""
     try:
-        result = engine.run(image, ["sh", "-ec", SANITY_SCRIPT], network="none", timeout=300,
+        current = registry.get_manifest(config.mirror_path, base.index_tag)
+    except ManifestNotFound:
+        return False
+    return {NATIVE, EMULATED} <= {platform_of(child) for child in current.children}
+
+
+def seed_arm64(config: StackConfig, registry: RegistryClient, engine: Engine, base: Base) -> None:
+    """The arm64 base (built FROM the rootfs up.sh made, checked under emulation, pushed under its side tag),
+    then the plain tag an index over the amd64 image and it. A complete index is kept."""
+    if has_platforms(registry, config, base):
+        return
+    started = time.monotonic()
+    tarball = tarball_of(config, base)
+    built = not in_mirror(registry, config, base)
+    if built:
+        if not tarball.is_file():
+            raise StackError(f"{base.image} is missing and no arm64 rootfs was built for it; run include/stack/up.sh")
+        build_rootfs_image(config, engine, base)
+        sanity_check(engine, base.image, machine="aarch64")
+        push(engine, base.image, config.logs / "push.log")
+        if not in_mirror(registry, config, base):
+            raise StackError(f"{base.image} was pushed but {config.mirror_host} does not list it")
+        say(f"  pushed {base.image}")
+        tarball.unlink(missing_ok=True)
+        tarball_version_of(config, base).unlink(missing_ok=True)
+    digest = put_platform_index(registry, config.mirror_path, base.index_tag, base.tag)
+    say(f"  {base.mirror}:{base.index_tag} is an index over {NATIVE} and {EMULATED} ({digest})"
+        + (f"; arm64 part {time.monotonic() - started:.0f} s" if built else ""))
+
+
+def keep_native_locally(engine: Engine, base: Base) -> None:
+    """The engine's own copy of the plain tag stays the amd64 image. `docker run --platform linux/arm64` of
+    the tag pulls the index's arm64 child under that same local name; everything that then runs the tag
+    without --platform would get arm64 under emulation, many times slower. A pull of the amd64 child puts
+    it back (its layers are still there)."""
+    if not engine.has_image(base.image) or engine.inspect(base.image).get("Architecture") == base.arch:
+        return
+    name, _, tag = base.image.rpartition(":")
+    say(f"  {base.image} on the engine was the {engine.inspect(base.image).get('Architecture')} image; "
+        f"pulling the {base.platform} one back")
+    try:
+        engine.client.images.pull(name, tag=tag, platform=base.platform)
+    except Exception as exc:  # the SDK's own errors; the stack can go on, the line above says what is off
+        say(f"  could not pull {base.image} for {base.platform}: {exc}")
+
+
+def build_rootfs_image(config: StackConfig, engine: Engine, base: Base) -> None:
+    """`docker build --platform` of FROM scratch + the rootfs tarball, through the package's engine."""
+    python_full = tarball_version_of(config, base).read_text().strip()
+    log = config.logs / f"build-base-{base.tag}.log"
+    say(f"  building {base.image} for {base.platform} FROM scratch + {tarball_of(config, base).name} (log: {log})")
+    # The context holds only this rootfs (a hard link, same filesystem), not every tarball beside it.
+    with tempfile.TemporaryDirectory(dir=config.rootfs, prefix=f"context-{base.tag}.") as tmp, \
+            log.open("w") as out:
+        context = Path(tmp)
+        try:
+            os.link(tarball_of(config, base), context / tarball_name(base))
+        except OSError:
+            shutil.copyfile(tarball_of(config, base), context / tarball_name(base))
+        (context / "Dockerfile").write_text(rootfs_dockerfile(python_full, base))
+        spec = BuildSpec(context=context, dockerfile="Dockerfile", tags=(base.image,), inline_cache=False,
+                         platform=base.platform)
+        try:
+            engine.build(spec, on_line=lambda line: print(line, file=out, flush=True))
+        except EngineError as exc:
+            print(exc, file=out, flush=True)
+            raise StackError(f"cannot build {base.image}", log=log) from None
+    architecture = engine.inspect(base.image).get("Architecture")
+    if architecture != base.arch:
+        raise StackError(f"{base.image} was built for {architecture}, not {base.arch}")
+
+
+def put_platform_index(registry: RegistryClient, repository: str, tag: str, arm64_tag: str) -> str:
+    """Make ``tag`` an OCI image index over its amd64 image (the plain manifest there, or an index's amd64
+    child: its digest is kept) and the arm64 image at ``arm64_tag``; one manifest PUT, no blob moves.
+    Returns the index digest; an index that has both already is left as it is."""
+    current = registry.get_manifest(repository, tag)
+    if current.is_index:
+        if {NATIVE, EMULATED} <= {platform_of(child) for child in current.children}:
+            return current.digest
+        native = next((child for child in current.children if platform_of(child) == NATIVE), None)
+        if native is None:
+            raise StackError(f"{registry.registry}/{repository}:{tag} is an index without a {NATIVE} image")
+        current = registry.get_manifest(repository, native["digest"])
+    emulated = registry.get_manifest(repository, arm64_tag)
+    # What each config says, before the index says it for them (docker import records amd64 on 20.10
+    # whatever it is told; a wrong arm64 image would be run by every arm64 build).
+    for manifest, wanted in ((current, NATIVE), (emulated, EMULATED)):
+        config = registry.config_of(repository, manifest)
+        found = f"{config.get('os')}/{config.get('architecture')}"
+        if found != wanted:
+            raise StackError(f"{registry.registry}/{repository}@{manifest.digest} is a {found} image, not {wanted}")
+    index = image_index([(current, NATIVE), (emulated, EMULATED)])
+    registry.put_manifest(repository, tag, index)
+    if (stored := registry.manifest_digest(repository, tag)) != index.digest:
+        raise StackError(f"{registry.registry}/{repository}:{tag} is {stored} after the index {index.digest} was put")
+    return index.digest
+
+
+def sanity_check(engine: Engine, image: str, *, machine: str | None = None) -> None:
+    """SANITY_SCRIPT in ``image``; with ``machine`` also that its binaries run as that machine (an arm64 base
+    runs under QEMU: a local image of one platform runs as that platform)."""
+    script = SANITY_SCRIPT + ("; uname -m" if machine else "")
+    try:
+        result = engine.run(image, ["sh", "-ec", script], network="none", timeout=300,
                             on_line=lambda line: say(f"  {line}"))
     except EngineError as exc:
         raise StackError(f"{image} does not pass the sanity check: {exc}") from None
     if not result.ok:
         raise StackError(f"{image} does not pass the sanity check (python --version, python -m venv)")
+    if machine and result.output.strip().splitlines()[-1:] != [machine]:
+        raise StackError(f"{image} does not run as {machine} (uname -m: {result.output.strip().splitlines()[-1:]})")
 
 
 def push(engine: Engine, image: str, log: Path) -> None:
@@ -539,9 +793,15 @@ def ensure_signing_key(stack_dir: Path) -> Path:
     return private_path
 
 
-def env_values(config: StackConfig, probe: BuildKitProbe) -> dict[str, str]:
+# Not a setting of the package: what the stack can build for, read by the tests that need arm64 (they skip
+# with the reason when it lacks linux/arm64).
+PLATFORMS_VARIABLE = ENV_PREFIX + "STACK_PLATFORMS"
+
+
+def env_values(config: StackConfig, probe: BuildKitProbe, platforms: tuple[str, ...] = (NATIVE,)) -> dict[str, str]:
     """The env file's variables, in its order. release_images: the first stack Python is the default one, and
-    no constraints URL (GitHub is unreachable). The evidence signing key is the Connection the settings name."""
+    no constraints URL (GitHub is unreachable). The evidence signing key is the Connection the settings name.
+    ``platforms``: what the stack can build for (``stack_platforms``)."""
     values = {"STACK_DIR": str(config.stack_dir), **airflow_env(config)}
     if config.docker_host:
         values["DOCKER_HOST"] = config.docker_host
@@ -558,6 +818,7 @@ def env_values(config: StackConfig, probe: BuildKitProbe) -> dict[str, str]:
     ):
         key, text = setting_env(name, value)
         values[key] = text
+    values[PLATFORMS_VARIABLE] = " ".join(platforms)
     key_file = config.stack_dir / SIGNING_KEY
     if key_file.is_file():  # the signing Connection (settings: signing_connection), in Airflow's JSON form
         connection = "AIRFLOW_CONN_" + load_settings(env={}).signing_connection.upper()
@@ -576,8 +837,8 @@ def env_file_text(stack_dir: Path, values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_env_file(config: StackConfig, probe: BuildKitProbe) -> None:
-    values = env_values(config, probe)
+def write_env_file(config: StackConfig, probe: BuildKitProbe, platforms: tuple[str, ...] = (NATIVE,)) -> None:
+    values = env_values(config, probe, platforms)
     try:  # what tests and DAGs will read from it must load: the same check the package makes
         load_settings(env={**os.environ, **values})
     except ImageFactoryError as exc:
@@ -601,7 +862,8 @@ def postgres_image(config: StackConfig, probe: BuildKitProbe) -> None:
         raise StackError(f"include/stack/postgres-image.sh failed (exit {code})")
 
 
-def summary(config: StackConfig, settings: Settings, engine: Engine, probe: BuildKitProbe, started: float) -> None:
+def summary(config: StackConfig, settings: Settings, engine: Engine, probe: BuildKitProbe, started: float,
+            platforms: tuple[str, ...] = (NATIVE,), arm64_problem: str | None = None) -> None:
     at = f" at {config.docker_host}" if config.docker_host else ""
     with RegistryClient(config.registry, retries=1, timeout=5) as local, mirror_client(config) as mirror:
         try:
@@ -615,6 +877,8 @@ def summary(config: StackConfig, settings: Settings, engine: Engine, probe: Buil
         f"(buildx={str(probe.buildx).lower()})")
     say(f"  registry:  {config.registry_url} ({repos} repositories; list: curl -s {config.registry_url}/v2/_catalog)")
     say(f"  python:    {config.mirror}: {tags} (wanted: {wanted})")
+    why = f" (arm64 unavailable: {arm64_problem})" if arm64_problem else ""
+    say(f"  platforms: {' '.join(platforms)}{why}")
     say(f"  sources:   {config.source_repo}")
     say(f"  airflow:   AIRFLOW_HOME={config.airflow_home}")
     say(f"  env file:  . {config.stack_dir}/env")
@@ -623,14 +887,17 @@ def summary(config: StackConfig, settings: Settings, engine: Engine, probe: Buil
 def cmd_seed(config: StackConfig, settings: Settings, started: float) -> None:
     probe = load_probe(config.probe_file) or choose_cli(config.docker_cli)
     engine = connect(probe)
-    seed_bases(config, settings, engine)
+    # `bases` set emulation up and said why not if it could not: here it is only looked at.
+    arm64, why = arm64_plan(config, settings, emulation_problem)
+    seed_bases(config, settings, engine, arm64)
+    platforms = stack_platforms(arm64)
     seed_source_repo(config)
     seed_constraint_branches(config)
     seed_airflow_home(config, settings)
     ensure_signing_key(config.stack_dir)
-    write_env_file(config, probe)
+    write_env_file(config, probe, platforms)
     postgres_image(config, probe)
-    summary(config, settings, engine, probe, started)
+    summary(config, settings, engine, probe, started, platforms, why)
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -38,6 +38,8 @@ def test_the_defaults_are_up_shs(tmp_path):
     assert cfg.python_versions == ("3.11", "3.13") and cfg.pull_timeout == 20
     assert cfg.upstream == SETTINGS.python_base_upstream == "docker.io/library/python"
     assert cfg.source_repo == tmp_path / "stack" / "source.git" and cfg.docker_cli == ""
+    assert cfg.arm64_python_versions == ("3.11",)
+    assert config(tmp_path, ARM64_PYTHON_VERSIONS="").arm64_python_versions == ()  # set and empty: no arm64
 
 
 def test_a_python_the_package_does_not_support_is_refused_with_the_known_ones(tmp_path):
@@ -165,6 +167,7 @@ export IMAGE_FACTORY_EXTRA_CA_BUNDLE='/ca.crt'
 export IMAGE_FACTORY_PYTHON_VERSIONS='["3.11","3.13"]'
 export IMAGE_FACTORY_RELEASE_DEFAULT_PYTHON='3.11'
 export IMAGE_FACTORY_RELEASE_CONSTRAINTS_URL=''
+export IMAGE_FACTORY_STACK_PLATFORMS='linux/amd64'
 """
     with_host = seed_stack.env_values(config(tmp_path, DOCKER_HOST="unix:///run/other.sock"), PROBE)
     assert list(with_host)[5] == "DOCKER_HOST" and with_host["DOCKER_HOST"] == "unix:///run/other.sock"
