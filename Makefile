@@ -47,7 +47,7 @@ dag: stack
 	@test -n "$${DAG:-}" || { echo "usage: make dag DAG=<dag_id> CONF='<json>'" >&2; exit 2; }
 	bash include/stack/run-dag.sh
 
-# Lint first: a broken layer contract fails in seconds, before the stack is set up. The suite runs as two
+# Lint first: a broken layer contract fails in seconds, before the stack is set up. The suite runs as three
 # pytest processes at once on the one stack (tests/run_streams.py says why and how they stay apart);
 # `pytest` alone runs the same tests in one.
 test: lint stack

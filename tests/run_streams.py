@@ -1,4 +1,5 @@
-"""`make test`: the suite as two pytest processes at once on the one stack, each with its own tests.
+"""`make test`: the suite as pytest processes at once on the one stack (tests/support/streams.py), each
+with its own tests.
 
 Why: on a 2-core machine one stream leaves about a third of the CPU idle (pushes through loopback
 proxies, registry round trips, the real scheduler's latency, containers starting). The streams share
@@ -7,7 +8,7 @@ session fixtures that build images (``main_build``, ``official_build``) are in d
 stream has its own SQLite metadata database for its ``airflow dags test`` runs, and each uses its own
 image repositories, as the modules always did.
 
-Usage: ``python tests/run_streams.py [pytest args]``; exits non-zero when either stream fails. Each stream's
+Usage: ``python tests/run_streams.py [pytest args]``; exits non-zero when any stream fails. Each stream's
 output is shown line by line with its name, and kept whole in ``test-artifacts/pytest-<stream>.log``.
 Plain ``pytest`` still runs everything in one process.
 """
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
     minutes = (time.monotonic() - started) / 60
     for name, code in codes.items():
         print(f"stream {name}: {'passed' if code == 0 else f'FAILED (exit {code})'}")
-    print(f"both streams took {minutes:.1f} min")
+    print(f"the streams took {minutes:.1f} min")
     return 0 if all(code == 0 for code in codes.values()) else 1
 
 

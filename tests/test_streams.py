@@ -1,4 +1,4 @@
-"""The two test streams of `make test` (tests/support/streams.py): every module sits in the stream of the
+"""The test streams of `make test` (tests/support/streams.py): every module sits in the stream of the
 session builds it uses, and a stream's Airflow home is a consistent copy of its own."""
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def test_streams_split_the_suite_and_plain_paths_go_to_the_first():
     assert stream_of(REPO_ROOT / "tests/reliability/test_faults_stack.py") == "main"
     assert stream_of(REPO_ROOT / "tests/dags/test_build_images_stack.py") == "main"
     assert stream_of(REPO_ROOT / "tests/airflow_image_factory/test_naming.py") == "main"
+    assert stream_of(REPO_ROOT / "tests/dags/test_platforms_stack.py") == "platforms"
 
 
 def test_a_streams_airflow_home_is_a_copy_pointing_at_itself(tmp_path):

@@ -1,7 +1,9 @@
-"""Which pytest process ("stream") runs which test module when `make test` runs two at once
+"""Which pytest process ("stream") runs which test module when `make test` runs them at once
 (tests/run_streams.py). The first stream has main's build and the stack's real Airflow (``main_build``,
 ``real_airflow``) and everything else; the second the modules listed here: the official images'
-build (``official_build``) and what uses it, and the modules that build into repositories of their own.
+build (``official_build``) and what uses it, and the modules that build into repositories of their own;
+the third the multi-platform build, whose arm64 half is emulated: one core's work for most of the run,
+started at once beside the other two rather than after either.
 A module that uses a session fixture of one stream belongs in that stream, or the fixture runs twice."""
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 STREAM_VARIABLE = "IMAGE_FACTORY_TEST_STREAM"
-STREAMS = ("main", "official")
+STREAMS = ("main", "official", "platforms")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Paths (files, or folders ending in "/") relative to the repository root.
 # Balanced by the modules' times in one stream (about 40 minutes each on 2 cores): the flaky-registry
@@ -28,11 +30,16 @@ SECOND_STREAM = (
 )
 
 
+THIRD_STREAM = ("tests/dags/test_platforms_stack.py",)
+STREAM_MODULES = {STREAMS[1]: SECOND_STREAM, STREAMS[2]: THIRD_STREAM}
+
+
 def stream_of(path: Path) -> str:
     relative = Path(path).resolve().relative_to(REPO_ROOT).as_posix()
-    second = any(relative.startswith(prefix) if prefix.endswith("/") else relative == prefix
-                 for prefix in SECOND_STREAM)
-    return STREAMS[1] if second else STREAMS[0]
+    for stream, paths in STREAM_MODULES.items():
+        if any(relative.startswith(prefix) if prefix.endswith("/") else relative == prefix for prefix in paths):
+            return stream
+    return STREAMS[0]
 
 
 def own_airflow_home(home: Path, stream: str) -> Path:

@@ -7,6 +7,7 @@ Docker SDK's build API; everything else uses the Docker SDK (``docker`` package)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -406,6 +407,13 @@ class Engine:
         if not self.client.images.get(image).tag(name, tag):
             raise EngineError(f"could not tag {image} as {ref}")
 
+    @functools.cached_property
+    def platform(self) -> str:
+        """The engine's own ``os/arch`` (``linux/amd64``): any other platform's containers run emulated."""
+        info = self.client.info()
+        arch = info.get("Architecture", "")
+        return f"{info.get('OSType') or 'linux'}/{_GO_ARCH.get(arch, arch)}"
+
     def has_image(self, ref: str) -> bool:
         import docker.errors
 
@@ -529,6 +537,10 @@ class Engine:
     def start(self, image: str, command: Sequence[str] | None = None, **kwargs):
         """A detached container the caller stops (health checks of long-running commands)."""
         return self.client.containers.run(image, command=list(command) if command else None, detach=True, **kwargs)
+
+
+# The kernel's machine names (``docker info``'s Architecture) as OCI / Go name architectures.
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 
 def _pump_logs(container, chunks: queue.Queue) -> None:

@@ -703,6 +703,10 @@ class BuildImageOperator(ImageFactoryOperator):
         return images.ci_manifest.ref(self.sha)
 
 
+# How much longer a step may take for a platform the engine emulates: QEMU user emulation ran our build and
+# check 5-8 times slower than natively here (benchmarks/emulated_build.py).
+EMULATION_SLOWDOWN = 6
+
 # The compiled UI: the Dockerfile's target that holds it, the label of the PROD build stage image that
 # names what the stage took, and what else decides its content (sources.ui_sources_key).
 UI_ASSETS_TARGET = "ui-assets-build"
@@ -817,7 +821,10 @@ class VerifyImageOperator(ImageFactoryOperator):
         # Through the image's own entrypoint, as a user runs it.
         results = verify.run_checks(engine, image, checks, on_line=self.stream, say=self.log.info)
         if variant is not None:
-            seconds = verify.check_api_server(engine, image, say=self.log.info)
+            # Under QEMU the api-server starts several times slower than natively (benchmarks/emulated_build.py)
+            emulated = platform != engine.platform
+            seconds = verify.check_api_server(engine, image, say=self.log.info, timeout=verify.API_SERVER_HEALTH_TIMEOUT
+                                              * (EMULATION_SLOWDOWN if emulated else 1))
             self.log.info("api-server health answered and the UI was served in %.0fs", seconds)
             results.append({"check": "api-server health", "passed": True, "seconds": round(seconds, 1)})
         return {**summary, "checks": results}
