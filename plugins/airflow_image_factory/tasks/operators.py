@@ -818,6 +818,7 @@ class VerifyImageOperator(ImageFactoryOperator):
             checks = prod_checks(expected_version, extras=labels.get(EXTRAS_LABEL, ""),
                                  expected_providers=self.expected_providers(settings, variant))
         self.log.info("Verifying %s (%s)", image, platform)
+        started = time.monotonic()
         # Through the image's own entrypoint, as a user runs it.
         results = verify.run_checks(engine, image, checks, on_line=self.stream, say=self.log.info)
         if variant is not None:
@@ -827,7 +828,9 @@ class VerifyImageOperator(ImageFactoryOperator):
                                               * (EMULATION_SLOWDOWN if emulated else 1))
             self.log.info("api-server health answered and the UI was served in %.0fs", seconds)
             results.append({"check": "api-server health", "passed": True, "seconds": round(seconds, 1)})
-        return {**summary, "checks": results}
+        took = time.monotonic() - started
+        self.log.info("Verified %s (%s): %d checks passed in %.1fs", image, platform, len(results), took)
+        return {**summary, "checks": results, "duration_s": round(took, 1)}
 
     def expected_providers(self, settings: Settings, variant: Variant) -> tuple[str, ...]:
         """The providers the image must hold exactly, as Airflow's own PROD image tests read them from the
