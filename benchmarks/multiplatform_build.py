@@ -5,7 +5,7 @@ build_images run on the local stack (`airflow dags test`, nothing pushed).
 
 Needs `make stack` with arm64 (its env file's IMAGE_FACTORY_STACK_PLATFORMS lists linux/arm64); says so and
 prints no ratio otherwise. Takes about 25 minutes on 2 cores. The per-platform figures are the step's own
-log lines ("Built … (linux/arm64): …, N s", "Verified … (linux/arm64): … in N s").
+log lines ("Built …: …, N s, … steps cached (linux/arm64)", "Verified … (linux/arm64): … in N s").
 
 Last lines: RESULT emulated_slim_build_ratio <arm64 build seconds / amd64>, RESULT emulated_verify_ratio <…>
 """
@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILT = re.compile(r"Built \S+/(prod-slim(?:-build)?)/python\S+ \((linux/\w+)\): \S+, \d+ MB, ([\d.]+)s")
+BUILT = re.compile(r"Built \S+/(prod-slim(?:-build)?)/python\S+: \S+, \d+ MB, ([\d.]+)s, \d+/\d+ steps cached "
+                   r"\((linux/\w+)\)")
 VERIFIED = re.compile(r"Verified \S+ \((linux/\w+)\): \d+ checks passed in ([\d.]+)s")
 
 
@@ -38,7 +39,7 @@ def main() -> int:
         print(output[-4000:])
         raise SystemExit(f"the build failed ({done.returncode})")
     built: dict[str, float] = {}
-    for stage, platform, seconds in BUILT.findall(output):
+    for stage, seconds, platform in BUILT.findall(output):
         built[platform] = built.get(platform, 0.0) + float(seconds)
         print(f"  built {stage} for {platform} in {float(seconds):.0f} s")
     verified = {platform: float(seconds) for platform, seconds in VERIFIED.findall(output)}

@@ -523,10 +523,11 @@ class BuildImageOperator(ImageFactoryOperator):
         self.log.info("steps that ran: %s", "; ".join(report.ran_steps) or "none (every step came from the cache)")
         summary = self._summary({**report.to_dict(), "reused": None, "content_key": key, "provenance": provenance},
                                 plan, tree, platform, ref.rsplit(":", 1)[1])
+        # the platform last: "Built <image>: <id>, N MB, Ns, a/b steps cached" is what benchmarks and tests read
         self.log.info(
-            "Built %s (%s): %s, %.0f MB, %.1fs, %d/%d steps cached",
-            summary["image"], platform, report.image_id, report.size / 1e6, report.duration, report.cached_steps,
-            report.steps,
+            "Built %s: %s, %.0f MB, %.1fs, %d/%d steps cached (%s)",
+            summary["image"], report.image_id, report.size / 1e6, report.duration, report.cached_steps,
+            report.steps, platform,
         )
         return summary
 
@@ -600,7 +601,7 @@ class BuildImageOperator(ImageFactoryOperator):
             return None
         digest, document = found[plan.reuse]
         seconds = time.monotonic() - started
-        self.log.info("Reused %s (%s): %s, %.2fs, content key %s", plan.reuse, platform, digest, seconds, key)
+        self.log.info("Reused %s: %s, %.2fs, content key %s (%s)", plan.reuse, digest, seconds, key, platform)
         return {
             "reused": plan.reuse, "digest": digest, "image_id": document["config"]["digest"], "content_key": key,
             "duration_s": round(seconds, 2), "steps": 0, "cached_steps": 0, "ran_steps": [],
