@@ -11,10 +11,13 @@ package's own settings, BuildKit probe, engine and registry client:
                           up.sh to debootstrap into a rootfs tarball
     seed_stack.py seed    those bases into the mirror (the pulled image tagged, or the tarball imported;
                           sanity check, push, confirm), the source repository and its constraints branches,
-                          the Airflow home, the env file, the postgres image; then the summary
+                          the Airflow home, the env file, the postgres image; meanwhile up.sh's arm64
+                          rootfs builds go on under emulation
+    seed_stack.py finish  the arm64 bases (once their rootfs are built), the env file with the stack's
+                          platforms; then the summary
 
 arm64 (ARM64_PYTHON_VERSIONS): `bases` registers QEMU's arm64 handler with binfmt_misc (or says once why it
-cannot, and the stack goes on amd64-only) and lists an arm64 rootfs for up.sh to debootstrap; `seed` builds it
+cannot, and the stack goes on amd64-only) and lists an arm64 rootfs for up.sh to debootstrap; `finish` builds it
 FROM scratch for linux/arm64, checks it under emulation, pushes it as <tag>-arm64 and turns the mirror's
 <tag> into an OCI image index over the amd64 image and it, as Docker Hub's python images are.
 
@@ -462,8 +465,8 @@ def pull(cli: str, ref: str, timeout: float, log: Path) -> bool:
             return False
 
 
-def seed_bases(config: StackConfig, settings: Settings, engine: Engine, arm64: list[Base] | None = None) -> None:
-    """Each base into the mirror; then each of ``arm64`` under its side tag and the plain tag an index."""
+def seed_bases(config: StackConfig, settings: Settings, engine: Engine) -> None:
+    """Each (native) base into the mirror."""
     with mirror_client(config) as registry:
         for base in bases_of(config, settings):
             tarball = tarball_of(config, base)
@@ -490,7 +493,12 @@ def seed_bases(config: StackConfig, settings: Settings, engine: Engine, arm64: l
             if how == "import":  # in the mirror now; a later run needs it no more
                 tarball.unlink(missing_ok=True)
                 tarball_version_of(config, base).unlink(missing_ok=True)
-        for base in arm64 or ():
+
+
+def seed_arm64_bases(config: StackConfig, engine: Engine, arm64: list[Base]) -> None:
+    """Each of ``arm64`` under its side tag and the plain tag an index (after ``seed_bases``)."""
+    with mirror_client(config) as registry:
+        for base in arm64:
             seed_arm64(config, registry, engine, base)
             keep_native_locally(engine, base.of("amd64"))
 
@@ -884,19 +892,29 @@ def summary(config: StackConfig, settings: Settings, engine: Engine, probe: Buil
     say(f"  env file:  . {config.stack_dir}/env")
 
 
-def cmd_seed(config: StackConfig, settings: Settings, started: float) -> None:
+def cmd_seed(config: StackConfig, settings: Settings) -> None:
+    """Everything but the arm64 bases: their rootfs take minutes under emulation, and up.sh builds them
+    meanwhile (one core each, beside this mostly downloads and one core)."""
     probe = load_probe(config.probe_file) or choose_cli(config.docker_cli)
     engine = connect(probe)
-    # `bases` set emulation up and said why not if it could not: here it is only looked at.
-    arm64, why = arm64_plan(config, settings, emulation_problem)
-    seed_bases(config, settings, engine, arm64)
-    platforms = stack_platforms(arm64)
+    seed_bases(config, settings, engine)
     seed_source_repo(config)
     seed_constraint_branches(config)
     seed_airflow_home(config, settings)
     ensure_signing_key(config.stack_dir)
-    write_env_file(config, probe, platforms)
+    write_env_file(config, probe)
     postgres_image(config, probe)
+
+
+def cmd_finish(config: StackConfig, settings: Settings, started: float) -> None:
+    probe = load_probe(config.probe_file) or choose_cli(config.docker_cli)
+    engine = connect(probe)
+    # `bases` set emulation up and said why not if it could not: here it is only looked at.
+    arm64, why = arm64_plan(config, settings, emulation_problem)
+    seed_arm64_bases(config, engine, arm64)
+    platforms = stack_platforms(arm64)
+    write_env_file(config, probe, platforms)
+    postgres_image(config, probe)  # in the registry already (seconds): only its setting, into the new env file
     summary(config, settings, engine, probe, started, platforms, why)
 
 
@@ -906,8 +924,9 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     sub.add_parser("check", help="the settings up.sh was given")
     bases = sub.add_parser("bases", help="probe the docker CLI; pull the bases the mirror lacks, list the others")
     bases.add_argument("--todo", required=True, type=Path, help="where to list what up.sh must debootstrap")
-    seed = sub.add_parser("seed", help="everything else, then the summary")
-    seed.add_argument("--started", type=float, default=time.time(), help="when up.sh started (epoch seconds)")
+    sub.add_parser("seed", help="everything else but the arm64 bases")
+    finish = sub.add_parser("finish", help="the arm64 bases, the env file with the platforms, then the summary")
+    finish.add_argument("--started", type=float, default=time.time(), help="when up.sh started (epoch seconds)")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so temp dirs go and nothing half-made stays (seed_sources relies on it).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -918,7 +937,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         commands: dict[str, Callable[[], None]] = {
             "check": lambda: None,
             "bases": lambda: cmd_bases(config, settings, args.todo),
-            "seed": lambda: cmd_seed(config, settings, args.started),
+            "seed": lambda: cmd_seed(config, settings),
+            "finish": lambda: cmd_finish(config, settings, args.started),
         }
         commands[args.command]()
     except StackError as exc:

@@ -13,10 +13,11 @@
 # arm64: for each Python of ARM64_PYTHON_VERSIONS (and of PYTHON_VERSIONS) the stack registers QEMU's
 # arm64 handler with binfmt_misc (qemu-user-static, binfmt-support), debootstraps an arm64 rootfs
 # under emulation beside the amd64 ones, and the mirror's python:X.Y-slim-<debian> becomes an OCI image
-# index over the amd64 and arm64 images, as Docker Hub's is (the amd64 image keeps its digest). On a
-# 2-core machine that adds about 3.5 min to a first `make stack` (arm64 rootfs 4 min instead of the
-# amd64 ones' 1, then 40 s to build, check and push it); none to a later one. Where the machine does
-# not allow emulation (not root, no binfmt_misc) it says so once and goes on amd64-only.
+# index over the amd64 and arm64 images, as Docker Hub's is (the amd64 image keeps its digest). The arm64
+# rootfs takes 4-5 min on a 2-core machine, against the amd64 ones' 1-2; it goes on while the rest is
+# seeded, and its image is built, checked and pushed last (40 s). None of it again in a later run.
+# Where the machine does not allow emulation (not root, no binfmt_misc) it says so once and goes on
+# amd64-only.
 # $STACK_DIR/env records what the stack can build for: IMAGE_FACTORY_STACK_PLATFORMS="linux/amd64
 # linux/arm64", or "linux/amd64".
 #
@@ -268,8 +269,8 @@ fi
 # ================================================================================================
 # seed_stack.py bases chooses the docker CLI (the package's BuildKit probe), pulls what the mirror
 # lacks and lists in $RUN/rootfs.todo what cannot be pulled; each of those becomes a rootfs tarball
-# here, which seed_stack.py seed imports, checks and pushes. It also sets up arm64 emulation
-# (binfmt_misc) and lists the arm64 rootfs the mirror lacks (arch, the fifth field, arm64).
+# here, which seed_stack.py seed (finish, for arm64) imports, checks and pushes. It also sets up arm64
+# emulation (binfmt_misc) and lists the arm64 rootfs the mirror lacks (arch, the fifth field, arm64).
 
 # Remove a debootstrap target safely: first unmount whatever an interrupted debootstrap left
 # mounted inside it (/proc, /sys, ...), deepest first, then delete without crossing filesystems,
@@ -367,24 +368,43 @@ rm -f "$todo_file" "$RUN/buildkit-cli.json"
 "$VENV_PYTHON" "$SEED" bases --todo "$todo_file" || exit 1
 mapfile -t todo <"$todo_file"
 # One subshell per base, at once: each is mostly downloads and dpkg, so two take little more than one.
-# Each subshell removes its own half-made rootfs if it fails (its EXIT trap).
-builders=()
+# Each subshell removes its own half-made rootfs if it fails (its EXIT trap). The native ones are waited
+# for here; an emulated one (minutes under QEMU) goes on while `seed` does the rest, and `finish` takes it.
+native_builders=()
+emulated_builders=()
 builds_started=$SECONDS
 for line in "${todo[@]}"; do
     read -r py debian tag image arch <<<"$line"
     build_base_offline "$py" "$debian" "$tag" "$image" "$arch" &
-    builders+=("$!")
+    if [[ $arch == amd64 ]]; then native_builders+=("$!"); else emulated_builders+=("$!"); fi
 done
-failed=0
-for pid in "${builders[@]}"; do
-    wait "$pid" || failed=1
-done
-((failed == 0)) || die "a Python base could not be built (see the debootstrap logs in $LOGS)"
-((${#builders[@]} == 0)) || say "  rootfs builds done in $((SECONDS - builds_started)) s"
+# Every one waited for, so none is left running when this script ends; 1 when any failed.
+wait_for() {
+    local pid failed=0
+    for pid in "$@"; do
+        wait "$pid" || failed=1
+    done
+    return $failed
+}
+rootfs_failed() {
+    wait_for "${emulated_builders[@]}" || true
+    die "a Python base could not be built (see the debootstrap logs in $LOGS)"
+}
+wait_for "${native_builders[@]}" || rootfs_failed
+((${#native_builders[@]} == 0)) || say "  native rootfs builds done in $((SECONDS - builds_started)) s"
 
 # ================================================================================================
 # 4. The rest, in Python: the bases into the mirror, the source repository and its constraints,
-#    the Airflow home, the env file (seed_stack.py seed)
+#    the Airflow home, the env file (seed_stack.py seed); then the arm64 bases (seed_stack.py finish)
 # ================================================================================================
+if ! "$VENV_PYTHON" "$SEED" seed; then
+    ((${#emulated_builders[@]} == 0)) || say "waiting for the arm64 rootfs build to end before stopping"
+    wait_for "${emulated_builders[@]}" || true
+    exit 1
+fi
+if ((${#emulated_builders[@]})); then
+    wait_for "${emulated_builders[@]}" || die "an arm64 Python base could not be built (see the debootstrap logs in $LOGS)"
+    say "  arm64 rootfs builds done $((SECONDS - builds_started)) s after they started"
+fi
 # exec: the stack lock (fd 9) stays held until it ends, and its exit status is this script's.
-exec "$VENV_PYTHON" "$SEED" seed --started "$STARTED"
+exec "$VENV_PYTHON" "$SEED" finish --started "$STARTED"

@@ -311,7 +311,9 @@ def test_seeding_arm64_builds_checks_pushes_then_indexes_and_a_second_run_does_n
     seed_stack.tarball_version_of(cfg, arm64).write_text("3.11.2\n")
     engine = ArmEngine(client)
 
-    seed_stack.seed_bases(cfg, SETTINGS, engine, [arm64])  # the amd64 base is present: only arm64 is done
+    seed_stack.seed_bases(cfg, SETTINGS, engine)  # the amd64 base is present: nothing to do
+    assert engine.done == []
+    seed_stack.seed_arm64_bases(cfg, engine, [arm64])  # `finish`, once up.sh built the arm64 rootfs
     side = f"{plain_registry.host}/{REPO}:3.11-slim-bookworm-arm64"
     (build, dockerfile, context), run, push = engine.done[0][1:], engine.done[1], engine.done[2]
     assert build == "linux/arm64" and dockerfile.startswith("FROM scratch\nADD 3.11-slim-bookworm-arm64.tar /\n")
@@ -324,7 +326,7 @@ def test_seeding_arm64_builds_checks_pushes_then_indexes_and_a_second_run_does_n
     assert "3.11-slim-bookworm is an index over linux/amd64 and linux/arm64" in capsys.readouterr().out
 
     engine.done.clear()
-    seed_stack.seed_bases(cfg, SETTINGS, engine, [arm64])
+    seed_stack.seed_arm64_bases(cfg, engine, [arm64])
     assert engine.done == []
 
 
@@ -341,7 +343,7 @@ def test_an_arm64_base_that_does_not_run_as_aarch64_is_not_pushed(plain_registry
     seed_stack.tarball_version_of(cfg, arm64).write_text("3.11.2\n")
     engine = ArmEngine(client, machine="x86_64")
     with pytest.raises(seed_stack.StackError, match=r"does not run as aarch64"):
-        seed_stack.seed_bases(cfg, SETTINGS, engine, [arm64])
+        seed_stack.seed_arm64_bases(cfg, engine, [arm64])
     assert [step[0] for step in engine.done] == ["build", "run"]
     assert seed_stack.tarball_of(cfg, arm64).is_file()  # kept for the next run
 
