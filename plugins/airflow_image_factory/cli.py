@@ -3,9 +3,9 @@
     image-factory keygen --out signing          # signing.pem (0600) + signing.pub.pem, and the Connection
     image-factory verify REGISTRY/REPO:TAG --public-key signing.pub.pem [--username U --password-stdin]
 
-``verify`` checks every platform of the name: DSSE signatures by a trusted key, an SBOM, provenance naming
-the commit of the image's ``org.opencontainers.image.revision`` label, tests PASSED. Exit 0 when all
-verify, 1 when any problem is found, 2 on bad arguments.
+``verify`` checks every platform of the name (and an index's own evidence): DSSE signatures by a trusted
+key, an SBOM, provenance naming the commit of the image's ``org.opencontainers.image.revision`` label, tests
+PASSED. Exit 0 when all verify, 1 when any problem is found, 2 on bad arguments.
 """
 
 from __future__ import annotations

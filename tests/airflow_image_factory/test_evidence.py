@@ -16,7 +16,7 @@ from airflow_image_factory import cli
 from airflow_image_factory.clients.registry import RegistryClient
 from airflow_image_factory.clients.registry.manifest import OCI_INDEX, artifact_manifest, referrers_tag
 from airflow_image_factory.clients.signing import EvidenceSigner, EvidenceVerifier, generate_key_pair, public_key
-from airflow_image_factory.exceptions import EvidenceError, SigningKeyInvalid
+from airflow_image_factory.exceptions import EvidenceError, EvidenceRefused, SigningKeyInvalid
 from airflow_image_factory.policy.evidence import (
     ARTIFACT_TYPE,
     PROVENANCE,
@@ -25,12 +25,19 @@ from airflow_image_factory.policy.evidence import (
     TEST_RESULT,
     Opened,
     checks_result_predicate,
+    index_test_result,
     judge,
     provenance_predicate,
     statement,
 )
 from airflow_image_factory.policy.nightly import REVISION_LABEL
-from airflow_image_factory.services.evidence import Attestor, cyclonedx_sbom, evidence_problems, verify_image
+from airflow_image_factory.services.evidence import (
+    Attestor,
+    attest_index,
+    cyclonedx_sbom,
+    evidence_problems,
+    verify_image,
+)
 from tests.support.oci_images import push_image, push_index
 from tests.support.registry_servers import RegistryServer, unique_repo
 
@@ -243,8 +250,97 @@ def test_an_index_is_judged_platform_by_platform(plain_registry, keys):
     amd64, _arm64 = index.children
     Attestor(client, EvidenceSigner.from_pem(private)).attach(repository, amd64.digest, statements(amd64.digest))
     found = verify_image(client, repository, "latest", EvidenceVerifier.from_pems([public]))
-    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", False)]
-    assert all(p.startswith("linux/arm64: ") for p in evidence_problems(found))
+    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", False),
+                                                           ("index", False)]
+    assert {p.split(": ")[0] for p in evidence_problems(found)} == {"linux/arm64", "index"}
+    # the index's own evidence is made from its children's: not while one of them does not verify
+    with pytest.raises(EvidenceRefused, match="linux/arm64 child's evidence does not verify"):
+        attest_index(client, Attestor(client, EvidenceSigner.from_pem(private)), repository, index.digest,
+                     EvidenceVerifier.from_pems([public]), image=f"{repository}:sha")
+    assert client.referrers(repository, index.digest) == []
+
+
+def attest_children(client, repository, index, private, *, passed=(True, True)):
+    signer = EvidenceSigner.from_pem(private)
+    for child, ok in zip(index.children, passed, strict=True):
+        Attestor(client, signer).attach(repository, child.digest, statements(child.digest, passed=ok))
+
+
+def test_an_index_gets_evidence_of_its_own_made_from_its_childrens(plain_registry, keys):
+    (private, public), _ = keys
+    client = plain_registry.client()
+    repository = unique_repo("evidence-index-own")
+    index = push_index(client, repository, "latest")
+    attest_children(client, repository, index, private)
+    verifier = EvidenceVerifier.from_pems([public])
+    attestor = Attestor(client, EvidenceSigner.from_pem(private))
+    attached = attest_index(client, attestor, repository, index.digest, verifier, image=f"{repository}:sha")
+    assert sorted(a["predicateType"] for a in attached) == sorted([SBOM, PROVENANCE, TEST_RESULT])
+    found = verify_image(client, repository, "latest", verifier)
+    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", True),
+                                                           ("index", True)]
+    own = {o.predicate_type: o.document for o in found[-1].opened}
+    assert all(d["subject"][0]["digest"]["sha256"] == index.digest.split(":")[1] for d in own.values())
+    amd64, arm64 = (c.digest for c in index.children)
+    # SBOM: each child a container with its platform, depending on its own libraries
+    sbom = own[SBOM]["predicate"]
+    containers = {c["version"]: c for c in sbom["components"] if c["type"] == "container"}
+    assert set(containers) == {amd64, arm64}
+    assert containers[arm64]["properties"] == [{"name": "airflow-image-factory:platform", "value": "linux/arm64"}]
+    libraries = {c["purl"] for c in sbom["components"] if c["type"] == "library"}
+    assert "pkg:pypi/apache-airflow@3.3.2" in libraries
+    depends = {d["ref"]: d.get("dependsOn", []) for d in sbom["dependencies"]}
+    assert "pkg:pypi/apache-airflow@3.3.2" in depends[containers[amd64]["bom-ref"]]
+    # provenance: the children's commit, every platform, each child by digest
+    provenance = own[PROVENANCE]["predicate"]["buildDefinition"]
+    assert provenance["externalParameters"]["image"]["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert "platform" not in provenance["externalParameters"]["image"]
+    children = [d for d in provenance["resolvedDependencies"] if "platform" in d.get("annotations", {})]
+    assert [(d["annotations"]["platform"], "sha256:" + d["digest"]["sha256"]) for d in children] == [
+        ("linux/amd64", amd64), ("linux/arm64", arm64)]
+    assert provenance["resolvedDependencies"][0]["digest"]["gitCommit"] == SHA
+    # test result: every platform's checks, by name
+    tests = own[TEST_RESULT]["predicate"]
+    assert tests["result"] == "PASSED" and "linux/arm64: pip check" in tests["passedTests"]
+    # an index that has its own evidence gets none again
+    assert attest_index(client, attestor, repository, index.digest, verifier, image=f"{repository}:sha") == []
+
+
+def test_an_index_whose_child_failed_its_checks_is_refused_its_own_evidence(plain_registry, keys):
+    (private, public), _ = keys
+    client = plain_registry.client()
+    repository = unique_repo("evidence-index-failed")
+    index = push_index(client, repository, "latest")
+    attest_children(client, repository, index, private, passed=(True, False))
+    with pytest.raises(EvidenceRefused, match=r"linux/arm64 child's evidence does not verify: test evidence"):
+        attest_index(client, Attestor(client, EvidenceSigner.from_pem(private)), repository, index.digest,
+                     EvidenceVerifier.from_pems([public]), image=f"{repository}:sha")
+
+
+def test_the_index_test_result_fails_when_one_platform_failed():
+    passed = checks_result_predicate([{"check": "a", "passed": True}], url="u")
+    failed = checks_result_predicate([{"check": "a", "passed": False}], url="u")
+    result = index_test_result([("linux/amd64", DIGEST, passed), ("linux/arm64", OTHER, failed)])
+    assert result["result"] == "FAILED" and result["failedTests"] == ["linux/arm64: a"]
+    assert result["passedTests"] == ["linux/amd64: a"]
+    assert index_test_result([])["result"] == "FAILED"
+    # a child with no checks but a failed result still names it
+    assert index_test_result([("linux/arm64", OTHER, {"result": "FAILED"})])["failedTests"] == [
+        "linux/arm64: result 'FAILED'"]
+
+
+def test_an_index_whose_own_provenance_names_another_commit_does_not_verify(plain_registry, keys):
+    (private, public), _ = keys
+    client = plain_registry.client()
+    repository = unique_repo("evidence-index-commit")
+    index = push_index(client, repository, "latest", labels={REVISION_LABEL: SHA})
+    attest_children(client, repository, index, private)
+    Attestor(client, EvidenceSigner.from_pem(private)).attach(
+        repository, index.digest, statements(index.digest, sha="f" * 40))
+    found = verify_image(client, repository, "latest", EvidenceVerifier.from_pems([public]))
+    assert [e.verdict.ok for e in found] == [True, True, False]
+    assert found[-1].revision == SHA
+    assert any("says commit ffff" in p for p in found[-1].verdict.problems)
 
 
 def test_an_index_copied_to_another_repository_keeps_its_digest_and_its_childrens_evidence(plain_registry, keys):
@@ -252,13 +348,15 @@ def test_an_index_copied_to_another_repository_keeps_its_digest_and_its_children
     client = plain_registry.client()
     repository, target = unique_repo("evidence-index-src"), unique_repo("evidence-index-dst")
     index = push_index(client, repository, "latest")
-    signer = EvidenceSigner.from_pem(private)
-    for child in index.children:
-        Attestor(client, signer).attach(repository, child.digest, statements(child.digest))
+    attest_children(client, repository, index, private)
+    verifier = EvidenceVerifier.from_pems([public])
+    attest_index(client, Attestor(client, EvidenceSigner.from_pem(private)), repository, index.digest, verifier,
+                 image=f"{repository}:sha")
     assert client.copy(repository, index.digest, target, "latest") == index.digest
-    assert client.copy_referrers(repository, index.digest, target) == 6
-    found = verify_image(client, target, "latest", EvidenceVerifier.from_pems([public]))
-    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", True)]
+    assert client.copy_referrers(repository, index.digest, target) == 9
+    found = verify_image(client, target, "latest", verifier)
+    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", True),
+                                                           ("index", True)]
 
 
 # ---- the CLI ------------------------------------------------------------------------------------------

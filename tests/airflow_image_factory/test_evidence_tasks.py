@@ -20,7 +20,7 @@ from airflow_image_factory.policy.nightly import REVISION_LABEL
 from airflow_image_factory.policy.request import BuildRequest, validate_request
 from airflow_image_factory.services.evidence import INVENTORY_MARKER, verify_image
 from airflow_image_factory.tasks import evidence, groups, operators
-from tests.support.oci_images import push_image
+from tests.support.oci_images import push_image, push_index
 from tests.support.registry_servers import RegistryServer
 
 pytest_plugins = ["tests.support.registry_fixtures"]
@@ -135,6 +135,29 @@ def test_attest_signs_three_statements_about_the_pushed_digest(plain_registry, s
     assert check(image.path, pushed.digest) == []
     _, unsigned = pushed_prod(plain_registry, build_request, labels={"other": "1"})
     assert len(check(image.path, unsigned.digest)) == 3
+
+
+def test_attest_signs_each_platform_of_an_index_then_the_index_from_them(plain_registry, settings_env, engine):
+    build_request = request(plain_registry, settings_env, platforms=["linux/amd64", "linux/arm64"])
+    image = images_for(BuildRequest.from_dict(build_request), "3.11").prod
+    client = plain_registry.client()
+    index = push_index(client, image.path, SHA, labels={REVISION_LABEL: SHA})
+    parts = [{**BUILD, "platform": p, "image": image.ref(f"{SHA}-{p.split('/')[1]}"),
+              "provenance": {**BUILD["provenance"], "platform": p}} for p in ("linux/amd64", "linux/arm64")]
+    verified = {"platforms": [{"platform": p, **VERIFIED} for p in ("linux/amd64", "linux/arm64")]}
+    step = evidence.AttestImageOperator(
+        task_id="attest_prod", kind="prod", build_request=build_request, python="3.11",
+        build={"platforms": parts}, verification=verified, pushed=index.digest, python_base=BASE)
+    result = step.execute({"run_id": "manual__1"})
+    assert len(result["statements"]) == 9  # three per platform, three for the index
+    assert [ran[0] for ran in engine.ran] == [part["image"] for part in parts]  # each platform's own inventory
+    found = verify_image(client, image.path, SHA, EvidenceVerifier.from_pems([PUBLIC]))
+    assert [(e.platform, e.verdict.ok) for e in found] == [("linux/amd64", True), ("linux/arm64", True),
+                                                           ("index", True)]
+    assert found[-1].revision == SHA
+    # what the promotion asks of the index: its children's evidence and its own
+    check = evidence.evidence_check(load_settings(env=settings_env), client, push=True)
+    assert check(image.path, index.digest) == []
 
 
 def test_a_reused_image_must_already_carry_verifying_evidence(plain_registry, settings_env, monkeypatch):

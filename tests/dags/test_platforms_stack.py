@@ -117,6 +117,16 @@ def test_each_childs_evidence_is_about_that_child_and_verifies_with_the_stack_ke
         arches = {c["purl"].split("arch=")[1].split("&")[0] for c in statements[SBOM]["predicate"]["components"]
                   if c["purl"].startswith("pkg:deb/") and "arch=" in c["purl"]}
         assert child["platform"]["architecture"] in arches  # the arm64 image's own Debian packages
+    # the index itself (the digest `docker pull` records): its own statements under its referrers tag,
+    # made from the children's
+    index_digest = raw.digest(slim(python), "latest")
+    _, referrers = raw.referrers(slim(python), index_digest)
+    own = {r.predicate_type: r.statement(public_pem) for r in referrers}
+    assert sorted(own) == sorted([SBOM, PROVENANCE, TEST_RESULT])
+    assert all(s["subject"][0]["digest"]["sha256"] == index_digest.split(":")[1] for s in own.values())
+    assert own[TEST_RESULT]["predicate"]["result"] == "PASSED"
+    assert any(t.startswith("linux/arm64: ") for t in own[TEST_RESULT]["predicate"]["passedTests"])
+    assert own[PROVENANCE]["predicate"]["buildDefinition"]["externalParameters"]["image"]["platforms"] == PLATFORMS
     verified = evidence_cli("verify", f"{host}/{slim(python)}:latest", "--public-key", str(STACK_PUBLIC_KEY))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -128,10 +138,11 @@ def test_a_tampered_arm64_child_blocks_the_promotion_of_the_whole_index(multiarc
     digest = registry.manifest_digest(source, "latest")
     index = registry.get_manifest(source, digest)
     tampered = f"{REPO}/tamper-{uuid.uuid4().hex[:8]}/prod-slim/python{python}"
-    # the index and its children copied; the amd64 child's genuine evidence copied, the arm64 child's
-    # replaced by statements about it signed with another key
+    # the index and its children copied; the index's and the amd64 child's genuine evidence copied, the
+    # arm64 child's replaced by statements about it signed with another key
     assert registry.copy(source, digest, tampered, "candidate") == digest
     amd64, arm64 = (c["digest"] for c in index.children)
+    assert registry.copy_referrers(source, digest, tampered, children=False) == 3
     registry.copy_referrers(source, amd64, tampered)
     foreign = EvidenceSigner.from_pem(generate_key_pair()[0])
     genuine = [verifier.open(registry.get_blob(source, registry.get_manifest(source, r["digest"]).document[
@@ -140,7 +151,8 @@ def test_a_tampered_arm64_child_blocks_the_promotion_of_the_whole_index(multiarc
     Attestor(registry, foreign).attach(tampered, arm64, genuine)
     problems = problems_of(registry, tampered, digest, verifier)
     assert problems and all(p.startswith("linux/arm64: ") for p in problems), problems
-    assert [e.verdict.ok for e in verify_image(registry, tampered, digest, verifier)] == [True, False]
+    assert [(e.platform, e.verdict.ok) for e in verify_image(registry, tampered, digest, verifier)] == [
+        ("linux/amd64", True), ("linux/arm64", False), ("index", True)]
 
     target = f"{host}/{tampered}:latest"
     plan = PromotionPlan(True, "test", (PromotionStep(ImageKind.PROD_SLIM, python, target, digest),))

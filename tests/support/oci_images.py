@@ -141,9 +141,11 @@ def push_index(
     *,
     architectures: tuple[str, ...] = ("amd64", "arm64"),
     media_type: str = OCI_MANIFEST,
+    labels: dict[str, str] | None = None,
 ) -> PushedIndex:
-    """Push one image per architecture by digest, then an index (or Docker list) over them."""
-    children = [push_image(client, repository, None, architecture=a, media_type=media_type) for a in architectures]
+    """Push one image per architecture by digest (each with ``labels``), then an index (or Docker list) over them."""
+    children = [push_image(client, repository, None, architecture=a, media_type=media_type, labels=labels)
+                for a in architectures]
     index_type = _INDEX_FOR[media_type]
     document = {
         "schemaVersion": 2,

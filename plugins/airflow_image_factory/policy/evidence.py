@@ -120,6 +120,50 @@ def checks_result_predicate(
     }
 
 
+def index_provenance(children: Sequence[tuple[str, str, Mapping[str, Any]]], *, name: str) -> dict[str, Any]:
+    """Provenance of an image index from its children's (``(platform, digest, predicate)`` each, in the
+    index's order): the same source and build, every platform named, each child a resolved dependency
+    by digest, the run from the first child's start to the last one's end."""
+    if not children:
+        raise ValueError("an index without children has no provenance")
+    first = children[0][2]
+    definition = dict(first.get("buildDefinition") or {})
+    parameters = dict(definition.get("externalParameters") or {})
+    image = {k: v for k, v in (parameters.get("image") or {}).items() if k != "platform"}
+    parameters["image"] = {**image, "platforms": [platform for platform, _, _ in children]}
+    definition["externalParameters"] = parameters
+    definition["resolvedDependencies"] = [
+        *(definition.get("resolvedDependencies") or []),
+        *({"uri": _oci_uri(name), "digest": {"sha256": hex_of(digest)}, "annotations": {"platform": platform}}
+          for platform, digest, _ in children),
+    ]
+    metadata = [(c[2].get("runDetails") or {}).get("metadata") or {} for c in children]
+    run = dict(first.get("runDetails") or {})
+    run["metadata"] = {**(run.get("metadata") or {}),
+                       "startedOn": min((m.get("startedOn") or "" for m in metadata), default=""),
+                       "finishedOn": max((m.get("finishedOn") or "" for m in metadata), default="")}
+    return {"buildDefinition": definition, "runDetails": run}
+
+
+def index_test_result(children: Sequence[tuple[str, str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The test result of an image index from its children's (``(platform, digest, predicate)`` each): every
+    check of every platform, named with its platform; PASSED only when every child's result is."""
+    def named(platform: str, tests: Any) -> list[str]:
+        return [f"{platform}: {test}" for test in tests or []]
+
+    results = [predicate.get("result") for _, _, predicate in children]
+    return {
+        "result": "PASSED" if results and all(r == "PASSED" for r in results) else "FAILED",
+        "configuration": [dict(c) for _, _, p in children for c in p.get("configuration") or []],
+        "url": str(children[0][2].get("url", "")) if children else "",
+        "passedTests": [t for platform, _, p in children for t in named(platform, p.get("passedTests"))],
+        "warnedTests": [t for platform, _, p in children for t in named(platform, p.get("warnedTests"))],
+        "failedTests": [t for platform, _, p in children for t in named(platform, p.get("failedTests"))]
+                       + [f"{platform}: result {p.get('result')!r}" for platform, _, p in children
+                          if p.get("result") != "PASSED" and not p.get("failedTests")],
+    }
+
+
 def subject_digests(document: Mapping[str, Any]) -> set[str]:
     """The ``sha256:<hex>`` digests a statement is about."""
     found = set()

@@ -35,6 +35,7 @@ from airflow_image_factory.policy.reference import parse_reference
 from airflow_image_factory.policy.settings import Settings
 from airflow_image_factory.services.evidence import (
     Attestor,
+    attest_index,
     cyclonedx_sbom,
     evidence_problems,
     problems_of,
@@ -105,7 +106,8 @@ def evidence_check(settings: Settings, client: Any, *, push: bool) -> Callable[[
 
 class AttestImageOperator(ImageFactoryOperator):
     """After an image's checks passed and its ``:SHA`` push: sign its SBOM, provenance and test results
-    and store them in the registry as artifacts referring to the pushed digest.
+    and store them in the registry as artifacts referring to the pushed digest. An index (several
+    platforms): each platform's image, then the index itself from what its children's statements say.
 
     An image reused from the registry (content key) was attested when it was first published: its
     evidence is verified instead, and the step fails when it has none that verifies (``rebuild: true``
@@ -142,7 +144,8 @@ class AttestImageOperator(ImageFactoryOperator):
         parts = {part.get("platform", ""): part for part in built_platforms(self.build)}
         with self.registry_hook(settings).get_conn() as client:
             manifest = client.get_manifest(image.path, digest)
-            # An index (several platforms): each platform's image is signed on its own, as verify_image reads it.
+            # An index (several platforms): each platform's image is signed on its own, as verify_image reads
+            # it, then the index from them.
             children = ([(platform_of(child), child["digest"]) for child in manifest.children] if manifest.is_index
                         else [(next(iter(parts), ""), digest)])
             engine = None
@@ -164,6 +167,13 @@ class AttestImageOperator(ImageFactoryOperator):
                               "%d checks passed; signed with key %s", local, child,
                               f" ({platform})" if manifest.is_index else "", len(inventory["python"]),
                               len(inventory["debian"]), self.sha, len(self._checks(platform)), signer.keyid[:12])
+            if manifest.is_index:
+                # what a verifier of the pulled digest (the index) reads: made from the children's, once
+                index = attest_index(client, Attestor(client, signer, log=self.log.info), image.path, digest,
+                                     verifier_of(settings, signer), image=image.ref(self.sha))
+                attached += index
+                self.log.info("%s@%s (index): %s", image.ref(self.sha), digest,
+                              "its own evidence, made from its children's" if index else "its own evidence verifies")
         result = {"python": self.python, "kind": self.kind.value, "digest": digest, "statements": attached}
         return result | ({"reused": reused[0] if len(reused) == 1 else reused} if reused else {})
 
@@ -237,7 +247,8 @@ def _package_version() -> str:
 def verify_published(build_request: dict[str, Any] | None, published: list[dict[str, str]] | None) -> list[dict]:
     """Read back, as anyone who pulls them would, the names the promotion just moved: each tested image
     (CI, each PROD variant) by its tag, its digest the one promoted, and its evidence verified with the
-    trusted keys - every platform of an index. ``image-factory verify`` is the same check from a shell."""
+    trusted keys - every platform of an index, and the index's own. ``image-factory verify`` is the same
+    check from a shell."""
     from airflow_image_factory.policy.promotion import SHA_PUSHED
     from airflow_image_factory.policy.request import BuildRequest
 

@@ -416,15 +416,16 @@ class RegistryClient:
         raise RegistryError(f"{self.registry}/{repository}: {artifact.digest} was not kept in the referrers of "
                             f"{subject} after {tries} writes (another writer?)")
 
-    def copy_referrers(self, source_repository: str, digest: str, target_repository: str) -> int:
+    def copy_referrers(self, source_repository: str, digest: str, target_repository: str, *,
+                       children: bool = True) -> int:
         """Copy the artifacts referring to ``digest`` (signed evidence) along with an image copied to
-        another repository, blobs by mount; for an index, its children's referrers too. Returns how many
-        artifacts were attached in ``target_repository``."""
+        another repository, blobs by mount; for an index, its children's referrers too (unless not
+        ``children``). Returns how many artifacts were attached in ``target_repository``."""
         if source_repository == target_repository:
             return 0
         copied = 0
         manifest = self._get_manifest(source_repository, digest, [pull_scope(source_repository)])
-        for child in manifest.children:
+        for child in manifest.children if children else ():
             copied += self.copy_referrers(source_repository, child["digest"], target_repository)
         for entry in self.referrers(source_repository, digest):
             artifact = self.get_manifest(source_repository, entry["digest"])
