@@ -162,6 +162,16 @@ DISK_LOG: list[str] = []
 RECLAIM_BELOW_MIB = 30 * 1024
 
 
+# A session build is set up inside the first test that needs it, and pytest-timeout counts set-up: that
+# test gets the build's bound on top of its own. Beside the other two streams the official images took
+# 27 min on 2 cores (2026-12-07), and their first test ran out of the 30 min every test has.
+# (official_images: the deploy tests' way to official_build.)
+SESSION_BUILDS = ("main_build", "official_build", "official_images")
+FIRST_USER_TIMEOUT = 3600
+
+
+# trylast: after -m and -k have deselected, so the bound goes to the first test that really runs
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     if STREAM:
         mine, others = [], []
@@ -171,6 +181,10 @@ def pytest_collection_modifyitems(config, items):
             config.hook.pytest_deselected(items=others)
             items[:] = mine
     items.sort(key=lambda item: item.get_closest_marker("fresh_content") is not None)  # stable sort
+    for build in SESSION_BUILDS:
+        first = next((item for item in items if build in getattr(item, "fixturenames", ())), None)
+        if first is not None:
+            first.add_marker(pytest.mark.timeout(FIRST_USER_TIMEOUT))
 
 
 @pytest.fixture(scope="module", autouse=True)
