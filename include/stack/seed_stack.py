@@ -892,11 +892,16 @@ def summary(config: StackConfig, settings: Settings, engine: Engine, probe: Buil
     say(f"  env file:  . {config.stack_dir}/env")
 
 
+def chosen_engine(config: StackConfig) -> tuple[BuildKitProbe, Engine]:
+    """The CLI `bases` chose (its saved probe) and the engine behind it."""
+    probe = load_probe(config.probe_file) or choose_cli(config.docker_cli)
+    return probe, connect(probe)
+
+
 def cmd_seed(config: StackConfig, settings: Settings) -> None:
     """Everything but the arm64 bases: their rootfs take minutes under emulation, and up.sh builds them
     meanwhile (one core each, beside this mostly downloads and one core)."""
-    probe = load_probe(config.probe_file) or choose_cli(config.docker_cli)
-    engine = connect(probe)
+    probe, engine = chosen_engine(config)
     seed_bases(config, settings, engine)
     seed_source_repo(config)
     seed_constraint_branches(config)
@@ -907,8 +912,7 @@ def cmd_seed(config: StackConfig, settings: Settings) -> None:
 
 
 def cmd_finish(config: StackConfig, settings: Settings, started: float) -> None:
-    probe = load_probe(config.probe_file) or choose_cli(config.docker_cli)
-    engine = connect(probe)
+    probe, engine = chosen_engine(config)
     # `bases` set emulation up and said why not if it could not: here it is only looked at.
     arm64, why = arm64_plan(config, settings, emulation_problem)
     seed_arm64_bases(config, engine, arm64)

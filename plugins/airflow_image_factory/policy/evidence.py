@@ -148,19 +148,18 @@ def index_provenance(children: Sequence[tuple[str, str, Mapping[str, Any]]], *, 
 def index_test_result(children: Sequence[tuple[str, str, Mapping[str, Any]]]) -> dict[str, Any]:
     """The test result of an image index from its children's (``(platform, digest, predicate)`` each): every
     check of every platform, named with its platform; PASSED only when every child's result is."""
-    def named(platform: str, tests: Any) -> list[str]:
-        return [f"{platform}: {test}" for test in tests or []]
+    def named(key: str) -> list[str]:
+        return [f"{platform}: {test}" for platform, _, p in children for test in p.get(key) or []]
 
     results = [predicate.get("result") for _, _, predicate in children]
     return {
         "result": "PASSED" if results and all(r == "PASSED" for r in results) else "FAILED",
         "configuration": [dict(c) for _, _, p in children for c in p.get("configuration") or []],
         "url": str(children[0][2].get("url", "")) if children else "",
-        "passedTests": [t for platform, _, p in children for t in named(platform, p.get("passedTests"))],
-        "warnedTests": [t for platform, _, p in children for t in named(platform, p.get("warnedTests"))],
-        "failedTests": [t for platform, _, p in children for t in named(platform, p.get("failedTests"))]
-                       + [f"{platform}: result {p.get('result')!r}" for platform, _, p in children
-                          if p.get("result") != "PASSED" and not p.get("failedTests")],
+        "passedTests": named("passedTests"),
+        "warnedTests": named("warnedTests"),
+        "failedTests": named("failedTests") + [f"{platform}: result {p.get('result')!r}" for platform, _, p in children
+                                               if p.get("result") != "PASSED" and not p.get("failedTests")],
     }
 
 

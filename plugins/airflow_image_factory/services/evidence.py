@@ -237,8 +237,8 @@ def verify_image(registry: Any, repository: str, reference: str, verifier: Any) 
     (platform ``index``), whose revision is its children's."""
     manifest = registry.get_manifest(repository, reference)
     if not manifest.is_index:
-        revision = config_labels(registry.config_of(repository, manifest)).get(REVISION_LABEL)
-        return [_verify_manifest(registry, repository, manifest.digest, verifier, platform="", revision=revision)]
+        return [_verify_manifest(registry, repository, manifest.digest, verifier, platform="",
+                                 revision=_revision_of(registry, repository, manifest))]
     found = []
     for child in manifest.children:
         platform = child.get("platform") or {}
@@ -246,14 +246,17 @@ def verify_image(registry: Any, repository: str, reference: str, verifier: Any) 
             continue
         child_manifest = registry.get_manifest(repository, child["digest"])
         name = "/".join(p for p in (platform.get("os"), platform.get("architecture"), platform.get("variant")) if p)
-        revision = config_labels(registry.config_of(repository, child_manifest)).get(REVISION_LABEL)
         found.append(_verify_manifest(registry, repository, child_manifest.digest, verifier, platform=name,
-                                      revision=revision))
+                                      revision=_revision_of(registry, repository, child_manifest)))
     revisions = {child.revision for child in found}
     revision = revisions.pop() if len(revisions) == 1 else None
     found.append(_verify_manifest(registry, repository, manifest.digest, verifier, platform=INDEX,
                                   revision=revision))
     return found
+
+
+def _revision_of(registry: Any, repository: str, manifest: Any) -> str | None:
+    return config_labels(registry.config_of(repository, manifest)).get(REVISION_LABEL)
 
 
 def attest_index(registry: Any, attestor: Attestor, repository: str, digest: str, verifier: Any, *,
